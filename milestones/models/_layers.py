@@ -1,0 +1,104 @@
+"""Blocks used by two or more families. A block used by one family lives in that family's file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    """Stochastic depth (Huang et al. 2016, arXiv:1603.09382): drop whole residual branches per sample."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class DropPath(nn.Module):
+    """Stochastic depth as a module; identity at evaluation."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def drop_path_rates(rate: float, depths: list[int] | tuple[int, ...]) -> list[float]:
+    """Stochastic-depth rates growing linearly from 0 to ``rate`` over all blocks (Swin, CSWin, DeiT)."""
+    total = sum(depths)
+    return [rate * i / max(total - 1, 1) for i in range(total)]
+
+
+class Mlp(nn.Module):
+    """Transformer feed-forward block: Linear -> GELU -> dropout -> Linear -> dropout."""
+
+    def __init__(self, dim: int, hidden: int, *, drop: float = 0.0, out_dim: int | None = None) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, out_dim or dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def local_response_norm(size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> nn.LocalResponseNorm:
+    """LRN with the paper's constants (AlexNet §3.3: b = a / (k + alpha * sum a^2)^beta).
+
+    PyTorch's ``LocalResponseNorm`` divides ``alpha`` by ``size``; multiply it back so the paper's alpha holds.
+    """
+    return nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)
+
+
+
+
+_EXPLICIT_ATTENTION = False
+
+
+@contextmanager
+def explicit_attention(enabled: bool = True) -> Iterator[None]:
+    """Route :func:`attend` through the textbook softmax(QK^T)V instead of SDPA (for benchmarks and checks)."""
+    global _EXPLICIT_ATTENTION
+    previous, _EXPLICIT_ATTENTION = _EXPLICIT_ATTENTION, enabled
+    try:
+        yield
+    finally:
+        _EXPLICIT_ATTENTION = previous
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    bias: Tensor | None = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Scaled dot-product attention over ``(..., N, d)`` tensors, returning ``(output, weights or None)``.
+
+    By default this calls ``F.scaled_dot_product_attention``, which never materialises the N x N matrix on fused
+    kernels. With ``need_weights=True`` (visualisation) or inside :func:`explicit_attention` it computes
+    softmax(q k^T * scale + bias) v explicitly; the weights are returned only when asked for.
+    """
+    if need_weights or _EXPLICIT_ATTENTION:
+        scale = q.shape[-1] ** -0.5 if scale is None else scale
+        weights = (q * scale) @ k.transpose(-2, -1)
+        if bias is not None:
+            weights = weights + bias
+        weights = weights.softmax(dim=-1)
+        out = F.dropout(weights, dropout_p) @ v if dropout_p > 0 else weights @ v
+        return out, weights if need_weights else None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+    return out, None

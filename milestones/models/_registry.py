@@ -1,0 +1,235 @@
+"""The model registry: every paper architecture is a named variant with its paper's numbers attached.
+
+Each family module declares a frozen config dataclass, a ``VARIANTS`` table, what the paper ``REPORTED`` and the
+exact counts we measure (``COUNTS``), and decorates its one builder with :func:`register_variants`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError, UnknownModelError
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class PaperRef:
+    """Bibliographic reference of the paper that introduced an architecture."""
+
+    title: str
+    authors: str
+    year: int
+    venue: str = ""
+    arxiv: str | None = None
+
+    def cite(self) -> str:
+        tail = f", arXiv:{self.arxiv}" if self.arxiv else ""
+        venue = f" {self.venue}" if self.venue else ""
+        return f'{self.authors}, "{self.title}".{venue} {self.year}{tail}'
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What the paper reported for one variant; ``None`` means not reported.
+
+    ``params_m`` is in millions as printed in the paper, ``gmacs`` in billions of multiply-adds (papers' "FLOPs"),
+    errors in percent. ``source`` names the table and protocol (e.g. "Table 3, 10-crop").
+    """
+
+    params_m: float | None = None
+    gmacs: float | None = None
+    top1_err: float | None = None
+    top5_err: float | None = None
+    dataset: str = "ImageNet"
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Our exact, measured numbers at the default input size (checked by tests).
+
+    ``params`` counts trainable parameters; ``gmacs`` is ``torch.utils.flop_counter`` FLOPs / 2 / 1e9 for batch 1.
+    ``source`` says what the exact count agrees with ("paper", "authors' code", "torchvision").
+    """
+
+    params: int
+    gmacs: float
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered variant."""
+
+    name: str
+    family: str
+    builder: Builder
+    config: Any
+    paper: PaperRef
+    reported: Reported
+    counts: Counts | None
+    input_size: tuple[int, int, int]
+    small: Mapping[str, Any] = field(default_factory=dict)
+    small_input: tuple[int, int, int] | None = None
+
+    @property
+    def year(self) -> int:
+        return self.paper.year
+
+
+_SPECS: dict[str, ModelSpec] = {}
+
+
+def register_variants(
+    variants: Mapping[str, Any],
+    *,
+    paper: PaperRef,
+    reported: Mapping[str, Reported] | None = None,
+    counts: Mapping[str, Counts] | None = None,
+    input_size: tuple[int, int, int] | Mapping[str, tuple[int, int, int]] = (3, 224, 224),
+    small: Mapping[str, Any] | None = None,
+    small_input: tuple[int, int, int] | Mapping[str, tuple[int, int, int]] | None = None,
+) -> Callable[[Builder], Builder]:
+    """Register every row of ``variants`` under its name, all built by the decorated builder.
+
+    Args:
+        variants: name -> frozen config dataclass.
+        paper: the paper that introduced the family.
+        reported: name -> the paper's numbers (variants the paper does not report may be absent).
+        counts: name -> our exact numbers; every variant should have one.
+        input_size: ``(C, H, W)`` at which the paper's numbers hold, one for all or per variant.
+        small: keyword arguments for a small, fast instance used by tests (e.g. ``{"img_size": 64}``), one dict for
+            all variants or a per-variant mapping of dicts.
+        small_input: ``(C, H, W)`` input for that small instance; defaults to ``input_size``.
+    """
+
+    def wrap(builder: Builder) -> Builder:
+        family = builder.__module__.rsplit(".", 1)[-1]
+        for name, cfg in variants.items():
+            if name in _SPECS:
+                raise ValueError(f"model {name!r} registered twice")
+            size = input_size[name] if isinstance(input_size, Mapping) else input_size
+            if small and name in small and isinstance(small[name], Mapping):
+                small_kw = dict(small[name])
+            elif small and all(isinstance(v, Mapping) for v in small.values()):
+                small_kw = {}
+            else:
+                small_kw = dict(small or {})
+            s_in = small_input[name] if isinstance(small_input, Mapping) else small_input
+            _SPECS[name] = ModelSpec(
+                name=name,
+                family=family,
+                builder=builder,
+                config=cfg,
+                paper=paper,
+                reported=(reported or {}).get(name, Reported()),
+                counts=(counts or {}).get(name),
+                input_size=tuple(size),
+                small=small_kw,
+                small_input=tuple(s_in) if s_in else None,
+            )
+        return builder
+
+    return wrap
+
+
+def list_models(pattern: str | None = None, *, family: str | None = None) -> list[str]:
+    """Registered names, in registration order, optionally filtered by a glob pattern and family."""
+    names = [n for n, s in _SPECS.items() if family is None or s.family == family]
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return names
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered model; an unknown name raises with close-match suggestions."""
+    try:
+        return _SPECS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_SPECS), n=4, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; run 'milestones list' to see all models"
+        raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def model_options(name: str) -> list[str]:
+    """Every keyword ``create_model(name, ...)`` accepts: config fields and builder keyword arguments."""
+    spec = get_spec(name)
+    fields = [f.name for f in dataclasses.fields(spec.config)]
+    params = inspect.signature(spec.builder).parameters.values()
+    extra = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return fields + [e for e in extra if e not in fields]
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model.
+
+    Keyword arguments either override fields of the variant's config dataclass or are passed to the builder
+    (``num_classes``, ``in_chans``, ...). Anything else is an error listing the valid options: a misspelt keyword is
+    never silently dropped.
+    """
+    spec = get_spec(name)
+    valid = model_options(name)
+    unknown = [k for k in overrides if k not in valid]
+    if unknown:
+        raise ConfigError(
+            f"model {name!r} has no option {', '.join(repr(k) for k in unknown)}; valid options: {', '.join(valid)}"
+        )
+    fields = {f.name for f in dataclasses.fields(spec.config)}
+    cfg = dataclasses.replace(spec.config, **{k: v for k, v in overrides.items() if k in fields})
+    kwargs = {k: v for k, v in overrides.items() if k not in fields}
+    return spec.builder(cfg, **kwargs)
+
+
+StateDict = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Converter:
+    """Maps a torchvision state dict (from ``torchvision.models.<source>``) onto ``create_model(target, **kwargs)``."""
+
+    source: str
+    target: str
+    fn: Callable[[StateDict], dict[str, Any]]
+    target_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+_CONVERTERS: dict[str, Converter] = {}
+
+
+def register_converter(source: str, target: str, **target_kwargs: Any) -> Callable[[Callable], Callable]:
+    """Register ``fn(torchvision_state_dict) -> our_state_dict`` for torchvision model ``source``.
+
+    ``target_kwargs`` are the ``create_model`` options the converted weights need (e.g. ``version="v1.5"``).
+    """
+
+    def wrap(fn: Callable[[StateDict], dict[str, Any]]) -> Callable[[StateDict], dict[str, Any]]:
+        if source in _CONVERTERS:
+            raise ValueError(f"converter for {source!r} registered twice")
+        _CONVERTERS[source] = Converter(source, target, fn, dict(target_kwargs))
+        return fn
+
+    return wrap
+
+
+def list_converters() -> list[str]:
+    """The torchvision model names that can be converted."""
+    return list(_CONVERTERS)
+
+
+def get_converter(source: str) -> Converter:
+    """The converter for torchvision model ``source``; unknown names get close matches."""
+    try:
+        return _CONVERTERS[source]
+    except KeyError:
+        close = difflib.get_close_matches(source, list(_CONVERTERS), n=4, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; convertible: {', '.join(_CONVERTERS)}"
+        raise UnknownModelError(f"no converter for torchvision model {source!r}{hint}") from None

@@ -1,0 +1,32 @@
+"""Shared fixtures. Data comes from the data root (MILESTONES_DATA, else ../shared/data); nothing here downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def _data_root() -> Path | None:
+    env = os.environ.get("MILESTONES_DATA")
+    if env:
+        return Path(env)
+    shared = REPO.parent / "shared" / "data"
+    return shared if shared.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real data root. Skips where there is none, except in CI, where missing data is a failure."""
+    root = _data_root()
+    if root is None or not root.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("CI needs MILESTONES_DATA pointing at the shared data folder")
+        pytest.skip("no data root: set MILESTONES_DATA to a folder holding mnist/ (and cifar10/)")
+    return root

@@ -1,0 +1,73 @@
+"""Registry-wide model tests: exact numbers on the meta device, the paper's rounding, docstrings, fwd/bwd."""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import pytest
+import torch
+
+from milestones import count_macs, count_params
+from milestones.models import create_model, get_spec, list_models
+
+ALL = list_models()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_counts_exact(name: str) -> None:
+    """Parameters exactly, and multiply-adds to 4 significant digits, as stored in the family's COUNTS table."""
+    spec = get_spec(name)
+    assert spec.counts is not None, f"{name} has no Counts entry"
+    with torch.device("meta"):
+        model = create_model(name)
+    assert count_params(model) == spec.counts.params
+    gmacs = count_macs(model, spec.input_size) / 1e9
+    assert gmacs == pytest.approx(spec.counts.gmacs, rel=1e-3, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if get_spec(n).reported.params_m is not None])
+def test_params_within_paper_rounding(name: str) -> None:
+    """The paper prints millions rounded (and sometimes loosely, e.g. AlexNet's "60 million"); stay within 5%."""
+    spec = get_spec(name)
+    assert spec.counts.params / 1e6 == pytest.approx(spec.reported.params_m, rel=0.05)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_docstring_table(name: str) -> None:
+    """The family docstring's paper-vs-ours table has a row for the variant with its exact parameter count."""
+    spec = get_spec(name)
+    doc = importlib.import_module(f"milestones.models.{spec.family}").__doc__ or ""
+    rows = [line for line in doc.splitlines() if re.match(rf"\|\s*`?{re.escape(name)}`?\s*\|", line)]
+    assert rows, f"no '| {name} |' row in the {spec.family} docstring"
+    assert f"{spec.counts.params:,}" in rows[0], f"row for {name} does not show {spec.counts.params:,}"
+    if spec.reported.top1_err is not None:
+        assert f"{spec.reported.top1_err}" in rows[0], f"row for {name} does not show the paper's top-1 error"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward(name: str) -> None:
+    """A small instance runs forward and backward, returns (B, num_classes) logits, and every parameter gets a grad."""
+    spec = get_spec(name)
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, **spec.small)
+    x = torch.randn(2, *(spec.small_input or spec.input_size))
+    out = model(x)
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    out.logsumexp(dim=1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient for {missing}"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_model_api(name: str) -> None:
+    """forward_features gives (B, D); reset_classifier changes the number of outputs."""
+    spec = get_spec(name)
+    model = create_model(name, num_classes=7, **spec.small).eval()
+    x = torch.randn(1, *(spec.small_input or spec.input_size))
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.ndim == 2 and feats.shape[0] == 1
+        model.reset_classifier(3)
+        assert model(x).shape == (1, 3)
