@@ -1,7 +1,9 @@
 """Counting parameters and multiply-adds, and a layer-by-layer summary.
 
 Papers' "FLOPs" are multiply-adds; ``torch.utils.flop_counter`` counts two FLOPs per multiply-add, so MACs here are
-its count halved. Everything works on the ``meta`` device, so measuring VGG-19 or ViT-H costs no memory or compute.
+its count halved. Everything works on the ``meta`` device, so measuring VGG-19 or ViT-H costs no memory or compute. Attention is
+counted through the explicit softmax(QK^T)V path (``explicit_attention``): a fused SDPA kernel on a real device is one
+opaque call the counter cannot see into.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from .models._layers import explicit_attention
 
 
 def count_params(model: nn.Module, *, trainable_only: bool = True) -> int:
@@ -46,7 +50,7 @@ def count_macs(model: nn.Module, input_size: Sequence[int] | Tensor) -> int:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), explicit_attention(), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was_training)
@@ -95,7 +99,7 @@ def layer_summary(model: nn.Module, input_size: Sequence[int] | Tensor) -> list[
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), explicit_attention(), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was_training)

@@ -1,0 +1,263 @@
+"""The ``milestones`` command line. Every user error ends in one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import MilestonesError
+
+
+def _fmt_count(n: float | None, unit: str = "") -> str:
+    if n is None:
+        return "-"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .models import get_spec, list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}; run 'milestones list' to see all", file=sys.stderr)
+        return 2
+    rows = []
+    for n in names:
+        s = get_spec(n)
+        c = s.counts
+        rows.append([n, s.family, s.paper.year, f"{c.params:,}" if c else "-",
+                     _fmt_count(c.gmacs * 1e9) if c else "-", f"{s.paper.authors.split(',')[0]} et al., {s.paper.title}"])
+    print(_table(["name", "family", "year", "params", "MACs", "paper"], rows))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from .measure import count_macs, count_params, layer_summary
+    from .models import create_model, get_spec, model_options
+
+    spec = get_spec(args.name)
+    with torch.device("meta"):
+        model = create_model(args.name)
+        params = count_params(model)
+        macs = count_macs(model, spec.input_size)
+        rows = layer_summary(model, spec.input_size) if not args.brief else []
+    r = spec.reported
+    print(f"{spec.name}  ({spec.family} family)")
+    print(f"paper:       {spec.paper.cite()}")
+    print(f"input:       {'x'.join(str(v) for v in spec.input_size)} (C x H x W)")
+    print(f"options:     {', '.join(model_options(args.name))}")
+    print()
+    print(_table(["", "paper", "measured"], [
+        ["params", f"{r.params_m}M" if r.params_m is not None else "-", str(params)],
+        ["GMACs", r.gmacs if r.gmacs is not None else "-", f"{macs / 1e9:.4f}"],
+        [f"top-1 err % ({r.dataset})", r.top1_err if r.top1_err is not None else "-", "see docs/results.md"],
+        [f"top-5 err % ({r.dataset})", r.top5_err if r.top5_err is not None else "-", "-"],
+    ]))
+    if r.source:
+        print(f"paper numbers from: {r.source}")
+    if spec.counts and spec.counts.source:
+        print(f"exact count agrees with: {spec.counts.source}")
+    if rows:
+        print()
+        print(_table(["layer", "type", "output", "params", "MACs"],
+                     [[x.name, x.kind, "x".join(str(d) for d in x.output_shape[1:]), f"{x.params:,}",
+                       f"{x.macs:,}"] for x in rows]))
+        print(f"total: {params:,} parameters, {macs:,} multiply-adds")
+    return 0
+
+
+def _split_overrides(extra: Sequence[str]) -> list[str]:
+    from .errors import ConfigError
+
+    overrides = []
+    for arg in extra:
+        if arg.startswith("--") and "=" in arg:
+            overrides.append(arg)
+        else:
+            raise ConfigError(f"unrecognised argument {arg!r}; overrides look like --optim.lr=0.05")
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .config import build_config
+    from .train.run import run_training
+
+    overrides = _split_overrides(extra)
+    shortcuts = {"epochs": "train.epochs", "data_root": "data.root", "out": "out_dir", "name": "name",
+                 "device": "train.device", "seed": "train.seed"}
+    for attr, key in shortcuts.items():
+        value = getattr(args, attr)
+        if value is not None:
+            overrides.append(f"--{key}={value}")
+    if args.download:
+        overrides.append("--data.download=true")
+    if args.no_progress:
+        overrides.append("--train.progress=false")
+    cfg = build_config(model=args.model, data=args.data, config_file=args.config, overrides=overrides)
+    result = run_training(cfg, overwrite=args.overwrite)
+    s = result.summary
+    print(f"{s['model']} on {s['dataset']}: test accuracy {100 * s['final_test_acc']:.2f}% "
+          f"(best {100 * s['best_test_acc']:.2f}% at epoch {s['best_epoch']}), {s['epochs']} epochs in "
+          f"{s['wall_seconds']:.1f} s, {s['img_per_s']:.0f} img/s on {s['device']}")
+    if s.get("time_to_target") is not None:
+        print(f"reached {100 * s['target_accuracy']:.2f}% after {s['time_to_target']:.1f} s")
+    print(f"run directory: {result.run.path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .data import TensorLoader, get_dataset
+    from .train.checkpoint import restore_model
+    from .train.loop import evaluate
+
+    model, meta = restore_model(args.checkpoint, prefer=args.which)
+    d = meta["data"]
+    split = get_dataset(args.data or d["name"], args.split, root=args.data_root)
+    split = dataclasses.replace(split, spec=dataclasses.replace(split.spec, mean=tuple(d["mean"]), std=tuple(d["std"])))
+    loader = TensorLoader(split, batch_size=1000, train=False, device="cpu", pad=d.get("pad", 0))
+    res = evaluate(model, loader)
+    print(f"{meta['model']} on {split.spec.name} ({args.split}, {res['n']} images): top-1 {100 * res['acc']:.2f}%, "
+          f"top-5 {100 * res['acc5']:.2f}%, loss {res['loss']:.4f}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .predict import load_image
+    from .train.checkpoint import restore_model
+
+    model, meta = restore_model(args.checkpoint)
+    d = meta["data"]
+    mean = torch.tensor(d["mean"]).view(-1, 1, 1)
+    std = torch.tensor(d["std"]).view(-1, 1, 1)
+    classes = d["classes"]
+    digit_style = d["name"] in ("mnist", "fashion-mnist", "kmnist", "digits") if args.style == "auto" else (
+        args.style == "digit")
+    for path in args.images:
+        x = load_image(path, in_chans=d["in_chans"], size=d["img_size"], digit_style=digit_style and d["name"] != "fashion-mnist")
+        pad = d.get("pad", 0)
+        x = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad else x
+        x = ((x.float() / 255 - mean) / std).unsqueeze(0)
+        with torch.inference_mode():
+            probs = model(x).softmax(1)[0]
+        top = probs.topk(min(args.topk, len(classes)))
+        shown = ", ".join(f"{classes[i]} {100 * p:.1f}%" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"{path}: {shown}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .errors import CheckpointError
+    from .models import create_model, get_converter
+    from .train.checkpoint import load_weights_into, save_checkpoint
+    from .weights import load_pickle_weights
+
+    conv = get_converter(args.source)
+    state = load_pickle_weights(args.file)
+    out = Path(args.out or Path(args.file).with_suffix("").name + f".{conv.target}.safetensors")
+    if out.exists() and not args.overwrite:
+        raise CheckpointError(f"{out} exists; pass --overwrite or another --out")
+    converted = conv.fn(state)
+    num_classes = next((v.shape[0] for k, v in converted.items() if k.startswith("head") and v.ndim == 2), None)
+    kwargs = dict(conv.target_kwargs)
+    if num_classes is not None:
+        kwargs["num_classes"] = int(num_classes)
+    model = create_model(conv.target, **kwargs)
+    load_weights_into(model, converted, source=str(args.file), model_name=conv.target)
+    save_checkpoint(out.with_suffix(""), model, {"model": conv.target, "model_kwargs": kwargs,
+                                                 "converted_from": f"torchvision {args.source}", "source_file": str(args.file)})
+    print(f"converted torchvision {args.source} -> {conv.target}: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="milestones", description="Landmark image classifiers, faithful and measured.")
+    p.add_argument("--version", action="version", version=f"milestones {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="list registered models")
+    s.add_argument("pattern", nargs="?", help="glob pattern, e.g. 'resnet*'")
+
+    s = sub.add_parser("info", help="paper, reported vs measured numbers, layer summary")
+    s.add_argument("name")
+    s.add_argument("--brief", action="store_true", help="skip the layer-by-layer summary")
+
+    s = sub.add_parser("train", help="train a model (extra --section.key=value arguments override the recipe)")
+    s.add_argument("model", nargs="?", help="registered model name (default: the recipe's)")
+    s.add_argument("--data", help="dataset: mnist, fashion-mnist, kmnist, digits, ...")
+    s.add_argument("--config", help="recipe YAML file (default: the shipped recipe for MODEL on DATA)")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
+    s.add_argument("--download", action="store_true", help="download missing data (checksums verified)")
+    s.add_argument("--out", help="folder for run directories (default: runs)")
+    s.add_argument("--name", help="run directory name (default: MODEL-DATA-TIMESTAMP)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing run directory of that name")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("eval", help="evaluate a run or checkpoint on its dataset")
+    s.add_argument("checkpoint", help="run directory or .safetensors file")
+    s.add_argument("--split", default="test", choices=["train", "test"])
+    s.add_argument("--data", help="evaluate on another dataset with the same classes")
+    s.add_argument("--data-root")
+    s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")
+
+    s = sub.add_parser("predict", help="top-k classes for image files")
+    s.add_argument("checkpoint", help="run directory or .safetensors file")
+    s.add_argument("images", nargs="+")
+    s.add_argument("--topk", type=int, default=3)
+    s.add_argument("--style", choices=["auto", "digit", "plain"], default="auto",
+                   help="digit: invert dark-on-light and centre like MNIST (auto: for digit datasets)")
+
+    s = sub.add_parser("convert", help="convert a downloaded torchvision weight file to a milestones checkpoint")
+    s.add_argument("source", help="torchvision model name, e.g. resnet50")
+    s.add_argument("file", help="the .pth file torchvision downloaded")
+    s.add_argument("--out", help="output .safetensors path")
+    s.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.command == "train":
+            return cmd_train(args, extra)
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        handler = {"list": cmd_list, "info": cmd_info, "eval": cmd_eval, "predict": cmd_predict,
+                   "convert": cmd_convert}[args.command]
+        return handler(args)
+    except MilestonesError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

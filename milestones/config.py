@@ -1,0 +1,328 @@
+"""Typed run configuration: dataclasses, YAML recipes and dotted command-line overrides.
+
+A recipe is a YAML file whose nesting mirrors :class:`RunConfig` (``optim: {lr: 0.05}``); on the command line the
+same key is ``--optim.lr=0.05``. Keys are checked against the dataclasses and values against their types, so a typo
+is an error that lists the valid keys instead of a setting that silently does nothing. No ``exec``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model, and the ``create_model`` options that adapt it to the data (recorded with the run)."""
+
+    name: str = "lenet5"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Dataset, batching and augmentation. ``mean``/``std`` override the dataset's normalisation when set."""
+
+    name: str = "mnist"
+    root: str | None = None
+    download: bool = False
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    pad: int = 0
+    crop_padding: int = 0
+    flip: bool = False
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    channels_last: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser: ``sgd`` (momentum, Nesterov), ``adam`` or ``adamw``. Norms and biases get no weight decay unless
+    ``decay_norm_and_bias``."""
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    decay_norm_and_bias: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule over training steps: ``constant``, ``step``, ``cosine`` or ``onecycle``.
+
+    ``warmup_epochs`` of linear warm-up precede any of them. ``milestones`` are in epochs (``step``). ``onecycle``
+    rises from ``lr / div_factor`` to ``lr`` over ``pct_start`` of training, then anneals linearly to ``min_lr``.
+    """
+
+    name: str = "cosine"
+    warmup_epochs: float = 0.0
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    pct_start: float = 0.25
+    div_factor: float = 25.0
+
+
+@dataclass
+class TrainConfig:
+    """The loop's settings. ``loss`` is ``ce`` or ``lenet_map`` (the LeNet-5 paper's MAP criterion)."""
+
+    epochs: int = 10
+    loss: str = "ce"
+    label_smoothing: float = 0.0
+    map_j: float = 1.0
+    aux_loss_weight: float = 0.0
+    clip_grad_norm: float | None = None
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    threads: int | None = None
+    log_every: int = 50
+    target_accuracy: float | None = None
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as ``config.yaml`` in its run directory."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out_dir: str = "runs"
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` (already YAML-parsed) against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+    if tp is Any:
+        return value
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and inner is not Any:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _fields(node: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(node))
+    return {f.name: hints[f.name] for f in dataclasses.fields(node)}
+
+
+def valid_keys(node: Any | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the config tree (``optim.lr``, ...)."""
+    node = RunConfig() if node is None else node
+    keys = []
+    for name in _fields(node):
+        value = getattr(node, name)
+        if dataclasses.is_dataclass(value):
+            keys += valid_keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _unknown(key: str, options: Iterable[str], where: str) -> ConfigError:
+    options = list(options)
+    close = difflib.get_close_matches(key, options, n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}; valid keys{where}: {', '.join(options)}")
+
+
+def set_value(cfg: RunConfig, key: str, value: Any) -> None:
+    """Set a dotted ``key`` to an already-parsed ``value``, checking the key and the type.
+
+    ``model.kwargs.<name>`` is free-form: ``create_model`` checks those names against the model's options.
+    """
+    parts = key.split(".")
+    node: Any = cfg
+    for i, part in enumerate(parts):
+        so_far = ".".join(parts[: i + 1])
+        if isinstance(node, dict):  # model.kwargs.<anything>
+            if i == len(parts) - 1:
+                node[part] = value
+                return
+            node = node.setdefault(part, {})
+            continue
+        fields = _fields(node)
+        if part not in fields:
+            prefix = ".".join(parts[:i])
+            return_keys = valid_keys(node, f"{prefix}." if prefix else "")
+            raise _unknown(so_far, return_keys, f" under {prefix!r}" if prefix else "")
+        if i == len(parts) - 1:
+            current = getattr(node, part)
+            if dataclasses.is_dataclass(current):
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"{so_far} is a section; set its keys, e.g. {valid_keys(current, so_far + '.')[0]}")
+                for k, v in value.items():
+                    set_value(cfg, f"{so_far}.{k}", v)
+                return
+            setattr(node, part, _coerce(value, fields[part], so_far))
+            return
+        node = getattr(node, part)
+
+
+def merge_mapping(cfg: RunConfig, data: Mapping[str, Any], prefix: str = "") -> RunConfig:
+    """Apply a nested mapping (a parsed recipe) onto ``cfg``."""
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping) and full != "model.kwargs" and not full.startswith("model.kwargs."):
+            merge_mapping(cfg, value, f"{full}.")
+        else:
+            set_value(cfg, full, dict(value) if isinstance(value, Mapping) else value)
+    return cfg
+
+
+def parse_override(arg: str) -> tuple[str, Any]:
+    """``--optim.lr=0.05`` -> ``("optim.lr", 0.05)``; the value is parsed as YAML (``true``, ``[1, 2]``, ``null``)."""
+    key, sep, raw = arg.removeprefix("--").partition("=")
+    if not sep or not key:
+        raise ConfigError(f"expected an override like --optim.lr=0.05, got {arg!r}")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(cfg: RunConfig, args: Iterable[str]) -> RunConfig:
+    """Apply ``--dotted.key=value`` overrides in order."""
+    for arg in args:
+        key, value = parse_override(arg)
+        set_value(cfg, key, value)
+    return cfg
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a recipe file; a missing or malformed file is a one-line ConfigError."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections (model, data, optim, ...)")
+    return dict(data)
+
+
+def recipe_path(model: str, data: str) -> Path | None:
+    """The shipped default recipe for ``model`` on ``data`` (``recipes/<data>_<model>.yaml``), if there is one."""
+    name = f"{data.replace('-', '_')}_{model}.yaml"
+    ref = resources.files("milestones") / "recipes" / name
+    return Path(str(ref)) if ref.is_file() else None
+
+
+def list_recipes() -> list[str]:
+    """Names of the shipped recipes (without ``.yaml``)."""
+    folder = resources.files("milestones") / "recipes"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def build_config(
+    *,
+    model: str | None = None,
+    data: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+) -> RunConfig:
+    """Resolve a run's config: defaults <- shipped recipe for (model, data) or ``config_file`` <- overrides.
+
+    ``model`` and ``data`` given on the command line win over the file's.
+    """
+    cfg = RunConfig()
+    if config_file is not None:
+        merge_mapping(cfg, load_yaml(config_file))
+    else:
+        path = recipe_path(model or cfg.model.name, data or cfg.data.name)
+        if path is not None:
+            merge_mapping(cfg, load_yaml(path))
+    if model is not None and model != cfg.model.name:
+        cfg.model.name, cfg.model.kwargs = model, dict(cfg.model.kwargs) if config_file else {}
+    if data is not None:
+        cfg.data.name = data
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from ``to_dict`` output (a run's ``config.yaml``)."""
+    return merge_mapping(RunConfig(), data)

@@ -1,0 +1,210 @@
+"""The fast path: a split held on its device as uint8, batched with tensor ops (the airbench approach).
+
+Each epoch draws, from the loader's own ``torch.Generator``, one permutation and every augmentation parameter for the
+whole epoch (crop offsets, flip mask), so the epoch is fully determined by the generator state at its start. That is
+what :meth:`TensorLoader.state_dict` saves, with the epoch and the number of batches already served, so a run resumed
+from a checkpoint sees exactly the batches it would have seen. No workers, no per-sample Python, no PIL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import augment
+from .spec import ImageSplit
+
+
+class TensorLoader:
+    """Iterate an :class:`ImageSplit` in batches of normalised float images and int64 labels.
+
+    Args:
+        split: The data; its uint8 images are padded/resized once and moved to ``device``.
+        batch_size: Samples per batch.
+        train: Shuffle each epoch, augment (``flip``, ``crop_padding``) and, by default, drop the last partial batch.
+            With ``train=False`` the order is the split's and nothing is augmented.
+        device: Where the images live and the batches are made.
+        pad: Zero pixels added on every side once, up front (MNIST 28x28 -> 32x32 for LeNet-5: ``pad=2``).
+        target_size: ``(H, W)`` or an int; after ``pad``, images of another size are resized (bilinear, antialiased).
+        flip: Random left-right flips (training only), probability 1/2.
+        crop_padding: Random crops of the input size from the image reflect-padded by this many pixels (training only).
+        seed: Seed of the loader's own generator (ignored when ``generator`` is given).
+        generator: A CPU ``torch.Generator`` to draw orders and augmentations from; the loader owns it (it resets
+            the state at each epoch start).
+        drop_last: Drop the last partial batch; default ``train``.
+        normalise: Map to ``(x / 255 - mean) / std``; otherwise return ``x / 255``.
+        mean: Per-channel mean overriding ``split.spec.mean`` (values on the 0..1 scale).
+        std: Per-channel std overriding ``split.spec.std``.
+        dtype: Floating dtype of the images yielded.
+        channels_last: Yield images in ``torch.channels_last`` memory format.
+    """
+
+    def __init__(
+        self,
+        split: ImageSplit,
+        *,
+        batch_size: int,
+        train: bool,
+        device: torch.device | str = "cpu",
+        pad: int = 0,
+        target_size: int | tuple[int, int] | None = None,
+        flip: bool = False,
+        crop_padding: int = 0,
+        seed: int = 0,
+        generator: torch.Generator | None = None,
+        drop_last: bool | None = None,
+        normalise: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError("generator must be a CPU generator (its state is saved in checkpoints)")
+        self.spec = split.spec
+        self.batch_size = batch_size
+        self.train = train
+        self.device = torch.device(device)
+        self.flip = flip
+        self.crop_padding = crop_padding
+        self.drop_last = train if drop_last is None else drop_last
+        self.dtype = dtype
+        self.channels_last = channels_last
+        c = split.images.shape[1]
+        self.mean = tuple(mean if mean is not None else split.spec.mean) if normalise else (0.0,) * c
+        self.std = tuple(std if std is not None else split.spec.std) if normalise else (1.0,) * c
+        if len(self.mean) != c or len(self.std) != c:
+            raise ValueError(f"mean/std need {c} values, got {len(self.mean)}/{len(self.std)}")
+        self._scale, self._shift = augment.normalise_params(self.mean, self.std, self.device)
+        images = _pad_resize(split.images, pad, target_size)
+        self.images = images.to(self.device)  # (N, C, H, W) uint8
+        self.labels = split.labels.to(self.device)  # (N,) int64
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        # the epoch being served, the generator state at its start, and batches of it already yielded
+        self._epoch = 0
+        self._epoch_state = self.generator.get_state()
+        self._served = 0
+        self._started = False  # an __iter__ has begun the current epoch
+        self._next_state: Tensor | None = None  # generator state after the current epoch's draws
+
+    @property
+    def img_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images yielded (after ``pad`` and ``target_size``)."""
+        return (self.images.shape[2], self.images.shape[3])
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.labels)
+
+    @property
+    def epoch(self) -> int:
+        """Index of the epoch the next (or current) iteration serves."""
+        return self._epoch + 1 if self._epoch_done() else self._epoch
+
+    def __len__(self) -> int:
+        """Number of batches per epoch."""
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _epoch_done(self) -> bool:
+        return self._started and self._served >= len(self)
+
+    def _draw(self) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """The epoch's order (None: the split's own), crop offsets (2, N) and flip mask, drawn in a fixed sequence."""
+        n, g = len(self.labels), self.generator
+        if not self.train:
+            return None, None, None
+        order = torch.randperm(n, generator=g)
+        offsets = torch.randint(0, 2 * self.crop_padding + 1, (2, n), generator=g) if self.crop_padding else None
+        mask = torch.rand(n, generator=g) < 0.5 if self.flip else None
+        return (
+            order.to(self.device),
+            None if offsets is None else offsets.to(self.device),
+            None if mask is None else mask.to(self.device),
+        )
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if self._started:  # the previous iteration ended or was abandoned: move on to the next epoch
+            self._epoch += 1
+            self._epoch_state = self._next_state
+            self._served = 0
+        self._started = True
+        self.generator.set_state(self._epoch_state)
+        order, offsets, mask = self._draw()
+        self._next_state = self.generator.get_state()
+        for i in range(self._served, len(self)):
+            batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = batch if order is None else order[batch]
+            x = self.images[idx]  # (B, C, H, W) uint8: augment before the float conversion, on a quarter of the bytes
+            if offsets is not None:  # crop and flip in one gather
+                flips = None if mask is None else mask[idx]
+                x = augment.crop(x, offsets[0, idx], offsets[1, idx], self.crop_padding, flip=flips)
+            elif mask is not None:
+                x = augment.flip(x, mask[idx])
+            x = torch.addcmul(self._shift, x.to(torch.float32), self._scale).to(self.dtype)  # augment.normalise
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            self._served = i + 1
+            yield x, self.labels[idx]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader is: ``epoch``, ``batch`` (batches of it already served) and the generator state at the
+        start of that epoch. Taken mid-epoch, a loader restored from it continues with the next batch."""
+        if self._epoch_done():
+            return {"epoch": self._epoch + 1, "batch": 0, "generator": self._next_state.clone()}
+        return {"epoch": self._epoch, "batch": self._served, "generator": self._epoch_state.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration serves the rest of the saved epoch."""
+        self._epoch = int(state["epoch"])
+        self._served = int(state["batch"])
+        self._epoch_state = torch.as_tensor(state["generator"], dtype=torch.uint8).clone()
+        self._started = False
+        self._next_state = None
+
+
+def _pad_resize(images: Tensor, padding: int, target_size: int | tuple[int, int] | None) -> Tensor:
+    images = augment.pad(images, padding)
+    if target_size is not None:
+        size = (target_size, target_size) if isinstance(target_size, int) else tuple(target_size)
+        images = augment.resize(images, size)
+    return images
+
+
+def subset(split: ImageSplit, n: int, seed: int = 0, *, stratified: bool = True) -> ImageSplit:
+    """``n`` samples of ``split`` for quick runs, in their original order.
+
+    Stratified (default): each class gets its share of ``n`` by the largest-remainder method, filled with that
+    class's samples in the order of a permutation drawn with ``seed``, so class balance matches the full split.
+    Otherwise: the first ``n`` samples.
+
+    Args:
+        split: The full split.
+        n: Samples to keep, ``0 < n <= len(split)``.
+        seed: Seed of the permutation (stratified only).
+        stratified: Keep class proportions; else take the first ``n``.
+    """
+    total = len(split)
+    if not 0 < n <= total:
+        raise ValueError(f"subset size must be in 1..{total}, got {n}")
+    if not stratified or n == total:
+        keep = torch.arange(n)
+    else:
+        labels = split.labels.cpu()
+        perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+        counts = torch.bincount(labels, minlength=split.spec.num_classes).tolist()
+        exact = [n * c / total for c in counts]
+        quota = [math.floor(q) for q in exact]
+        # largest remainders first; ties to the lower class index, so the result is deterministic
+        for c in sorted(range(len(counts)), key=lambda c: (quota[c] - exact[c], c))[: n - sum(quota)]:
+            quota[c] += 1
+        permuted = labels[perm]
+        keep = torch.cat([perm[permuted == c][:q] for c, q in enumerate(quota)]).sort().values
+    keep = keep.to(split.images.device)
+    return ImageSplit(split.images[keep], split.labels[keep], split.spec)

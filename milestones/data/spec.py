@@ -1,0 +1,69 @@
+"""The two data types of every dataset: a :class:`DataSpec` (what the data is) and an :class:`ImageSplit` (the data).
+
+Kept in their own module so that the sources, the loader and the augmentations can all import them without cycles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model and a loader need to know about a dataset.
+
+    Attributes:
+        name: Registry name, e.g. ``"mnist"``.
+        num_classes: Number of classes; labels are ``0 .. num_classes - 1``.
+        in_chans: Image channels (1 for the digit sets).
+        img_size: Stored image size ``(H, W)``, before any loader padding or resizing.
+        mean: Per-channel mean of the training images scaled to [0, 1], used to normalise.
+        std: Per-channel standard deviation of the training images scaled to [0, 1].
+        classes: Human-readable class names, indexed by label.
+    """
+
+    name: str
+    num_classes: int
+    in_chans: int
+    img_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.classes) != self.num_classes:
+            raise ValueError(f"{self.name}: {len(self.classes)} class names for {self.num_classes} classes")
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ValueError(f"{self.name}: mean/std need one value per channel ({self.in_chans})")
+
+
+@dataclass
+class ImageSplit:
+    """One split of a dataset, held in memory.
+
+    Attributes:
+        images: ``(N, C, H, W)`` uint8 tensor, values 0..255.
+        labels: ``(N,)`` int64 tensor.
+        spec: The dataset's :class:`DataSpec`.
+    """
+
+    images: Tensor
+    labels: Tensor
+    spec: DataSpec
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"images must be a (N, C, H, W) uint8 tensor, got {tuple(self.images.shape)} {self.images.dtype}"
+            )
+        if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
+            raise ValueError(
+                f"labels must be a ({len(self.images)},) int64 tensor, got {tuple(self.labels.shape)} "
+                f"{self.labels.dtype}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)

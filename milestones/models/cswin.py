@@ -1,0 +1,491 @@
+"""CSWin Transformer: Dong, Bao, Chen, Zhang, Yu, Yuan, Chen, Guo, "CSWin Transformer: A General Vision Transformer
+Backbone with Cross-Shaped Windows". CVPR 2022, arXiv:2107.00652. Authors' code: microsoft/CSWin-Transformer,
+``models/cswin.py``.
+
+A four-stage hierarchical transformer. Every block splits its heads in half: one half attends inside vertical stripes
+of width ``sw``, the other inside horizontal stripes, so each token sees a cross-shaped window; the last stage attends
+globally. Positions enter through LePE, a depthwise 3x3 conv on V added to the attention output.
+
+| variant | params paper | params ours | GMACs paper | GMACs ours (torch counter; fvcore) | top-1 err paper | source |
+|---|---|---|---|---|---|---|
+| cswin_t | 23M  | 22,320,552  | 4.3  | 4.324 (4.34)   | 17.3 | Table 2, 224, single crop |
+| cswin_s | 35M  | 34,643,304  | 6.9  | 6.801 (6.83)   | 16.4 | Table 2, 224, single crop |
+| cswin_b | 78M  | 77,382,184  | 15.0 | 14.955 (15.00) | 15.8 | Table 2, 224, single crop |
+| cswin_l | 173M | 173,262,664 | 31.5 | 33.130 (33.19) | 13.5 | README, ImageNet-22k pre-training, 224 |
+
+Our parameter counts equal the authors' code exactly; the paper and README round T up to 23M and B to 78M. Our GMACs
+are ``torch.utils.flop_counter`` on the meta device, where SDPA decomposes into the two matmuls the authors' explicit
+attention performs (both paths count the same; tests check it). fvcore, which the authors used, also counts a few
+element-wise ops; the authors' 31.5G for L is below what their own code gives.
+
+Differences from the paper and the authors' code:
+  * Branch order follows the authors' code: branch 0 (channels ``[:C/2]`` of q, k, v) is the **vertical** stripes
+    (height = full grid, width = sw), branch 1 the horizontal ones; the paper describes horizontal first. The two are
+    symmetric, but the order decides which half of ``qkv``/``proj`` a checkpoint's weights belong to.
+  * Any input size, square or not: stripes are computed on the actual grid. A stripe wider than the grid is clamped
+    to it; where ``sw`` does not divide the grid, q, k and v are zero-padded to a multiple of ``sw`` and the padded
+    keys are masked out of the softmax (LePE then sees zeros there, exactly its own zero padding). The authors'
+    classification code only runs square inputs at the constructed size with grids divisible by ``sw``.
+  * Whether a stage attends globally (one branch, all heads) is decided at construction from ``img_size``, as the
+    authors do: the last stage, or any stage whose grid the stripe covers (they test ``grid == sw``). This fixes only
+    the module structure (``attns.0`` vs ``attns.0/1``): the parameter count is the same either way, and two stripe
+    branches over a grid they cover compute exactly what one global branch does.
+  * ``drop_rate`` acts in the MLP only: the authors build a ``proj_drop`` but never call it. Stochastic depth defaults
+    to the README's training values (T 0.2, S 0.4, B 0.5; L 0.2 from its ImageNet-1k fine-tuning command).
+  * ``reset_classifier`` works (the authors' version moves the head with ``.cuda()``).
+  * :func:`convert_official_cswin` renames the authors' checkpoint keys to ours.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..errors import CheckpointError, ConfigError
+from ._layers import DropPath, Mlp, attend, drop_path_rates
+from ._registry import Counts, PaperRef, Reported, register_variants
+
+PAPER = PaperRef(
+    title="CSWin Transformer: A General Vision Transformer Backbone with Cross-Shaped Windows",
+    authors="Dong, Bao, Chen, Zhang, Yu, Yuan, Chen, Guo",
+    year=2022,
+    venue="CVPR",
+    arxiv="2107.00652",
+)
+
+
+@dataclass(frozen=True)
+class CSWinConfig:
+    """One CSWin variant.
+
+    Args:
+        dim: channels of stage 1; each merge doubles them.
+        depths: blocks per stage.
+        num_heads: attention heads per stage (split half and half between the two stripe orientations).
+        split_size: stripe width ``sw`` per stage, in tokens: (1, 2, 7, 7) at 224, (1, 2, 12, 12) at 384.
+        mlp_ratio: MLP hidden width over ``dim``.
+        drop_path_rate: stochastic depth of the last block; it grows linearly from 0 over all blocks.
+    """
+
+    dim: int
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    split_size: tuple[int, ...] = (1, 2, 7, 7)
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.0
+
+
+# fmt: off
+VARIANTS = {
+    "cswin_t": CSWinConfig(dim=64,  depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16),   drop_path_rate=0.2),
+    "cswin_s": CSWinConfig(dim=64,  depths=(2, 4, 32, 2), num_heads=(2, 4, 8, 16),   drop_path_rate=0.4),
+    "cswin_b": CSWinConfig(dim=96,  depths=(2, 4, 32, 2), num_heads=(4, 8, 16, 32),  drop_path_rate=0.5),
+    "cswin_l": CSWinConfig(dim=144, depths=(2, 4, 32, 2), num_heads=(6, 12, 24, 24), drop_path_rate=0.2),
+}
+# fmt: on
+
+REPORTED = {
+    "cswin_t": Reported(params_m=23, gmacs=4.3, top1_err=17.3, source="Table 2, 224, single crop"),
+    "cswin_s": Reported(params_m=35, gmacs=6.9, top1_err=16.4, source="Table 2, 224, single crop"),
+    "cswin_b": Reported(params_m=78, gmacs=15.0, top1_err=15.8, source="Table 2, 224, single crop"),
+    "cswin_l": Reported(
+        params_m=173, gmacs=31.5, top1_err=13.5, source="README main results, ImageNet-22k pre-training, 224"
+    ),
+}
+
+COUNTS = {
+    "cswin_t": Counts(params=22_320_552, gmacs=4.3242, source="authors' code (params exact; torch counter)"),
+    "cswin_s": Counts(params=34_643_304, gmacs=6.8007, source="authors' code (params exact; torch counter)"),
+    "cswin_b": Counts(params=77_382_184, gmacs=14.955, source="authors' code (params exact; torch counter)"),
+    "cswin_l": Counts(params=173_262_664, gmacs=33.130, source="authors' code (params exact; torch counter)"),
+}
+
+Orientation = Literal["vertical", "horizontal", "global"]
+
+
+def _to_windows(x: Tensor, hs: int, ws: int) -> Tensor:
+    """(B, H, W, C) -> (B, nW, hs*ws, C): non-overlapping hs x ws windows in row-major order."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // hs, hs, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (h // hs) * (w // ws), hs * ws, c)
+
+
+def _from_windows(x: Tensor, hs: int, ws: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`_to_windows`: (B, nW, hs*ws, C) -> (B, H, W, C)."""
+    b, c = x.shape[0], x.shape[-1]
+    x = x.view(b, h // hs, w // ws, hs, ws, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, w, c)
+
+
+class ConvEmbed(nn.Module):
+    """Convolutional token embedding (after CvT): 7x7 stride-4 conv with padding 2, then LayerNorm."""
+
+    def __init__(self, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, dim, kernel_size=7, stride=4, padding=2)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, H/4, W/4, D)
+        return self.norm(self.conv(x).permute(0, 2, 3, 1))
+
+
+class MergeBlock(nn.Module):
+    """Token merging between stages: 3x3 stride-2 conv that doubles the channels, then LayerNorm."""
+
+    def __init__(self, dim: int, dim_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim_out, kernel_size=3, stride=2, padding=1)
+        self.norm = nn.LayerNorm(dim_out)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), C')
+        return self.norm(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+class LePEAttention(nn.Module):
+    """Multi-head self-attention inside stripes of one orientation, plus LePE (paper §3.3).
+
+    Args:
+        dim: channels this branch receives (half the block's, or all of them for global attention).
+        num_heads: heads of this branch; the head dim is ``dim // num_heads`` and the scale its inverse square root.
+        split_size: stripe width ``sw`` in tokens (unused for global attention).
+        orientation: "vertical" (windows of full height x sw), "horizontal" (sw x full width) or "global".
+        attn_drop: dropout on the attention weights during training.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, split_size: int, orientation: Orientation, *, attn_drop: float = 0.0
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ConfigError(f"attention width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.split_size = split_size
+        self.orientation = orientation
+        self.attn_drop = attn_drop
+        # LePE: a depthwise 3x3 conv on V (the authors call it get_v)
+        self.lepe = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+
+    def window_size(self, h: int, w: int) -> tuple[int, int]:
+        """Window (rows, cols) on an h x w grid; a stripe wider than the grid is clamped to it."""
+        if self.orientation == "vertical":
+            return h, min(self.split_size, w)
+        if self.orientation == "horizontal":
+            return min(self.split_size, h), w
+        return h, w
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Attend within stripes.
+
+        Args:
+            q: queries, (B, H, W, dim); k and v alike.
+            need_weights: also return the attention weights, scattered into a dense (B, heads, H*W, H*W) map
+                (zero outside each query's stripe).
+
+        Returns:
+            ``(out, weights)``: out is (B, H, W, dim) = softmax(q k^T / sqrt(d)) v + LePE(v) per stripe.
+        """
+        b, h, w, c = q.shape
+        hs, ws = self.window_size(h, w)
+        pad_h, pad_w = -h % hs, -w % ws
+        if pad_h or pad_w:  # zero-pad the grid to whole stripes; padded keys are masked below
+            q, k, v = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, k, v))
+        hp, wp = h + pad_h, w + pad_w
+        n, heads, d = hs * ws, self.num_heads, c // self.num_heads
+        qw, kw, vw = (_to_windows(t, hs, ws) for t in (q, k, v))  # (B, nW, n, C)
+        nw = qw.shape[1]
+
+        def split_heads(t: Tensor) -> Tensor:  # (B, nW, n, C) -> (B*nW, heads, n, d)
+            return t.reshape(b * nw, n, heads, d).transpose(1, 2)
+
+        # LePE convolves V one stripe at a time, so its zero padding falls on stripe borders (authors' get_lepe)
+        lepe = self.lepe(vw.reshape(b * nw, hs, ws, c).permute(0, 3, 1, 2))  # (B*nW, C, hs, ws)
+        lepe = lepe.reshape(b * nw, heads, d, n).transpose(2, 3)  # (B*nW, heads, n, d)
+        bias = None
+        if pad_h or pad_w:
+            valid = F.pad(q.new_ones(1, h, w, 1), (0, 0, 0, pad_w, 0, pad_h))
+            bias = torch.zeros_like(valid).masked_fill(valid == 0, float("-inf"))
+            bias = _to_windows(bias, hs, ws).transpose(-2, -1).expand(b, nw, 1, n).reshape(b * nw, 1, 1, n)
+        out, weights = attend(
+            split_heads(qw),
+            split_heads(kw),
+            split_heads(vw),
+            bias=bias,
+            dropout_p=self.attn_drop if self.training else 0.0,
+            need_weights=need_weights,
+        )
+        out = (out + lepe).transpose(1, 2).reshape(b, nw, n, c)
+        out = _from_windows(out, hs, ws, hp, wp)[:, :h, :w]
+        if weights is not None:
+            weights = self._dense(weights.view(b, nw, heads, n, n), hs, ws, hp, wp, h, w)
+        return out, weights
+
+    @staticmethod
+    def _dense(weights: Tensor, hs: int, ws: int, hp: int, wp: int, h: int, w: int) -> Tensor:
+        """Scatter windowed weights (B, nW, heads, n, n) into (B, heads, H*W, H*W) over the unpadded grid."""
+        b, nw, heads, n, _ = weights.shape
+        # Window slot -> token index, found by moving token ids through the same partition as the activations
+        ids = torch.arange(hp * wp, device=weights.device).view(1, hp, wp, 1)
+        idx = _to_windows(ids, hs, ws).view(nw, n)
+        dense = weights.new_zeros(b, heads, hp * wp, hp * wp)
+        dense[:, :, idx[:, :, None], idx[:, None, :]] = weights.permute(0, 2, 1, 3, 4)
+        keep = ids.view(hp, wp)[:h, :w].reshape(-1)
+        return dense[:, :, keep][:, :, :, keep]
+
+
+class CSWinBlock(nn.Module):
+    """Pre-norm block: x + DropPath(proj(cross-shaped attention(LN(x)))), then x + DropPath(MLP(LN(x))).
+
+    Args:
+        dim: token channels.
+        num_heads: heads; with two branches each orientation gets half of them and half of the channels.
+        split_size: stripe width ``sw``.
+        global_attention: one branch over the whole grid (last stage) instead of two stripe branches.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        split_size: int,
+        *,
+        global_attention: bool,
+        mlp_ratio: float = 4.0,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        if global_attention:
+            branches = [LePEAttention(dim, num_heads, split_size, "global", attn_drop=attn_drop)]
+        else:
+            if dim % 2 or num_heads % 2:
+                raise ConfigError(f"two stripe branches need even dim and heads, got {dim} and {num_heads}")
+            branches = [
+                LePEAttention(dim // 2, num_heads // 2, split_size, o, attn_drop=attn_drop)
+                for o in ("vertical", "horizontal")  # the authors' order: idx 0 is vertical
+            ]
+        self.attns = nn.ModuleList(branches)
+        self.proj = nn.Linear(dim, dim)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def _forward(self, x: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        c = x.shape[-1]
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # each (B, H, W, C)
+        width = c // len(self.attns)
+        outs, maps = [], []
+        for i, attn in enumerate(self.attns):
+            part = slice(i * width, (i + 1) * width)
+            out, weights = attn(q[..., part], k[..., part], v[..., part], need_weights=need_weights)
+            outs.append(out)
+            maps.append(weights)
+        x = x + self.drop_path(self.proj(torch.cat(outs, dim=-1)))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, torch.cat(maps, dim=1) if need_weights else None
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, H, W, C) -> (B, H, W, C)
+        return self._forward(x, need_weights=False)[0]
+
+    def forward_with_attention(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The block's output and its attention map (B, heads, H*W, H*W), vertical-stripe heads first."""
+        out, weights = self._forward(x, need_weights=True)
+        assert weights is not None
+        return out, weights
+
+
+class CSWinStage(nn.Module):
+    """One resolution: the merge from the previous stage (identity in stage 1), then the blocks."""
+
+    def __init__(self, merge: nn.Module, blocks: list[CSWinBlock]) -> None:
+        super().__init__()
+        self.merge = merge
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(self.merge(x))
+
+
+def _grid_after_stem(size: int) -> int:
+    return (size + 2 * 2 - 7) // 4 + 1
+
+
+class CSWinTransformer(nn.Module):
+    """CSWin Transformer: conv token embedding, stages of cross-shaped-window blocks with conv merging, GAP head.
+
+    Args:
+        cfg: the variant.
+        num_classes: classifier outputs; 0 gives an identity head.
+        in_chans: input channels.
+        img_size: the input size the structure is built for (int or (H, W)); it only decides which stages attend
+            globally. Any input size runs.
+        drop_rate: dropout in the MLPs.
+        attn_drop_rate: dropout on attention weights.
+    """
+
+    def __init__(
+        self,
+        cfg: CSWinConfig,
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        img_size: int | tuple[int, int] = 224,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not len(cfg.depths) == len(cfg.num_heads) == len(cfg.split_size):
+            raise ConfigError("depths, num_heads and split_size need one entry per stage")
+        h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+        gh, gw = _grid_after_stem(h), _grid_after_stem(w)
+        self.stem = ConvEmbed(in_chans, cfg.dim)
+        rates = iter(drop_path_rates(cfg.drop_path_rate, cfg.depths))
+        dim, stages = cfg.dim, []
+        for i, (depth, heads, sw) in enumerate(zip(cfg.depths, cfg.num_heads, cfg.split_size, strict=True)):
+            merge: nn.Module = nn.Identity()
+            if i > 0:
+                merge, dim = MergeBlock(dim, 2 * dim), 2 * dim
+                gh, gw = (gh + 1) // 2, (gw + 1) // 2
+            # the authors' rule: the last stage, or a stripe as wide as the grid, means one global branch
+            global_attention = i == len(cfg.depths) - 1 or sw >= max(gh, gw)
+            blocks = [
+                CSWinBlock(
+                    dim,
+                    heads,
+                    sw,
+                    global_attention=global_attention,
+                    mlp_ratio=cfg.mlp_ratio,
+                    drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=next(rates),
+                )
+                for _ in range(depth)
+            ]
+            stages.append(CSWinStage(merge, blocks))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = dim
+        self.norm = nn.LayerNorm(dim)
+        self.head: nn.Module = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Truncated normal (std 0.02, cut at +-2) on every Linear with zero bias, LayerNorm (1, 0); the convs keep
+        PyTorch's default, as in the authors' ``_init_weights``."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head by a freshly initialised Linear(num_features, num_classes) (identity for 0)."""
+        ref = self.norm.weight
+        if num_classes > 0:
+            head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+            nn.init.trunc_normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+            self.head = head
+        else:
+            self.head = nn.Identity()
+
+    def forward_features(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, D)
+        x = self.stages(self.stem(x))  # (B, h, w, D)
+        return self.norm(x).mean(dim=(1, 2))
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, num_classes)
+        return self.head(self.forward_features(x))
+
+    def attention_maps(self, x: Tensor) -> list[Tensor]:
+        """Attention weights of every block, in order, for visualisation.
+
+        Each map is (B, heads, N, N) with N = h*w tokens of the block's stage (row-major), zero outside the query's
+        stripe. In two-branch blocks heads ``[:heads/2]`` attend in vertical stripes and ``[heads/2:]`` in
+        horizontal ones. Maps are dense, so stage 1 at 224 costs heads * 3136^2 floats per image.
+        """
+        maps = []
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage.merge(x)
+            for block in stage.blocks:
+                x, weights = block.forward_with_attention(x)
+                maps.append(weights)
+        return maps
+
+
+_OFFICIAL_RULES = [
+    (re.compile(r"^stage1_conv_embed\.0\."), lambda m: "stem.conv."),
+    (re.compile(r"^stage1_conv_embed\.2\."), lambda m: "stem.norm."),
+    (re.compile(r"^stage(\d+)\.(\d+)\."), lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}."),
+    (re.compile(r"^merge(\d+)\."), lambda m: f"stages.{m[1]}.merge."),  # merge i sits before stage i+1
+    (re.compile(r"^(norm|head)\."), lambda m: m[0]),
+]
+
+
+def convert_official_cswin(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename a state dict of the authors' ``models/cswin.py`` (microsoft/CSWin-Transformer) to our keys.
+
+    ``stage1_conv_embed.{0,2}`` -> ``stem.{conv,norm}``; ``stage{i}.{j}`` -> ``stages.{i-1}.blocks.{j}``;
+    ``merge{i}`` -> ``stages.{i}.merge``; ``attns.{k}.get_v`` -> ``attns.{k}.lepe``. Branch order and the qkv/proj
+    layouts are the same in both, so no tensor changes. A checkpoint wrapped as the authors save it
+    (``state_dict_ema``, ``state_dict`` or ``model``) or with DataParallel's ``module.`` prefix is unwrapped. Build
+    the target with the checkpoint's ``split_size`` and ``img_size`` (e.g. (1, 2, 12, 12) and 384 for the 384
+    models) so the global stages agree.
+
+    Raises:
+        CheckpointError: a key that is not part of the authors' model.
+    """
+    for wrapper in ("state_dict_ema", "state_dict", "model"):
+        if isinstance(state_dict.get(wrapper), Mapping):
+            state_dict = state_dict[wrapper]
+            break
+    out = {}
+    for key, value in state_dict.items():
+        name = key.removeprefix("module.")
+        for pattern, repl in _OFFICIAL_RULES:
+            match = pattern.match(name)
+            if match:
+                name = repl(match) + name[match.end() :]
+                break
+        else:
+            raise CheckpointError(f"{key!r} is not a key of the authors' CSWin model")
+        out[name.replace(".get_v.", ".lepe.")] = value
+    return out
+
+
+@register_variants(
+    VARIANTS,
+    paper=PAPER,
+    reported=REPORTED,
+    counts=COUNTS,
+    input_size=(3, 224, 224),
+    small_input=(3, 64, 64),
+)
+def cswin(
+    cfg: CSWinConfig,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    img_size: int | tuple[int, int] = 224,
+    drop_rate: float = 0.0,
+    attn_drop_rate: float = 0.0,
+) -> CSWinTransformer:
+    """Build a CSWin Transformer; see :class:`CSWinTransformer` for the options."""
+    return CSWinTransformer(
+        cfg,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        img_size=img_size,
+        drop_rate=drop_rate,
+        attn_drop_rate=attn_drop_rate,
+    )

@@ -1,0 +1,386 @@
+"""GoogLeNet (Inception v1): "Going Deeper with Convolutions". Szegedy, Liu, Jia, Sermanet, Reed, Anguelov, Erhan,
+Vanhoucke, Rabinovich. CVPR 2015. arXiv:1409.4842
+
+| variant      | params paper    | params ours (with aux) | GMACs paper | GMACs ours | top-5 err paper         |
+|--------------|-----------------|------------------------|-------------|------------|-------------------------|
+| googlenet    | ~6.8M (Table 1) | 6,998,552 (13,378,280) | 1.5 (§1)    | 1.583      | 10.07 (Table 3, 1 crop) |
+| googlenet_tv | -               | 6,624,904 (13,004,888) | -           | 1.498      | - (torchvision: 10.47)  |
+
+Paper params: the sum of Table 1's params column (never stated as a total); GMACs: the design budget of §1 ("1.5
+billion multiply-adds at inference time"); top-5: Table 3, single model, 1 crop, ILSVRC 2014 validation. GMACs ours:
+``torch.utils.flop_counter`` at 224x224 without auxiliary heads (pools, LRN and additions uncounted).
+Our trained errors are in docs/results.md.
+
+``googlenet`` is the network of the paper's Table 1 and Figure 3: stem conv 7x7/2 64 -> max-pool 3x3/2 -> LRN ->
+conv 1x1 64 -> conv 3x3 192 -> LRN -> max-pool 3x3/2; Inception 3a-3b, max-pool 3x3/2, 4a-4e, max-pool 3x3/2, 5a-5b
+(each with 1x1, 1x1->3x3, 1x1->5x5 and 3x3 max-pool->1x1 branches, every convolution biased and followed by a ReLU);
+7x7 average pool, dropout 40%, linear. Max-pools round up (``ceil_mode``, as the paper's grid sizes 112/56/28/14/7
+need). The auxiliary classifiers on 4a and 4d (5x5/3 average pool, 1x1 conv 128 + ReLU, FC 1024 + ReLU, dropout 70%,
+linear) exist only with ``aux_logits=True`` and are reached only through :meth:`GoogLeNet.forward_with_aux`; their
+losses are added with weight 0.3 during training and the heads are discarded at inference (paper §5).
+
+``googlenet_tv`` is torchvision's ``googlenet``, so that its ImageNet weights load through the ``googlenet``
+converter: the "5x5" branch uses a 3x3 convolution (pytorch/vision#906, inherited from the TF-slim port), convolutions
+are bias-free and followed by batch norm (eps 1e-3), there is no LRN, the max-pool before 5a is 2x2/2, the final
+dropout is 20% and the auxiliary heads pool adaptively to 4x4. torchvision's pretrained model runs with
+``transform_input=True``: its weights expect inputs scaled to [-1, 1] and it re-maps ImageNet-normalised inputs
+internally. Our model never re-normalises: feed converted weights ``(x - 0.5) / 0.5`` for ``x`` in [0, 1] (mean = std
+= 0.5 per channel). The "top-5 err" entry for it is torchvision's published weights (acc@5 89.53), not the paper's.
+
+Both variants are built without auxiliary heads by default: that is the network the paper evaluates and the one the
+parameter counts above (and torchvision's weights) describe. A recipe with ``aux_loss_weight > 0`` builds the model
+with ``aux_logits=True``; ``forward`` then still returns only the logits.
+
+Differences from the paper:
+  * The LRN constants are not in the paper; we use those of the BVLC Caffe replica (``models/bvlc_googlenet``): size 5,
+    alpha 1e-4 (divided by the size, as Caffe and PyTorch do), beta 0.75, k 1.
+  * Initialisation is not in the paper either; ``init_weights`` follows the same Caffe replica (see there).
+  * The final 7x7 average pool is a global average pool, identical at 224x224 and usable at other input sizes.
+  * The auxiliary heads keep the paper's fixed 5x5/3 pool, so they need a 14x14 grid at 4a/4d (224x224 input, or
+    ``stem="cifar"`` at 28x28 to 32x32, whose 14x14 to 16x16 grid also pools to 4x4); other sizes raise an error.
+  * ``stem="cifar"`` (an option, not a paper variant): the 7x7/2 convolution becomes a 3x3/1 convolution and the
+    stem's two max-pools are dropped (LRNs stay), so a 32x32 image reaches Inception 3a at 32x32 and 5a at 8x8, the
+    grids of kuangliu/pytorch-cifar's GoogLeNet (which also replaces the stem by one 3x3 conv and each 5x5 by two
+    3x3s); ours keeps the stem's other layers and every Inception module unchanged.
+  * ``num_classes`` and ``in_chans`` are options; the config fields (``batch_norm``, ``lrn``, ``dropout``, ...) can be
+    overridden through ``create_model`` for ablations.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..errors import CheckpointError, ConfigError
+from ._layers import local_response_norm
+from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
+
+PAPER = PaperRef(
+    "Going Deeper with Convolutions",
+    "Szegedy, Liu, Jia, Sermanet, Reed, Anguelov, Erhan, Vanhoucke, Rabinovich",
+    2015,
+    venue="CVPR",
+    arxiv="1409.4842",
+)
+
+
+@dataclass(frozen=True)
+class GoogLeNetConfig:
+    """What separates the paper's net from torchvision's; the Inception table (:data:`INCEPTION`) is shared.
+
+    Attributes:
+        branch5_kernel: kernel of the "#5x5" branch (torchvision: 3, pytorch/vision#906).
+        batch_norm: bias-free convolutions followed by batch norm (eps 1e-3) instead of biased convolutions.
+        lrn: local response normalisation after the stem's first max-pool and after its 3x3 convolution.
+        pool4_kernel: kernel of the stride-2 max-pool before Inception 5a (torchvision: 2).
+        aux_pool: ``"avg5s3"``: the paper's 5x5/3 average pool in the auxiliary heads; ``"adaptive"``: torchvision's
+            adaptive average pool to 4x4.
+        dropout: dropout before the classifier.
+        aux_dropout: dropout before each auxiliary classifier.
+    """
+
+    branch5_kernel: int = 5
+    batch_norm: bool = False
+    lrn: bool = True
+    pool4_kernel: int = 3
+    aux_pool: Literal["avg5s3", "adaptive"] = "avg5s3"
+    dropout: float = 0.4
+    aux_dropout: float = 0.7
+
+
+VARIANTS = {
+    "googlenet": GoogLeNetConfig(
+        branch5_kernel=5, batch_norm=False, lrn=True, pool4_kernel=3, aux_pool="avg5s3", dropout=0.4
+    ),
+    "googlenet_tv": GoogLeNetConfig(
+        branch5_kernel=3, batch_norm=True, lrn=False, pool4_kernel=2, aux_pool="adaptive", dropout=0.2
+    ),
+}
+REPORTED = {
+    "googlenet": Reported(
+        gmacs=1.5, top5_err=10.07, source="§1 design budget; Table 3, single model, 1 crop, ILSVRC 2014 val top-5"
+    ),
+}
+COUNTS = {
+    "googlenet":    Counts(params=6_998_552, gmacs=1.5827, source="paper Table 1 layers, PAPERS.md §1.4"),
+    "googlenet_tv": Counts(params=6_624_904, gmacs=1.4984, source="torchvision googlenet(aux_logits=False)"),
+}
+
+# Paper Table 1: (name, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), one tuple per grid (28, 14, 7 at 224).
+INCEPTION: tuple[tuple[tuple[str, int, int, int, int, int, int], ...], ...] = (
+    (("3a", 64, 96, 128, 16, 32, 32), ("3b", 128, 128, 192, 32, 96, 64)),
+    (
+        ("4a", 192, 96, 208, 16, 48, 64),
+        ("4b", 160, 112, 224, 24, 64, 64),
+        ("4c", 128, 128, 256, 24, 64, 64),
+        ("4d", 112, 144, 288, 32, 64, 64),
+        ("4e", 256, 160, 320, 32, 128, 128),
+    ),
+    (("5a", 256, 160, 320, 32, 128, 128), ("5b", 384, 192, 384, 48, 128, 128)),
+)
+AUX_AT = ("4a", "4d")  # the auxiliary classifiers sit on the outputs of these modules (paper §5, Figure 3)
+STEM_CHANNELS = (64, 64, 192)  # conv1 7x7/2, conv2 reduce 1x1, conv2 3x3
+
+
+def _caffe_lrn() -> nn.LocalResponseNorm:
+    # BVLC Caffe replica: local_size 5, alpha 1e-4, beta 0.75, k 1, with Caffe dividing alpha by the size. The helper
+    # takes AlexNet's undivided alpha, so pass 1e-4 / 5 to get exactly Caffe's layer.
+    return local_response_norm(size=5, alpha=1e-4 / 5, beta=0.75, k=1.0)
+
+
+class BasicConv(nn.Module):
+    """Convolution ("same" padding) -> batch norm if ``batch_norm`` -> ReLU; the convolution is biased without BN."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, *, stride: int = 1, batch_norm: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding=kernel_size // 2, bias=not batch_norm)
+        # eps 1e-3 as torchvision and TF-slim, whose weights the BN variant loads
+        self.bn = nn.BatchNorm2d(out_ch, eps=1e-3) if batch_norm else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.bn(self.conv(x)), inplace=True)
+
+
+class Inception(nn.Module):
+    """The Inception module (paper Figure 2b): four parallel branches concatenated along channels.
+
+    Args:
+        in_ch: input channels.
+        ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj: the paper's Table 1 columns.
+        branch5_kernel: kernel of the "5x5" branch (3 in torchvision).
+        batch_norm: batch norm after every convolution.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        ch1x1: int,
+        ch3x3red: int,
+        ch3x3: int,
+        ch5x5red: int,
+        ch5x5: int,
+        pool_proj: int,
+        *,
+        branch5_kernel: int = 5,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        bn = batch_norm
+        self.branch1 = BasicConv(in_ch, ch1x1, 1, batch_norm=bn)
+        self.branch2 = nn.Sequential(
+            BasicConv(in_ch, ch3x3red, 1, batch_norm=bn), BasicConv(ch3x3red, ch3x3, 3, batch_norm=bn)
+        )
+        self.branch3 = nn.Sequential(
+            BasicConv(in_ch, ch5x5red, 1, batch_norm=bn), BasicConv(ch5x5red, ch5x5, branch5_kernel, batch_norm=bn)
+        )
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, stride=1, padding=1), BasicConv(in_ch, pool_proj, 1, batch_norm=bn)
+        )
+        self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, in_ch, H, W) -> (B, out_channels, H, W)
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
+
+
+class InceptionAux(nn.Module):
+    """Auxiliary classifier (paper §5): 4x4 average pool -> 1x1 conv 128 -> FC 1024 -> dropout -> linear."""
+
+    def __init__(
+        self, in_ch: int, num_classes: int, *, pool: str = "avg5s3", dropout: float = 0.7, batch_norm: bool = False
+    ) -> None:
+        super().__init__()
+        self.pool: nn.Module = nn.AvgPool2d(5, stride=3) if pool == "avg5s3" else nn.AdaptiveAvgPool2d(4)
+        self.conv = BasicConv(in_ch, 128, 1, batch_norm=batch_norm)
+        self.fc = nn.Linear(128 * 4 * 4, 1024)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(1024, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, 14, 14) -> (B, num_classes)
+        # the paper's 5x5/3 pool gives the 4x4 grid its FC layer expects only from 14x14 to 16x16 inputs
+        if isinstance(self.pool, nn.AvgPool2d) and not all(14 <= s <= 16 for s in x.shape[-2:]):
+            raise ValueError(
+                f"auxiliary head got a {tuple(x.shape[-2:])} grid at 4a/4d, needs 14x14 to 16x16 so that its 5x5/3 "
+                'pool gives 4x4: use a 224x224 input, or 28x28 to 32x32 with stem="cifar"'
+            )
+        x = self.conv(self.pool(x)).flatten(1)  # (B, 128 * 4 * 4)
+        return self.head(self.drop(F.relu(self.fc(x), inplace=True)))
+
+
+def _stem(cfg: GoogLeNetConfig, in_chans: int, stem: str) -> nn.Sequential:
+    c1, c2r, c2 = STEM_CHANNELS
+    bn = cfg.batch_norm
+    cifar = stem == "cifar"
+    layers: list[tuple[str, nn.Module]] = [
+        ("conv1", BasicConv(in_chans, c1, 3 if cifar else 7, stride=1 if cifar else 2, batch_norm=bn)),
+        ("pool1", nn.MaxPool2d(3, stride=2, ceil_mode=True)),
+        ("norm1", _caffe_lrn()),
+        ("conv2_reduce", BasicConv(c1, c2r, 1, batch_norm=bn)),
+        ("conv2", BasicConv(c2r, c2, 3, batch_norm=bn)),
+        ("norm2", _caffe_lrn()),
+        ("pool2", nn.MaxPool2d(3, stride=2, ceil_mode=True)),
+    ]
+    drop = ({"norm1", "norm2"} if not cfg.lrn else set()) | ({"pool1", "pool2"} if cifar else set())
+    return nn.Sequential(OrderedDict((name, m) for name, m in layers if name not in drop))
+
+
+class GoogLeNet(nn.Module):
+    """GoogLeNet: stem, three stages of Inception modules (each after the first opens with a stride-2 max-pool), head.
+
+    Checkpoint keys: ``stem.{conv1,conv2_reduce,conv2}``, ``stages.{0,1,2}.{pool,3a,...,5b}``, ``aux.{4a,4d}`` (only
+    with ``aux_logits``) and ``head``.
+    """
+
+    def __init__(
+        self,
+        cfg: GoogLeNetConfig,
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        aux_logits: bool = False,
+        stem: Literal["imagenet", "cifar"] = "imagenet",
+    ) -> None:
+        super().__init__()
+        if stem not in ("imagenet", "cifar"):
+            raise ConfigError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        self.batch_norm = cfg.batch_norm
+        self.stem = _stem(cfg, in_chans, stem)
+        stages: list[nn.Module] = []
+        aux: dict[str, nn.Module] = {}
+        in_ch = STEM_CHANNELS[-1]
+        for i, table in enumerate(INCEPTION):
+            blocks: list[tuple[str, nn.Module]] = []
+            if i > 0:  # max-pool 3x3/2 before 4a; before 5a 3x3/2 in the paper, 2x2/2 in torchvision
+                kernel = 3 if i == 1 else cfg.pool4_kernel
+                blocks.append(("pool", nn.MaxPool2d(kernel, stride=2, ceil_mode=True)))
+            for name, *widths in table:
+                block = Inception(in_ch, *widths, branch5_kernel=cfg.branch5_kernel, batch_norm=cfg.batch_norm)
+                blocks.append((name, block))
+                in_ch = block.out_channels
+                if aux_logits and name in AUX_AT:
+                    aux[name] = InceptionAux(
+                        in_ch, num_classes, pool=cfg.aux_pool, dropout=cfg.aux_dropout, batch_norm=cfg.batch_norm
+                    )
+            stages.append(nn.Sequential(OrderedDict(blocks)))
+        self.stages = nn.Sequential(*stages)
+        self.aux = nn.ModuleDict(aux)
+        self.num_features = in_ch
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(in_ch, num_classes)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Without batch norm (the paper's net): the paper gives no scheme, so we follow the BVLC Caffe replica
+        (``models/bvlc_googlenet/train_val.prototxt``): Caffe's "xavier" weights, U(-sqrt(3/fan_in), sqrt(3/fan_in)),
+        and biases 0.2, except the classifiers' biases, 0. With batch norm: torchvision's ``googlenet`` scheme, a
+        normal(0, 0.01) truncated at +-2 for convolution and linear weights, BN weight 1 and bias 0, and zero biases.
+        """
+        classifiers = {self.head, *(a.head for a in self.aux.values())}
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                if self.batch_norm:
+                    nn.init.trunc_normal_(m.weight, std=0.01, a=-2.0, b=2.0)
+                else:
+                    nn.init.kaiming_uniform_(m.weight, nonlinearity="linear")  # gain 1: bound sqrt(3 / fan_in)
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0.0 if self.batch_norm or m in classifiers else 0.2)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _trunk(self, x: Tensor, aux_out: list[Tensor] | None = None) -> Tensor:
+        x = self.stem(x)  # (B, 192, 28, 28) at 224
+        for stage in self.stages:
+            for name, block in stage.named_children():
+                x = block(x)
+                if aux_out is not None and name in self.aux:
+                    aux_out.append(self.aux[name](x))
+        return x  # (B, 1024, 7, 7) at 224
+
+    def forward_features(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, 1024)
+        return self._trunk(x).mean(dim=(2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, num_classes)
+        return self.head(self.drop(self.forward_features(x)))
+
+    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Logits and the auxiliary logits ``[aux on 4a, aux on 4d]``, each ``(B, num_classes)``, in any mode.
+
+        Raises:
+            ConfigError: the model was built without ``aux_logits=True``.
+        """
+        if not self.aux:
+            raise ConfigError("this GoogLeNet has no auxiliary heads: build it with create_model(..., aux_logits=True)")
+        aux_out: list[Tensor] = []
+        x = self._trunk(x, aux_out).mean(dim=(2, 3))
+        return self.head(self.drop(x)), aux_out
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier and the auxiliary classifiers with fresh ``num_classes``-way ones."""
+        ref = self.head.weight
+        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+        nn.init.zeros_(self.head.bias)
+        for a in self.aux.values():
+            a.head = nn.Linear(a.head.in_features, num_classes, device=ref.device, dtype=ref.dtype)
+            nn.init.zeros_(a.head.bias)
+
+
+@register_variants(
+    VARIANTS, paper=PAPER, reported=REPORTED, counts=COUNTS, input_size=(3, 224, 224), small_input=(3, 64, 64)
+)
+def googlenet(
+    cfg: GoogLeNetConfig,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    aux_logits: bool = False,
+    stem: Literal["imagenet", "cifar"] = "imagenet",
+) -> GoogLeNet:
+    """Build GoogLeNet as published (``googlenet``) or as torchvision builds it (``googlenet_tv``).
+
+    Args:
+        cfg: one row of :data:`VARIANTS`.
+        num_classes: classifier outputs.
+        in_chans: input channels.
+        aux_logits: add the two auxiliary classifiers (on 4a and 4d), used through ``forward_with_aux``.
+        stem: ``"imagenet"`` (the paper's) or ``"cifar"`` (3x3/1 first conv, no stem max-pools, for 32x32 inputs).
+    """
+    return GoogLeNet(cfg, num_classes=num_classes, in_chans=in_chans, aux_logits=aux_logits, stem=stem)
+
+
+_TV_TOP = {"conv1": "stem.conv1", "conv2": "stem.conv2_reduce", "conv3": "stem.conv2", "fc": "head"}
+_TV_AUX = {"conv": "conv", "fc1": "fc", "fc2": "head"}
+_STAGE_OF = {row[0]: i for i, table in enumerate(INCEPTION) for row in table}
+
+
+@register_converter("googlenet", "googlenet_tv")
+def convert_torchvision_googlenet(state_dict: Mapping[str, Any], *, keep_aux: bool = False) -> dict[str, Any]:
+    """Map a torchvision ``googlenet`` state dict onto ``googlenet_tv``.
+
+    torchvision's weight file holds auxiliary heads that were never trained (they are dropped unless
+    ``aux_logits=True``); they are dropped here too unless ``keep_aux``, in which case load into
+    ``create_model("googlenet_tv", aux_logits=True)``. The pretrained weights expect inputs in [-1, 1] (torchvision's
+    ``transform_input=True``); see the module docstring.
+    """
+    out: dict[str, Any] = {}
+    for key, value in state_dict.items():
+        top, _, rest = key.partition(".")
+        if top in ("aux1", "aux2"):
+            if not keep_aux:
+                continue
+            sub, _, tail = rest.partition(".")
+            new = f"aux.{AUX_AT[int(top[-1]) - 1]}.{_TV_AUX.get(sub, sub)}.{tail}"
+        elif top.startswith("inception") and top.removeprefix("inception") in _STAGE_OF:
+            name = top.removeprefix("inception")
+            new = f"stages.{_STAGE_OF[name]}.{name}.{rest}"
+        elif top in _TV_TOP:
+            new = f"{_TV_TOP[top]}.{rest}"
+        else:
+            raise CheckpointError(f"unexpected key {key!r}: not a torchvision googlenet state dict")
+        out[new] = value
+    return out

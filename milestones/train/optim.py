@@ -1,0 +1,74 @@
+"""Optimisers with parameter groups, and learning-rate schedules as a pure function of the step.
+
+The schedule is ``lr_at(step)``, as in nanoGPT's ``get_lr``: no scheduler object holds state, so resuming a run needs
+only the step counter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import OptimConfig, ScheduleConfig
+from ..errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+_NO_DECAY_NAMES = ("pos_embed", "cls_token", "relative_position_bias_table", "absolute_pos_embed")
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict]:
+    """Two groups: weights with decay, and norms, biases and embeddings (1-D tensors, position tables) without."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = not decay_norm_and_bias and (p.ndim <= 1 or any(k in name for k in _NO_DECAY_NAMES))
+        (no_decay if skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW over :func:`param_groups`; ``foreach`` kernels where available."""
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.name in ("adam", "adamw"):
+        if len(cfg.betas) != 2:
+            raise ConfigError(f"optim.betas must hold two numbers, got {cfg.betas}")
+        cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+        return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    raise ConfigError(f"unknown optimizer {cfg.name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def lr_at(step: int, *, base_lr: float, total_steps: int, steps_per_epoch: int, cfg: ScheduleConfig) -> float:
+    """The learning rate for (0-based) ``step``: linear warm-up, then the named schedule."""
+    if cfg.name not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {cfg.name!r}; valid: {', '.join(SCHEDULES)}")
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    if cfg.name == "constant":
+        return base_lr
+    if cfg.name == "step":
+        passed = sum(step >= m * steps_per_epoch for m in cfg.milestones)
+        return base_lr * cfg.gamma**passed
+    span = max(total_steps - warmup, 1)
+    t = min((step - warmup) / span, 1.0)
+    if cfg.name == "cosine":
+        return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+    # onecycle: a linear rise from base_lr / div_factor to base_lr, then a linear fall to min_lr (a triangle).
+    start = base_lr / cfg.div_factor
+    if t < cfg.pct_start:
+        return start + (base_lr - start) * t / cfg.pct_start
+    return base_lr + (cfg.min_lr - base_lr) * (t - cfg.pct_start) / max(1 - cfg.pct_start, 1e-8)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

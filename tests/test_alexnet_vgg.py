@@ -1,0 +1,212 @@
+"""AlexNet and VGG against independent references: the paper's LRN formula recomputed in float64, the two-tower
+connectivity, the paper's init, hand counts from PAPERS.md, and torchvision's implementations with the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from milestones import count_macs, count_params
+from milestones.errors import ConfigError
+from milestones.models import create_model, get_converter
+
+TV_VGG = ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
+
+
+def paper_lrn(a: torch.Tensor, *, towers: int = 1, n: int = 5, k: float = 2.0, alpha: float = 1e-4,
+              beta: float = 0.75) -> torch.Tensor:
+    """AlexNet §3.3 in float64, written out: b_i = a_i / (k + alpha * sum_{j=i-n/2}^{i+n/2} a_j^2)^beta, the sum
+    clipped to the maps of the tower (GPU) that holds map i."""
+    a = a.double()
+    per = a.shape[1] // towers
+    out = torch.empty_like(a)
+    for i in range(a.shape[1]):
+        lo, hi = (i // per) * per, (i // per + 1) * per
+        window = a[:, max(lo, i - n // 2) : min(hi, i + n // 2 + 1)]
+        out[:, i] = a[:, i] / (k + alpha * window.pow(2).sum(1)) ** beta
+    return out
+
+
+def test_alexnet_lrn_is_the_papers() -> None:
+    torch.manual_seed(0)
+    model = create_model("alexnet", img_size=67)
+    a = torch.rand(2, 96, 4, 4) * 60  # post-ReLU magnitudes large enough that alpha * sum a^2 matters (~1)
+    ours = model.stages[0].lrn(a)
+    ref = paper_lrn(a, towers=2)
+    torch.testing.assert_close(ours.double(), ref, rtol=1e-5, atol=1e-6)
+    # The test can fail: PyTorch's LocalResponseNorm with the paper's alpha divides it by n (5x weaker), and a
+    # window running across the towers is another function.
+    assert not torch.allclose(nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(a).double(), ref, rtol=1e-3)
+    assert not torch.allclose(paper_lrn(a, towers=1), ref, rtol=1e-5)
+    # conv2's LRN (256 maps, 128 per tower) too
+    b = torch.rand(1, 256, 2, 2) * 60
+    torch.testing.assert_close(model.stages[1].lrn(b).double(), paper_lrn(b, towers=2), rtol=1e-5, atol=1e-6)
+
+
+def test_vgg_a_lrn_uses_alexnets_lrn_after_the_first_conv() -> None:
+    stage = create_model("vgg11_lrn", img_size=32).stages[0]
+    assert list(dict(stage.named_children())) == ["conv1", "relu1", "lrn", "pool"]  # Table 1: conv3-64, LRN, maxpool
+    a = torch.rand(1, 64, 3, 3) * 60
+    torch.testing.assert_close(stage.lrn(a).double(), paper_lrn(a), rtol=1e-5, atol=1e-6)
+    assert all(not isinstance(m, nn.LocalResponseNorm) for m in create_model("vgg11", img_size=32).modules())
+
+
+@pytest.mark.parametrize("layer, grouped", [(1, True), (2, False), (3, True), (4, True)])
+def test_alexnet_towers(layer: int, grouped: bool) -> None:
+    """Perturbing tower 1's input maps of conv2/conv4/conv5 (with their ReLU, LRN and pool) leaves tower 2's outputs
+    unchanged; conv3 reads both towers."""
+    torch.manual_seed(0)
+    stage = create_model("alexnet", img_size=67).stages[layer].eval()
+    conv = stage.conv
+    assert conv.groups == (2 if grouped else 1)
+    x = torch.randn(1, conv.in_channels, 9, 9)
+    x2 = x.clone()
+    x2[:, : conv.in_channels // 2] += torch.randn(1, conv.in_channels // 2, 9, 9)
+    with torch.no_grad():
+        y, y2 = stage(x), stage(x2)
+    half = y.shape[1] // 2
+    assert not torch.equal(y[:, :half], y2[:, :half])
+    assert torch.equal(y[:, half:], y2[:, half:]) == grouped
+
+
+def test_alexnet_lrn_window_stays_in_its_tower() -> None:
+    lrn = create_model("alexnet", img_size=67).stages[0].lrn
+    a = torch.rand(1, 96, 2, 2) + 1
+    a2 = a.clone()
+    a2[:, 48] += 100.0  # first map of tower 2
+    b, b2 = lrn(a), lrn(a2)
+    assert torch.equal(b[:, :48], b2[:, :48])
+    assert not torch.equal(b[:, 49], b2[:, 49])
+
+
+def test_alexnet_init_is_the_papers() -> None:
+    """§5: weights N(0, 0.01); bias 1 in conv2, conv4, conv5, FC6, FC7; 0 in conv1, conv3, FC8."""
+    torch.manual_seed(0)
+    model = create_model("alexnet")
+    ones = {"stages.1.conv", "stages.3.conv", "stages.4.conv", "pre_logits.fc6", "pre_logits.fc7"}
+    zeros = {"stages.0.conv", "stages.2.conv", "head"}
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert set(layers) == ones | zeros
+    for name, m in layers.items():
+        assert torch.all(m.bias == (1.0 if name in ones else 0.0)), name
+        assert m.weight.std().item() == pytest.approx(0.01, rel=0.05), name
+        assert abs(m.weight.mean().item()) < 1e-3, name
+
+
+def test_alexnet_counts_by_hand() -> None:
+    """PAPERS.md §1.2: 60,965,224 with towers, 62,378,344 with the same widths and no groups; MACs layer by layer."""
+    with torch.device("meta"):
+        assert count_params(create_model("alexnet")) == 60_965_224
+        assert count_params(create_model("alexnet", towers=1)) == 62_378_344
+        macs = count_macs(create_model("alexnet"), (3, 227, 227))
+    convs = [55 * 55 * 96 * 3 * 11 * 11, 27 * 27 * 256 * 48 * 25, 13 * 13 * 384 * 256 * 9,
+             13 * 13 * 384 * 192 * 9, 13 * 13 * 256 * 192 * 9]
+    assert macs == sum(convs) + 9216 * 4096 + 4096 * 4096 + 4096 * 1000
+
+
+def test_alexnet_input_size() -> None:
+    """The paper's "224" does not fit its 11x11/4 conv: a clear error at 224, and FC6 has 6400 inputs when built so."""
+    with torch.device("meta"):
+        model = create_model("alexnet")
+        with pytest.raises(ConfigError, match="227"):
+            model(torch.zeros(1, 3, 224, 224))
+        assert create_model("alexnet", img_size=224).pre_logits.fc6.in_features == 6400
+        assert create_model("alexnet").pre_logits.fc6.in_features == 9216
+    with pytest.raises(ConfigError, match="stem='cifar'"):
+        create_model("alexnet", img_size=32)
+
+
+def test_alexnet_cifar_stem() -> None:
+    torch.manual_seed(0)
+    model = create_model("alexnet", stem="cifar", img_size=32, num_classes=10)
+    assert model.stages[0].conv.kernel_size == (5, 5) and model.stages[0].conv.stride == (1, 1)
+    assert model.pre_logits.fc6.in_features == 256 * 3 * 3
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def _check_parity(tv: nn.Module, source: str, x: torch.Tensor) -> None:
+    conv = get_converter(source)
+    with torch.device("meta"):  # built without memory or init; the converted tensors are assigned in
+        ours = create_model(conv.target, **conv.target_kwargs).eval()
+    ours.load_state_dict(conv.fn(tv.state_dict()), strict=True, assign=True)
+    with torch.no_grad():
+        ref, out = tv.eval()(x), ours(x)
+    assert ref.abs().max() > 1e-3  # the comparison below means something
+    assert (out - ref).abs().max().item() <= 1e-5
+
+
+def test_torchvision_alexnet_parity() -> None:
+    torch.manual_seed(0)
+    tv = torchvision.models.alexnet(weights=None)
+    for m in tv.modules():  # torchvision's default init gives logits ~1e-3; make them larger
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.05)
+    _check_parity(tv, "alexnet", torch.randn(1, 3, 224, 224))
+
+
+@pytest.mark.parametrize("source", ["vgg11", "vgg11_bn"])
+def test_torchvision_vgg_parity(source: str) -> None:
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, source)(weights=None)
+    for m in tv.modules():  # non-trivial running statistics and affine parameters, so BN mapping errors show
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.1, 0.1)
+    _check_parity(tv, source, torch.randn(1, 3, 224, 224))
+
+
+@pytest.mark.parametrize("source", TV_VGG)
+def test_torchvision_vgg_state_dicts_convert(source: str) -> None:
+    """Every torchvision VGG converts key for key onto ours (strict load, same shapes, the very same tensors)."""
+    with torch.device("meta"):
+        tv_sd = getattr(torchvision.models, source)(weights=None).state_dict()
+        conv = get_converter(source)
+        assert conv.target == source
+        ours = create_model(conv.target, **conv.target_kwargs)
+    converted = conv.fn(tv_sd)
+    assert len(converted) == len(tv_sd)
+    assert {id(v) for v in converted.values()} == {id(v) for v in tv_sd.values()}
+    ours.load_state_dict(converted, strict=True)
+
+
+def test_vgg_configurations() -> None:
+    """Table 1: convs per stage, and C's 1x1 convs as the third conv of stages 3-5."""
+    depths = {"vgg11": (1, 1, 2, 2, 2), "vgg13": (2, 2, 2, 2, 2), "vgg16_c": (2, 2, 3, 3, 3), "vgg16": (2, 2, 3, 3, 3),
+              "vgg19": (2, 2, 4, 4, 4)}
+    for name, depth in depths.items():
+        with torch.device("meta"):
+            model = create_model(name)
+        convs = [[m for m in stage if isinstance(m, nn.Conv2d)] for stage in model.stages]
+        assert tuple(len(c) for c in convs) == depth, name
+        ones = [(s, j) for s, c in enumerate(convs) for j, m in enumerate(c) if m.kernel_size == (1, 1)]
+        assert ones == ([(2, 2), (3, 2), (4, 2)] if name == "vgg16_c" else []), name
+        assert [c[-1].out_channels for c in convs] == [64, 128, 256, 512, 512]
+
+
+def test_vgg_gap_head() -> None:
+    """head='gap': the convolutional part of D (14,714,688 params, PAPERS/Keras include_top=False) + one linear."""
+    with torch.device("meta"):
+        model = create_model("vgg16", head="gap")
+    assert count_params(model) == 14_714_688 + 512 * 1000 + 1000
+    torch.manual_seed(0)
+    model = create_model("vgg11", head="gap", num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (1, 512)
+        assert model(x).shape == (1, 10)
+        model.reset_classifier(4)
+        assert model(x).shape == (1, 4)
+
+
+def test_vgg_img_size() -> None:
+    with torch.device("meta"):
+        assert create_model("vgg16", img_size=32).pre_logits.fc6.in_features == 512
+        assert create_model("vgg16").pre_logits.fc6.in_features == 512 * 7 * 7
+        with pytest.raises(ConfigError, match="img_size=32"):
+            create_model("vgg16")(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ConfigError, match="too small"):
+        create_model("vgg16", img_size=16)
