@@ -66,7 +66,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print()
     print(_table(["", "paper", "measured"], [
         ["params", f"{r.params_m}M" if r.params_m is not None else "-", str(params)],
-        ["GMACs", r.gmacs if r.gmacs is not None else "-", f"{macs / 1e9:.4f}"],
+        ["GMACs", r.gmacs if r.gmacs is not None else "-", f"{macs / 1e9:.4g}"],
         [f"top-1 err % ({r.dataset})", r.top1_err if r.top1_err is not None else "-", "see docs/results.md"],
         [f"top-5 err % ({r.dataset})", r.top5_err if r.top5_err is not None else "-", "-"],
     ]))
@@ -175,7 +175,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     conv = get_converter(args.source)
     state = load_pickle_weights(args.file)
     out = Path(args.out or Path(args.file).with_suffix("").name + f".{conv.target}.safetensors")
-    if out.exists() and not args.overwrite:
+    if out.suffix != ".safetensors":
+        out = out.with_name(out.name + ".safetensors")
+    if (out.exists() or out.with_suffix(".json").exists()) and not args.overwrite:
         raise CheckpointError(f"{out} exists; pass --overwrite or another --out")
     converted = conv.fn(state)
     num_classes = next((v.shape[0] for k, v in converted.items() if k.startswith("head") and v.ndim == 2), None)
@@ -187,6 +189,79 @@ def cmd_convert(args: argparse.Namespace) -> int:
     save_checkpoint(out.with_suffix(""), model, {"model": conv.target, "model_kwargs": kwargs,
                                                  "converted_from": f"torchvision {args.source}", "source_file": str(args.file)})
     print(f"converted torchvision {args.source} -> {conv.target}: {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import models_markdown
+
+    print(models_markdown(), end="")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from .bench import DEFAULT_MODELS, TABLE_HEADERS, bench_model, machine_description, measure_peak_gflops, table_rows
+    from .errors import ConfigError
+    from .models import list_models
+
+    names: list[str] = []
+    for pattern in args.models or DEFAULT_MODELS:
+        found = list_models(pattern) if any(c in pattern for c in "*?[") else [pattern]
+        if not found:
+            raise ConfigError(f"no model matches {pattern!r}; run 'milestones list' to see all")
+        names += [n for n in found if n not in names]
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"machine: {machine_description(device, args.threads)}")
+    if args.probe:
+        peak = measure_peak_gflops(args.threads, n=args.probe, device=device)
+        print(f"matmul peak: {peak:.1f} GFLOP/s ({args.probe}^3 float32, median of 5; '% peak' uses the same probe "
+              "run between the reps)")
+    results = []
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(args.json, "a")) if args.json else None  # one line per model as it finishes
+        for name in names:
+            r = bench_model(name, args.mode, batch=args.batch, size=args.size, threads=args.threads,
+                            channels_last=args.channels_last, compile=args.compile, amp=args.amp, reps=args.reps,
+                            warmup=args.warmup, torchvision=not args.no_torchvision,
+                            onnxruntime=not args.no_onnxruntime, optimizer=args.optimizer, device=device,
+                            probe=args.probe or None, progress=not args.no_progress and sys.stderr.isatty())
+            results.append(r)
+            if out is not None:
+                out.write(json.dumps(r.to_dict(), default=str) + "\n")
+                out.flush()
+    print(_table(TABLE_HEADERS, table_rows(results)))
+    notes = [f"{r.model}: {n}" for r in results for n in r.notes]
+    notes += [f"{r.model}: outputs match torchvision's (max abs diff {r.tv_max_abs_diff:.2g})"
+              for r in results if r.tv_max_abs_diff is not None]
+    notes += [f"{r.model}: onnxruntime outputs match (max abs diff {r.ort_max_abs_diff:.2g})"
+              for r in results if r.ort_max_abs_diff is not None]
+    if notes:
+        print("\n" + "\n".join(notes))
+    what = (f"forward, cross-entropy, backward, {args.optimizer} step; GFLOP/s = 3 x 2 x MACs" if args.mode == "train"
+            else "eval forward under inference_mode; GFLOP/s = 2 x MACs")
+    print(f"\n{args.mode}: {what} per second; medians of interleaved reps; ours/tv > 1: ours faster; "
+          "ORT/ours > 1: onnxruntime faster")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint
+
+    res = export_checkpoint(args.checkpoint, args.format, out=args.out, overwrite=args.overwrite, prefer=args.which,
+                            verify=not args.no_verify)
+    size = res.path.stat().st_size / 2**20
+    print(f"exported {res.model} ({'x'.join(map(str, res.input_size))} input, any batch size) to {res.path} "
+          f"({size:.1f} MiB)")
+    if res.max_abs_diff is not None:
+        print(f"checked against PyTorch on a random batch: max abs logit difference {res.max_abs_diff:.2g}")
+    elif res.note:
+        print(res.note)
     return 0
 
 
@@ -235,6 +310,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", help="the .pth file torchvision downloaded")
     s.add_argument("--out", help="output .safetensors path")
     s.add_argument("--overwrite", action="store_true")
+
+    s = sub.add_parser("report", help="generated documentation, e.g. 'milestones report models > docs/models.md'")
+    s.add_argument("what", choices=["models"], help="models: the table of every registered model (docs/models.md)")
+
+    s = sub.add_parser("bench", help="speed, memory and FLOP/s against torchvision and the machine's matmul peak")
+    s.add_argument("models", nargs="*", metavar="MODEL",
+                   help="names or glob patterns (default: one model of each family; slow on a CPU)")
+    s.add_argument("--mode", choices=["train", "infer"], default="train")
+    s.add_argument("--batch", type=int, help="default: 128 for inputs up to 32x32, else 8")
+    s.add_argument("--size", type=int, help="input side (default: the model's)")
+    s.add_argument("--threads", type=int, help="torch (and onnxruntime) threads (default: torch's)")
+    s.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    s.add_argument("--compile", action="store_true", help="torch.compile (falls back to eager if unavailable)")
+    s.add_argument("--amp", choices=["bf16"], help="bfloat16 autocast")
+    s.add_argument("--reps", type=int, default=10, help="timed reps per contender, interleaved (default 10)")
+    s.add_argument("--warmup", type=int, default=2, help="untimed steps first (peak memory is measured over them)")
+    s.add_argument("--optimizer", default="sgd-foreach",
+                   help="train mode: sgd or adamw, with -loop, -foreach or -fused kernels (default sgd-foreach)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    s.add_argument("--probe", type=int, default=2048, help="matmul peak probe side; 0 skips it")
+    s.add_argument("--no-torchvision", action="store_true", help="skip the torchvision comparison")
+    s.add_argument("--no-onnxruntime", action="store_true", help="skip onnxruntime (infer mode)")
+    s.add_argument("--json", help="append one JSON line per model to this file")
+    s.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("export", help="export a run or checkpoint to ONNX or TorchScript, checked against PyTorch")
+    s.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run directory or .safetensors file")
+    s.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    s.add_argument("--out", help="output file (default: beside the checkpoint, .onnx or .torchscript.pt)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")
+    s.add_argument("--no-verify", action="store_true", help="skip the check against PyTorch")
     return p
 
 
@@ -247,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         handler = {"list": cmd_list, "info": cmd_info, "eval": cmd_eval, "predict": cmd_predict,
-                   "convert": cmd_convert}[args.command]
+                   "convert": cmd_convert, "report": cmd_report, "bench": cmd_bench,
+                   "export": cmd_export}[args.command]
         return handler(args)
     except MilestonesError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,15 @@ def load_pickle_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj: Any = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"refused to load {p}: it holds objects other than tensors, which could run code "
-                              f"({str(e).splitlines()[0][:100]}); only plain state dicts are accepted") from None
+        # torch's message spans several lines with terminal escape codes; keep only the global it refused.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"it calls {found.group(1)}" if found else "it holds objects other than tensors"
+        raise CheckpointError(f"refused to load {p}: {what}, which could run code (nothing was run); only plain "
+                              "state dicts of tensors are accepted") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{p} is not a readable PyTorch weight file ({str(e).splitlines()[0][:80]})") from None
+        lines = str(e).strip().splitlines()
+        why = lines[0][:80] if lines else "it is empty or cut short"
+        raise CheckpointError(f"{p} is not a readable PyTorch weight file ({why})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):

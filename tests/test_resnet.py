@@ -70,7 +70,6 @@ def test_torchvision_parity(name: str) -> None:
     tv = torchvision.models.get_model(name, weights=None)
     _randomise_bn(tv)
     tv.eval()
-    assert get_converter(name).target_kwargs == {"version": "v1.5"}
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         expected = tv(x)
@@ -94,12 +93,13 @@ def test_cifar_stem_parity_with_torchvision() -> None:
         assert (ours(x) - tv(x)).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["resnet34", "resnet101", "resnet152"])
+@pytest.mark.parametrize("name", list(TORCHVISION_PARAMS))
 def test_converted_state_dict_loads_strictly(name: str) -> None:
     """Every key and shape of torchvision's state dict maps onto ours (meta device: no memory, no init cost)."""
+    conv = get_converter(name)
+    assert conv.target == name and conv.target_kwargs == {"version": "v1.5"}  # v1 has the same shapes, other strides
     with torch.device("meta"):
         tv = torchvision.models.get_model(name, weights=None)
-        conv = get_converter(name)
         ours = create_model(conv.target, **conv.target_kwargs)
     result = ours.load_state_dict(conv.fn(tv.state_dict()), strict=True)
     assert not result.missing_keys and not result.unexpected_keys

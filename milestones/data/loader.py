@@ -1,7 +1,8 @@
 """The fast path: a split held on its device as uint8, batched with tensor ops (the airbench approach).
 
 Each epoch draws, from the loader's own ``torch.Generator``, one permutation and every augmentation parameter for the
-whole epoch (crop offsets, flip mask), so the epoch is fully determined by the generator state at its start. That is
+whole epoch (crop offsets, flip mask, TrivialAugment operations, cutout centres), so the epoch is fully determined by
+the generator state at its start. That is
 what :meth:`TensorLoader.state_dict` saves, with the epoch and the number of batches already served, so a run resumed
 from a checkpoint sees exactly the batches it would have seen. No workers, no per-sample Python, no PIL.
 """
@@ -32,6 +33,10 @@ class TensorLoader:
         target_size: ``(H, W)`` or an int; after ``pad``, images of another size are resized (bilinear, antialiased).
         flip: Random left-right flips (training only), probability 1/2.
         crop_padding: Random crops of the input size from the image reflect-padded by this many pixels (training only).
+        cutout: Side of a square set to 0 after normalisation (the mean colour), centred anywhere in the image, once
+            per image (training only; DeVries & Taylor, arXiv:1708.04552: 16 for CIFAR-10, 8 for CIFAR-100).
+        trivial_augment: One random TrivialAugment Wide operation per image, on the uint8 pixels after crop and flip
+            (training only; :func:`augment.trivial_augment`). Images need 1 or 3 channels.
         seed: Seed of the loader's own generator (ignored when ``generator`` is given).
         generator: A CPU ``torch.Generator`` to draw orders and augmentations from; the loader owns it (it resets
             the state at each epoch start).
@@ -54,6 +59,8 @@ class TensorLoader:
         target_size: int | tuple[int, int] | None = None,
         flip: bool = False,
         crop_padding: int = 0,
+        cutout: int = 0,
+        trivial_augment: bool = False,
         seed: int = 0,
         generator: torch.Generator | None = None,
         drop_last: bool | None = None,
@@ -73,6 +80,8 @@ class TensorLoader:
         self.device = torch.device(device)
         self.flip = flip
         self.crop_padding = crop_padding
+        self.cutout = cutout
+        self.trivial_augment = trivial_augment
         self.drop_last = train if drop_last is None else drop_last
         self.dtype = dtype
         self.channels_last = channels_last
@@ -115,19 +124,25 @@ class TensorLoader:
     def _epoch_done(self) -> bool:
         return self._started and self._served >= len(self)
 
-    def _draw(self) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        """The epoch's order (None: the split's own), crop offsets (2, N) and flip mask, drawn in a fixed sequence."""
+    def _draw(self) -> dict[str, Tensor]:
+        """The epoch's order (absent: the split's own), crop offsets (2, N), flip mask (N,), TrivialAugment operations
+        and magnitudes (N,) and cutout centres (2, N), drawn in this fixed sequence (new options come last, so that
+        older options draw the same numbers)."""
         n, g = len(self.labels), self.generator
         if not self.train:
-            return None, None, None
-        order = torch.randperm(n, generator=g)
-        offsets = torch.randint(0, 2 * self.crop_padding + 1, (2, n), generator=g) if self.crop_padding else None
-        mask = torch.rand(n, generator=g) < 0.5 if self.flip else None
-        return (
-            order.to(self.device),
-            None if offsets is None else offsets.to(self.device),
-            None if mask is None else mask.to(self.device),
-        )
+            return {}
+        h, w = self.img_size
+        draws = {"order": torch.randperm(n, generator=g)}
+        if self.crop_padding:
+            draws["offsets"] = torch.randint(0, 2 * self.crop_padding + 1, (2, n), generator=g)
+        if self.flip:
+            draws["flip"] = torch.rand(n, generator=g) < 0.5
+        if self.trivial_augment:
+            draws["op"], draws["magnitude"] = augment.draw_ops(n, (h, w), g, policy="trivial")
+        if self.cutout:
+            rows, cols = torch.randint(0, h, (n,), generator=g), torch.randint(0, w, (n,), generator=g)
+            draws["centre"] = torch.stack([rows, cols])
+        return {k: v.to(self.device) for k, v in draws.items()}
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self._started:  # the previous iteration ended or was abandoned: move on to the next epoch
@@ -136,7 +151,8 @@ class TensorLoader:
             self._served = 0
         self._started = True
         self.generator.set_state(self._epoch_state)
-        order, offsets, mask = self._draw()
+        draws = self._draw()
+        order, offsets, mask = draws.get("order"), draws.get("offsets"), draws.get("flip")
         self._next_state = self.generator.get_state()
         for i in range(self._served, len(self)):
             batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
@@ -147,7 +163,12 @@ class TensorLoader:
                 x = augment.crop(x, offsets[0, idx], offsets[1, idx], self.crop_padding, flip=flips)
             elif mask is not None:
                 x = augment.flip(x, mask[idx])
-            x = torch.addcmul(self._shift, x.to(torch.float32), self._scale).to(self.dtype)  # augment.normalise
+            if "op" in draws:
+                x = augment.apply_ops(x, draws["op"][idx], draws["magnitude"][idx])
+            x = torch.addcmul(self._shift, x.to(torch.float32), self._scale)  # augment.normalise
+            if "centre" in draws:  # after normalising, so the square is the mean colour, as in the paper's code
+                x = augment.cutout(x, draws["centre"][0, idx], draws["centre"][1, idx], self.cutout)
+            x = x.to(self.dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             self._served = i + 1

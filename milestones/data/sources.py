@@ -2,7 +2,9 @@
 
 A row names the dataset's :class:`DataSpec`, the files of each split with their published checksums, the mirrors to
 download them from, the folder they live in under the data root, and the function that turns them into uint8 tensors.
-A new dataset (CIFAR-10 in issue 5) is one more row plus, for a new file format, one more loader function.
+A new dataset is one more row plus, for a new file format, one more loader function. CIFAR-10/100 and the CIFAR-10
+JPEG copy and exact subset are read by :mod:`.cifar`; any ``train|test/<class>/*.jpg`` folder or zip is a dataset too,
+named ``"folder:<path>"`` (:mod:`.folder`).
 
 Layouts searched under the data root ``<root>`` for the idx sets (MNIST, Fashion-MNIST, KMNIST), per file, in order:
 
@@ -16,6 +18,7 @@ magic number, the dimensions and the length, so a corrupt or truncated file fail
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import gzip
@@ -34,7 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DataError
+from . import augment, cifar
 from .download import RemoteFile, download_file
+from .folder import is_folder_name, load_folder
 from .spec import DataSpec, ImageSplit
 
 ENV_ROOT = "MILESTONES_DATA"
@@ -42,7 +47,7 @@ ENV_MIRROR = "MILESTONES_MIRROR"
 DEFAULT_ROOT = Path("~/.cache/milestones")
 DOWNLOAD_HINT = "--download (download=True)"
 
-Loader = Callable[..., tuple[Tensor, Tensor]]
+Loader = Callable[..., tuple[Tensor, Tensor] | tuple[Tensor, Tensor, DataSpec]]
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,10 @@ class Source:
 
     Attributes:
         spec: The dataset's :class:`DataSpec`.
-        load: ``load(source, split, root, *, download, mirrors) -> (images, labels)``, uint8 ``(N, C, H, W)`` and
-            int64 ``(N,)``.
+        load: ``load(source, split, root, *, download, mirrors, max_per_class, cache_dir) -> (images, labels)``,
+            uint8 ``(N, C, H, W)`` and int64 ``(N,)``, or ``(images, labels, spec)`` when the files found are a
+            variant of the dataset (the CIFAR-10 JPEG copy). ``max_per_class`` and ``cache_dir`` are hints a loader
+            may use (decode less, cache decoded images) or ignore: :func:`get_dataset` applies the limit anyway.
         counts: Number of samples in each split, checked on every load.
         files: For each split, the files it needs, with their published checksums.
         mirrors: Base URLs to download ``files`` from, tried in order.
@@ -165,7 +172,7 @@ def _missing_message(root: Path, source: Source, split: str, missing: Sequence[R
 
 
 def load_idx(
-    source: Source, split: str, root: Path, *, download: bool, mirrors: Sequence[str]
+    source: Source, split: str, root: Path, *, download: bool, mirrors: Sequence[str], **_: object
 ) -> tuple[Tensor, Tensor]:
     """Load one split of an idx dataset (MNIST, Fashion-MNIST, KMNIST): ``source.files[split]`` = (images, labels)."""
     wanted = source.files[split]
@@ -227,7 +234,7 @@ def digits_test_mask(labels: Tensor, *, fraction: float = DIGITS_TEST_FRACTION, 
 
 
 def load_digits_split(
-    source: Source, split: str, root: Path, *, download: bool, mirrors: Sequence[str]
+    source: Source, split: str, root: Path, *, download: bool, mirrors: Sequence[str], **_: object
 ) -> tuple[Tensor, Tensor]:
     """Load one split of scikit-learn's bundled digits (no files, no download; ``root`` is unused)."""
     images, labels = _digits_all()
@@ -344,6 +351,30 @@ SOURCES: dict[str, Source] = {
         load=load_digits_split,
         counts={"train": 1_438, "test": 359},
     ),
+    # official python version, else (CIFAR-10) the lossy JPEG copy; see cifar.py. md5s as in torchvision.datasets
+    "cifar10": Source(
+        spec=cifar.CIFAR10_SPEC,
+        load=functools.partial(cifar.load_cifar, layout=cifar.CIFAR10),
+        counts={"train": 50_000, "test": 10_000},
+        files={"train": (cifar.CIFAR10.tarball,), "test": (cifar.CIFAR10.tarball,)},
+        mirrors=cifar.MIRRORS,
+        folder="cifar10",
+    ),
+    "cifar100": Source(
+        spec=cifar.CIFAR100_SPEC,
+        load=functools.partial(cifar.load_cifar, layout=cifar.CIFAR100),
+        counts={"train": 50_000, "test": 10_000},
+        files={"train": (cifar.CIFAR100.tarball,), "test": (cifar.CIFAR100.tarball,)},
+        mirrors=cifar.MIRRORS,
+        folder="cifar100",
+    ),
+    # the lossless subset of shared/data/cifar10/exact-subset: train images 0..3999, test images 0..999
+    "cifar10-exact": Source(
+        spec=cifar.CIFAR10_EXACT_SPEC,
+        load=cifar.load_cifar10_exact,
+        counts={"train": 4_000, "test": 1_000},
+        folder="cifar10",
+    ),
 }
 
 
@@ -365,13 +396,30 @@ def get_source(name: str) -> Source:
 
 
 def get_data_spec(name: str) -> DataSpec:
-    """The :class:`DataSpec` of a dataset, without loading it."""
+    """The :class:`DataSpec` of a dataset, without loading it.
+
+    For ``cifar10`` this is the official data's; a split loaded from the JPEG copy carries the same spec with
+    ``variant="jpeg-q75"``. Image folders (``"folder:<path>"``) have no spec until loaded: use the split's.
+    """
+    if is_folder_name(name):
+        raise DataError(f"an image folder's spec comes with its data: use get_dataset({name!r}, split).spec")
     return get_source(name).spec
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`get_dataset`, in table order."""
+    """Names accepted by :func:`get_dataset`, in table order (besides ``"folder:<path>"``)."""
     return list(SOURCES)
+
+
+def first_per_class(labels: Tensor, n: int) -> Tensor:
+    """Boolean mask keeping the first ``n`` samples of each class, in the split's order."""
+    labels = labels.cpu()
+    order = torch.sort(labels, stable=True).indices
+    sorted_labels = labels[order]
+    starts = torch.searchsorted(sorted_labels, sorted_labels, right=False)  # first position of each sample's class
+    rank = torch.empty_like(labels)
+    rank[order] = torch.arange(len(labels)) - starts
+    return rank < n
 
 
 def get_dataset(
@@ -381,33 +429,67 @@ def get_dataset(
     root: str | Path | None = None,
     download: bool = False,
     mirrors: Sequence[str] | None = None,
+    image_size: int | Sequence[int] | None = None,
+    max_per_class: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> ImageSplit:
     """Load one split of a dataset into memory as uint8 tensors.
 
     Args:
-        name: A name from :func:`list_datasets`: ``mnist``, ``fashion-mnist``, ``kmnist`` or ``digits``.
-        split: ``"train"`` or ``"test"``.
+        name: A name from :func:`list_datasets` (``mnist``, ``fashion-mnist``, ``kmnist``, ``digits``, ``cifar10``,
+            ``cifar100``, ``cifar10-exact``), or ``"folder:<path>"`` for an image folder or zip laid out as
+            ``<split>/<class>/<image>`` (a relative path is looked for in the working directory, then the data root).
+        split: ``"train"`` or ``"test"`` (an image folder: any split folder it has).
         root: Data root; see :func:`resolve_root`. Unused by ``digits``.
         download: Fetch missing files from the dataset's mirrors (checksummed) into ``<root>/<folder>/``.
         mirrors: Base URLs to download from instead of the table's; default: the environment variable
             ``MILESTONES_MIRROR`` (comma-separated) if set, else the table's.
+        image_size: ``(H, W)`` or an int to resize every image to (bilinear, antialiased; an image folder scales
+            each image's shorter side and crops the centre). Needed for an image folder of mixed sizes.
+        max_per_class: Keep only the first ``max_per_class`` images of each class, in the split's order (quick runs,
+            tests). An image folder or the CIFAR-10 JPEG copy then decodes only those.
+        cache_dir: Where decoded images are cached (image folders, the CIFAR-10 JPEG copy); default: the
+            environment variable ``MILESTONES_CACHE``, else beside the source, else under the data root, else
+            ``~/.cache/milestones/cache`` (see :mod:`milestones.data.cache`).
 
     Returns:
-        The split: ``(N, C, H, W)`` uint8 images, ``(N,)`` int64 labels and the dataset's spec.
+        The split: ``(N, C, H, W)`` uint8 images, ``(N,)`` int64 labels and the dataset's spec (for a variant of
+        the dataset, such as the CIFAR-10 JPEG copy, with its ``variant`` and ``note`` set).
 
     Raises:
         DataError: Unknown name or split, missing files (one line: which files go where), a failed download, or a
             corrupt or truncated file (one line naming it).
     """
+    if max_per_class is not None and max_per_class < 1:
+        raise ValueError(f"max_per_class must be positive, got {max_per_class}")
+    size = None if image_size is None else ((image_size,) * 2 if isinstance(image_size, int) else tuple(image_size))
+    if is_folder_name(name):
+        return load_folder(
+            name, split, root=resolve_root(root), image_size=size, max_per_class=max_per_class, cache_dir=cache_dir
+        )
     source = get_source(name)
     if split not in source.counts:
         raise DataError(
             f"unknown split {split!r} for {source.spec.name}; {_close(split, list(source.counts))}"
             f"known: {', '.join(source.counts)}"
         )
-    images, labels = source.load(
-        source, split, resolve_root(root), download=download, mirrors=_mirrors(source, mirrors)
+    loaded = source.load(
+        source,
+        split,
+        resolve_root(root),
+        download=download,
+        mirrors=_mirrors(source, mirrors),
+        max_per_class=max_per_class,
+        cache_dir=cache_dir,
     )
-    if len(labels) != source.counts[split]:  # load_idx checks this per file; this covers every other source
-        raise DataError(f"{source.spec.name} {split}: {len(labels)} samples, expected {source.counts[split]}")
-    return ImageSplit(images, labels, source.spec)
+    images, labels, spec = loaded if len(loaded) == 3 else (*loaded, source.spec)
+    if max_per_class is None and len(labels) != source.counts[split]:  # load_idx checks this per file
+        raise DataError(f"{spec.full_name} {split}: {len(labels)} samples, expected {source.counts[split]}")
+    if max_per_class is not None:
+        keep = first_per_class(labels, max_per_class)
+        if not bool(keep.all()):
+            images, labels = images[keep], labels[keep]
+    if size is not None and tuple(images.shape[2:]) != size:
+        images = augment.resize(images, size)
+        spec = dataclasses.replace(spec, img_size=size)
+    return ImageSplit(images, labels, spec)

@@ -23,6 +23,10 @@ class DataSpec:
         mean: Per-channel mean of the training images scaled to [0, 1], used to normalise.
         std: Per-channel standard deviation of the training images scaled to [0, 1].
         classes: Human-readable class names, indexed by label.
+        variant: Which copy of the dataset this is, when not the official one (``""``): ``"jpeg-q75"`` for the lossy
+            JPEG copy of CIFAR-10, ``"exact-subset"`` for its lossless 5,000-image subset. Results on a variant must
+            say so; :attr:`full_name` does.
+        note: One line on where the data came from and in what order, for logs and reports.
     """
 
     name: str
@@ -32,6 +36,13 @@ class DataSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: tuple[str, ...]
+    variant: str = ""
+    note: str = ""
+
+    @property
+    def full_name(self) -> str:
+        """The name to report results under: ``"cifar10"``, or ``"cifar10 (jpeg-q75)"`` for a variant."""
+        return f"{self.name} ({self.variant})" if self.variant else self.name
 
     def __post_init__(self) -> None:
         if len(self.classes) != self.num_classes:

@@ -306,7 +306,7 @@ class ResNet(nn.Module):
         The fan-out form (std = sqrt(2 / (k*k*C_out))) is the backward-pass condition of that paper's §2.2, which it
         shows is as good as fan-in; torchvision uses it too. BN gamma = 1, beta = 0; with ``zero_init_residual`` the
         last BN gamma of every residual branch is 0, so each block starts as an identity (Goyal et al.,
-        arXiv:1706.02677, §5.1). The FC layer keeps PyTorch's default init.
+        arXiv:1706.02677). The FC layer keeps PyTorch's default init.
         """
         if self.head.weight.is_meta:
             # Meta tensors hold no values, and torch's meta normal_ is a slow Python decomposition (~2 ms a call, plus
@@ -352,6 +352,7 @@ def _check(cfg: ResNetConfig, version: str, zero_init_residual: bool) -> None:
         raise ConfigError("zero_init_residual needs residual blocks: it would make a plain net output zeros")
 
 
+# Test instances are the full nets on small inputs (torchvision's 64x64 trick; the CIFAR nets are small already).
 _SMALL_INPUT = {name: (3, 32, 32) if cfg.stem == "cifar" else (3, 64, 64) for name, cfg in VARIANTS.items()}
 
 

@@ -26,6 +26,8 @@ from torch import nn
 from ..errors import CheckpointError, RunDirError
 
 FORMAT = "milestones-checkpoint/1"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -40,6 +42,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the user's usual permissions
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
@@ -58,10 +61,11 @@ def save_checkpoint(stem: Path, model: nn.Module, meta: Mapping[str, Any]) -> Pa
     """Save ``model``'s weights to ``stem.safetensors`` and ``meta`` (plus a checksum) to ``stem.json``."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     blob = st_save(state, metadata={"format": FORMAT})
-    weights = stem.with_suffix(".safetensors")
+    # Append, not with_suffix: a dotted stem such as "resnet18-f37072fd.resnet18" keeps its last part.
+    weights = stem.with_name(stem.name + ".safetensors")
     atomic_write(weights, blob)
     info = {"format": FORMAT, **meta, "weights_sha256": hashlib.sha256(blob).hexdigest()}
-    atomic_write(stem.with_suffix(".json"), json.dumps(info, indent=2, default=str).encode())
+    atomic_write(stem.with_name(stem.name + ".json"), json.dumps(info, indent=2, default=str).encode())
     return weights
 
 

@@ -184,7 +184,18 @@ def run_training(
     overwrite: bool = False,
     on_step: Callable[[StepInfo], None] | None = None,
 ) -> RunResult:
-    """Load the data, build the model, train, and write the run directory. Returns the run, history and summary."""
+    """Load the data, build the model, train, and write the run directory. Returns the run, history and summary.
+
+    Deterministic mode (``train.deterministic``) is switched back to its previous setting afterwards.
+    """
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    try:
+        return _run_training(cfg, overwrite=overwrite, on_step=on_step)
+    finally:
+        torch.use_deterministic_algorithms(deterministic_before)
+
+
+def _run_training(cfg: RunConfig, *, overwrite: bool, on_step: Callable[[StepInfo], None] | None) -> RunResult:
     from ..data import TensorLoader, get_dataset, subset
 
     start = time.perf_counter()

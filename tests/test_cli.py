@@ -1,0 +1,155 @@
+"""The command line end to end, and the one-line errors (exit status 2, no traceback) a user meets."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from milestones import cli
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    """The demo path, shortened: `milestones train lenet5 --data digits` for 3 epochs."""
+    out = tmp_path_factory.mktemp("cli_runs")
+    code = cli.main(["train", "lenet5", "--data", "digits", "--epochs", "3", "--out", str(out), "--name", "demo",
+                     "--no-progress"])
+    assert code == 0
+    return out / "demo"
+
+
+def test_train_prints_accuracy_and_run_dir(digits_run, capsys) -> None:
+    assert (digits_run / "checkpoints" / "best.safetensors").is_file()
+    code, out, _ = run_cli(capsys, "eval", str(digits_run))
+    assert code == 0 and "lenet5 on digits (test, 359 images): top-1" in out
+    acc = float(out.split("top-1 ")[1].split("%")[0])
+    assert acc > 50.0  # 3 of the recipe's 20 epochs; chance is 10%
+
+
+def test_predict_any_image_mode(digits_run, tmp_path, capsys) -> None:
+    """A drawn digit in any common mode and size goes through the model's own preprocessing."""
+    canvas = np.full((120, 90), 255, np.uint8)
+    canvas[20:100, 40:52] = 0  # a dark "1" on white paper
+    files = {
+        "gray.png": Image.fromarray(canvas),
+        "rgba.png": Image.fromarray(canvas).convert("RGBA"),
+        "palette.png": Image.fromarray(canvas).convert("P"),
+        "sixteen.png": Image.fromarray(canvas.astype(np.uint16) * 257),
+        "cmyk.jpg": Image.fromarray(canvas).convert("CMYK"),
+    }
+    paths = []
+    for name, img in files.items():
+        img.save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    code, out, err = run_cli(capsys, "predict", str(digits_run), *paths, "--topk", "2")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == len(files)
+    for line in lines:
+        assert "%" in line
+
+
+def test_predict_unreadable_and_huge_images(digits_run, tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    code, _, err = run_cli(capsys, "predict", str(digits_run), str(bad))
+    assert_one_line_error(code, err, str(bad))
+    huge = tmp_path / "huge.png"
+    Image.new("L", (8000, 6000)).save(huge)
+    code, _, err = run_cli(capsys, "predict", str(digits_run), str(huge))
+    assert_one_line_error(code, err, "too large")
+    code, _, err = run_cli(capsys, "predict", str(digits_run), str(tmp_path / "nope.png"))
+    assert_one_line_error(code, err, "does not exist")
+
+
+def test_unknown_model_suggests_close_matches(capsys, tmp_path) -> None:
+    code, _, err = run_cli(capsys, "train", "resnet5O", "--data", "digits", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "unknown model 'resnet5O'", "resnet50")
+    code, _, err = run_cli(capsys, "info", "lenet")
+    assert_one_line_error(code, err, "lenet5")
+
+
+def test_unknown_config_key_lists_valid_keys(capsys, tmp_path) -> None:
+    code, _, err = run_cli(capsys, "train", "lenet5", "--data", "digits", "--optim.lrate=0.1", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "optim.lrate", "optim.lr")
+
+
+def test_wrong_value_type(capsys, tmp_path) -> None:
+    code, _, err = run_cli(capsys, "train", "lenet5", "--data", "digits", "--train.epochs=many", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "train.epochs", "integer")
+
+
+def test_unknown_model_option(capsys, tmp_path) -> None:
+    code, _, err = run_cli(capsys, "train", "lenet5", "--data", "digits", "--model.kwargs.depth=3",
+                           "--out", str(tmp_path))
+    assert_one_line_error(code, err, "'depth'", "num_classes")
+
+
+def test_missing_data_says_where_to_put_which_files(capsys, tmp_path) -> None:
+    code, _, err = run_cli(capsys, "train", "lenet5", "--data", "mnist", "--data-root", str(tmp_path / "empty"),
+                           "--out", str(tmp_path))
+    assert_one_line_error(code, err, "train-images-idx3-ubyte", "mnist", "--download")
+
+
+def test_truncated_data_file_is_named(capsys, tmp_path, data_root) -> None:
+    root = tmp_path / "root"
+    (root / "mnist").mkdir(parents=True)
+    for f in (data_root / "mnist").iterdir():
+        shutil.copy(f, root / "mnist" / f.name)
+    victim = root / "mnist" / "train-images-idx3-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:50_000])
+    code, _, err = run_cli(capsys, "train", "lenet5", "--data", "mnist", "--data-root", str(root),
+                           "--out", str(tmp_path / "runs"))
+    assert_one_line_error(code, err, "train-images-idx3-ubyte.gz")
+
+
+def test_corrupt_idx_header_is_named(capsys, tmp_path, data_root) -> None:
+    root = tmp_path / "root"
+    (root / "mnist").mkdir(parents=True)
+    for f in (data_root / "mnist").iterdir():
+        shutil.copy(f, root / "mnist" / f.name)
+    victim = root / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    victim.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 100))  # wrong magic for a label file
+    code, _, err = run_cli(capsys, "eval", "--data-root", str(root), str(tmp_path / "nothing"))
+    assert code == 2
+    code, _, err = run_cli(capsys, "train", "lenet5", "--data", "mnist", "--data-root", str(root),
+                           "--out", str(tmp_path / "runs"))
+    assert_one_line_error(code, err, "t10k-labels-idx1-ubyte.gz")
+
+
+def test_run_directory_is_never_overwritten(digits_run, capsys) -> None:
+    before = (digits_run / "summary.json").read_bytes()
+    code, _, err = run_cli(capsys, "train", "lenet5", "--data", "digits", "--epochs", "1",
+                           "--out", str(digits_run.parent), "--name", "demo", "--no-progress")
+    assert_one_line_error(code, err, "already holds a run", "--overwrite")
+    assert (digits_run / "summary.json").read_bytes() == before
+
+
+def test_console_script_runs_as_a_process() -> None:
+    """The installed entry point works as a separate process; an error there is also one line and exit 2."""
+    ok = subprocess.run([sys.executable, "-m", "milestones.cli", "list", "lenet*"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "lenet5_modern" in ok.stdout and "60,000" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "milestones.cli", "info", "alexnett"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "alexnet" in bad.stderr

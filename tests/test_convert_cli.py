@@ -1,0 +1,140 @@
+"""`milestones convert`: a torchvision weight file in, a safetensors checkpoint out that rebuilds the same network.
+
+The reference is torchvision itself: a randomly initialised torchvision model (no download; batch-norm statistics
+randomised too, so that buffers must map as well as weights) is saved with ``torch.save`` as torchvision's downloads
+are, converted through the CLI in-process, restored with ``restore_model`` and must give torchvision's eval logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import load_file
+from torch import nn
+
+from milestones import cli
+from milestones.models import get_converter
+from milestones.train.checkpoint import restore_model
+
+# (torchvision name, its constructor options, input size). resnet18 with 10 classes also checks that convert reads
+# the number of classes from the file; alexnet (61M parameters) is the cheapest of the plain-CNN families.
+CASES = [("resnet18", {"num_classes": 10}, 64), ("alexnet", {}, 224)]
+
+
+def _torchvision_model(name: str, **kwargs: object) -> nn.Module:
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial running statistics and affine parameters
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            nn.init.normal_(m.weight, 1.0, 0.1, generator=gen)
+            nn.init.normal_(m.bias, 0.0, 0.1, generator=gen)
+    return model.eval()
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    assert "Traceback" not in captured.err
+    return captured.err
+
+
+@pytest.fixture(scope="module")
+def resnet18_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A torchvision resnet18 (10 classes) state dict saved the way torchvision's downloads are."""
+    path = tmp_path_factory.mktemp("tv") / "resnet18-f37072fd.pth"
+    torch.save(_torchvision_model("resnet18", num_classes=10).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize(("tvname", "tv_kwargs", "size"), CASES, ids=[c[0] for c in CASES])
+def test_convert_then_restore_gives_torchvisions_logits(
+    tvname: str, tv_kwargs: dict, size: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tv = _torchvision_model(tvname, **tv_kwargs)
+    src = tmp_path / f"{tvname}-0123abcd.pth"
+    torch.save(tv.state_dict(), src)
+    out = tmp_path / "x.safetensors"
+
+    assert cli.main(["convert", tvname, str(src), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    target = get_converter(tvname).target
+    assert f"torchvision {tvname} -> {target}" in captured.out and str(out) in captured.out
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    # Plain safetensors: any reader gets the tensors, nothing pickled.
+    assert len(load_file(str(out))) > 0
+
+    model, meta = restore_model(out)
+    assert meta["model"] == target and tvname in meta["converted_from"]
+    assert not model.training
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours, ref = model(x), tv(x)
+    assert ours.shape == ref.shape == (2, tv_kwargs.get("num_classes", 1000))
+    assert (ours - ref).abs().max().item() <= 1e-5
+
+
+def test_unknown_torchvision_name_exits_2_with_close_matches(
+    resnet18_pth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x.safetensors"
+    assert cli.main(["convert", "resnet19", str(resnet18_pth), "--out", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert "'resnet19'" in err and "resnet18" in err and "did you mean" in err
+    assert not out.exists()
+
+
+def test_unknown_name_without_close_match_lists_the_convertible_ones(
+    resnet18_pth: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["convert", "efficientnet_b0", str(resnet18_pth)]) == 2
+    err = _one_line_error(capsys)
+    assert "resnet50" in err and "vgg16_bn" in err
+
+
+def test_missing_weight_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["convert", "resnet18", str(tmp_path / "nope.pth")]) == 2
+    assert "nope.pth" in _one_line_error(capsys)
+
+
+def test_existing_out_is_kept_without_overwrite(
+    resnet18_pth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x.safetensors"
+    out.write_bytes(b"precious")
+    assert cli.main(["convert", "resnet18", str(resnet18_pth), "--out", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert str(out) in err and "--overwrite" in err
+    assert out.read_bytes() == b"precious"
+    assert not out.with_suffix(".json").exists()
+
+    assert cli.main(["convert", "resnet18", str(resnet18_pth), "--out", str(out), "--overwrite"]) == 0
+    capsys.readouterr()
+    model, meta = restore_model(out)
+    assert meta["model_kwargs"] == {"version": "v1.5", "num_classes": 10}
+
+
+@pytest.mark.parametrize("out_arg", [None, "my.model.safetensors"], ids=["default-out", "dotted-out"])
+def test_the_file_written_is_the_one_named_and_is_never_overwritten(
+    out_arg: str | None,
+    resnet18_pth: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["convert", "resnet18", str(resnet18_pth)] + (["--out", out_arg] if out_arg else [])
+    assert cli.main(args) == 0
+    named = Path(capsys.readouterr().out.rsplit(": ", 1)[1].strip())
+    assert named.is_file(), f"convert printed {named} but wrote {sorted(p.name for p in tmp_path.iterdir())}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([named.name, named.with_suffix(".json").name])
+    before = named.read_bytes()
+    assert cli.main(args) == 2, "a second convert to the same place must not overwrite without --overwrite"
+    _one_line_error(capsys)
+    assert named.read_bytes() == before
