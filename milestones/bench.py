@@ -3,15 +3,19 @@
 :func:`bench_model` times training steps (forward, cross-entropy, backward, optimiser step) or inference batches
 (``eval()`` under ``torch.inference_mode``) of one model and, in the same process and with the same settings and the
 same weights, of torchvision's implementation of that architecture where there is one (:func:`torchvision_pairs`),
-and, for inference, of the ONNX export of our model in onnxruntime. Contenders take turns rep by rep (ours,
-torchvision, onnxruntime, then the reverse order), so a load spike from another process on a shared machine hits them
-alike; the speed ratio is the median of the per-rep ratios. :func:`measure_peak_gflops` is the yardstick: a float32
-matmul, the best case of the kernels these models spend their time in.
+and, for inference, of the ONNX export of our model in onnxruntime. Contenders take turns rep by rep, their order
+rotating every round, so a load spike from another process on a shared machine hits them alike; a speed ratio is the
+median of the per-rep ratios. :func:`measure_peak_gflops` is the yardstick: a float32 matmul, the best case of the
+kernels these models spend their time in; the same probe runs once per round, so a model's share of the peak is
+measured under the load its own reps saw. :func:`compare_settings` times one model under several :class:`Settings`
+(channels_last, optimizer kernels, attention path, torch.compile, autocast, threads) the same way.
 
 Definitions, so that numbers from different runs mean the same thing:
 
-* ms/batch: median over ``reps`` of one rep's wall time divided by its steps (a rep runs enough steps to last
-  ``min_rep_seconds``, so tiny models are not timed at the clock's resolution). img/s = batch / (ms/batch).
+* ms/batch: median over ``reps`` of one rep's time divided by its steps (a rep runs enough steps to last
+  ``min_rep_seconds``, so tiny models are not timed at the clock's resolution). img/s = batch / (ms/batch). The
+  clock is elapsed time by default; ``clock="cpu"`` takes this process's CPU time instead, which on a machine shared
+  with other work (and one thread) leaves out the time the scheduler gave to other processes.
 * Achieved GFLOP/s: 2 FLOPs per multiply-add of a forward pass (``measure.count_macs`` at the input size, attention
   matmuls included), times 3 for a training step (the backward pass costs about twice the forward: one product for
   the input gradient and one for the weight gradient per layer), per second. The optimiser's elementwise work is not
@@ -105,6 +109,7 @@ def torchvision_pairs() -> dict[str, TorchvisionPair]:
 def machine_description(device: str | torch.device = "cpu", threads: int | None = None) -> str:
     """CPU model (or GPU name), cores, torch threads, load average and library versions, for result headers."""
     device = torch.device(device)
+    _check_device(device)
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
     cpu = platform.processor() or platform.machine()
@@ -144,6 +149,7 @@ def measure_peak_gflops(threads: int | None = None, *, n: int = 2048, reps: int 
     peak, comparable with float32 models.
     """
     device = torch.device(device)
+    _check_device(device)
     with num_threads(threads if device.type == "cpu" else None), contextlib.ExitStack() as stack:
         if device.type == "cuda":
             stack.enter_context(_no_tf32())
@@ -241,9 +247,11 @@ class PeakMemory:
 class BenchResult:
     """One :func:`bench_model` measurement. Times are medians over reps; ``None`` means not measured.
 
-    ``ratio`` is our speed over torchvision's (above 1: ours is faster) and ``ort_speedup`` onnxruntime's speed over
-    ours (above 1: onnxruntime is faster), each the median of per-rep ratios. ``*_max_abs_diff`` compare logits with
-    ours on the benchmark batch (infer mode only).
+    ``ratio`` is our speed over torchvision's, the median of per-rep ratios (above 1: ours is faster);
+    ``ratio_iqr`` holds the quartiles of those ratios and ``ratio_best`` the ratio of the two best reps, the estimate
+    least touched by interference. ``ort_speedup`` is onnxruntime's speed over ours (above 1: onnxruntime is faster),
+    also a median of per-rep ratios. ``*_max_abs_diff`` compare logits with ours on the benchmark batch (infer mode
+    only).
     """
 
     model: str
@@ -269,6 +277,8 @@ class BenchResult:
     tv_ms_per_batch: float | None = None
     tv_peak_mib: float | None = None
     ratio: float | None = None
+    ratio_iqr: tuple[float, float] | None = None
+    ratio_best: float | None = None
     tv_max_abs_diff: float | None = None
     ort_ms_per_batch: float | None = None
     ort_speedup: float | None = None
@@ -311,7 +321,7 @@ class BenchResult:
         return out
 
 
-def default_batch(name: str, mode: Mode = "train") -> int:
+def default_batch(name: str) -> int:
     """128 for 32x32-or-smaller inputs (the CIFAR/MNIST nets' training batch), else 8: a small batch for a CPU."""
     c, h, w = get_spec(name).input_size
     return 128 if h * w <= 32 * 32 else 8
@@ -325,20 +335,6 @@ def _input_size(name: str, size: int | None) -> tuple[tuple[int, int, int], dict
         return (c, h, w), {}
     kwargs = {"img_size": size} if "img_size" in model_options(name) else {}
     return (c, size, size), kwargs
-
-
-def _optimizer(params: Sequence[nn.Parameter], name: str) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW, in the for-loop, ``foreach`` or ``fused`` implementation: ``sgd[-impl]``."""
-    kind, _, impl = name.partition("-")
-    impl = impl or "foreach"
-    if impl not in ("loop", "foreach", "fused"):
-        raise ConfigError(f"optimizer implementation must be loop, foreach or fused, not {impl!r}")
-    flags = {"foreach": impl == "foreach", "fused": True if impl == "fused" else None}
-    if kind == "sgd":
-        return torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-5, **flags)
-    if kind == "adamw":
-        return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05, **flags)
-    raise ConfigError(f"optimizer must be sgd or adamw (optionally -loop, -foreach, -fused), not {name!r}")
 
 
 @dataclass(frozen=True)
@@ -547,6 +543,19 @@ def _median_ratio(num: _Contender, den: _Contender) -> float:
     return statistics.median(a / b for a, b in zip(num.times, den.times, strict=True))
 
 
+def _quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """25th and 75th percentiles: the spread of per-rep ratios, i.e. how far one rep's noise reaches."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def _check_device(device: torch.device) -> None:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but CUDA is not available here; use --device cpu")
+
+
 def _check_common(mode: str, reps: int, warmup: int, clock: str) -> None:
     if mode not in ("train", "infer"):
         raise ConfigError(f"mode must be 'train' or 'infer', not {mode!r}")
@@ -564,6 +573,7 @@ def _setup(name: str, batch: int | None, size: int | None, extra: Mapping[str, A
     kwargs = {**size_kwargs, **extra}
     torch.manual_seed(seed)
     model = create_model(name, **kwargs)
+    _fill_zero_weights(model, seed)
     with torch.device("meta"):
         meta_model = create_model(name, **kwargs)
         gmacs = count_macs(meta_model, input_size) / 1e9
@@ -635,6 +645,7 @@ def bench_model(
                         inference_mode=inference_mode)
     settings.check()
     device = torch.device(device)
+    _check_device(device)
     pair = torchvision_pairs().get(name) if torchvision else None
     notes: list[str] = []
     if pair and pair.ours_kwargs:
@@ -691,6 +702,8 @@ def bench_model(
             result.tv_ms_per_batch = tv.ms()
             result.tv_peak_mib = _mib(tv.peak)
             result.ratio = _median_ratio(tv, base)
+            result.ratio_iqr = _quartiles([a / b for a, b in zip(tv.times, base.times, strict=True)])
+            result.ratio_best = min(tv.times) / min(base.times)
             if mode == "infer":
                 result.tv_max_abs_diff = _max_abs_diff(base, tv)
         if "onnxruntime" in by_label:
@@ -713,6 +726,8 @@ class SettingResult:
     peak_mib: float | None
     compiled: bool
     max_abs_diff: float | None
+    gflops: float
+    pct_of_peak: float | None = None
 
 
 def compare_settings(
@@ -732,12 +747,14 @@ def compare_settings(
     progress: bool = False,
     seed: int = 0,
     notes: list[str] | None = None,
+    probe: int | None = None,
 ) -> list[SettingResult]:
     """Time one model under several :class:`Settings`, interleaved, each with a copy of the same weights.
 
     ``speedup`` is the median over rounds of the first variant's time over this one's (above 1: faster than the
-    first); in infer mode ``max_abs_diff`` compares this variant's logits with the first's. Other arguments as in
-    :func:`bench_model`; ``notes`` collects compiler fallbacks.
+    first); in infer mode ``max_abs_diff`` compares this variant's logits with the first's. With ``probe``, the matmul
+    probe runs once per round and each variant gets its ``pct_of_peak``. Other arguments as in :func:`bench_model`;
+    ``notes`` collects compiler fallbacks.
     """
     _check_common(mode, reps, warmup, clock)
     if not variants:
@@ -745,9 +762,10 @@ def compare_settings(
     for v in variants.values():
         v.check()
     device = torch.device(device)
+    _check_device(device)
     notes = [] if notes is None else notes
     with num_threads(threads if device.type == "cpu" else None):
-        base_model, *_, x, y = _setup(name, batch, size, dict(model_kwargs or {}), seed)
+        base_model, _, _, gmacs, _, x, y = _setup(name, batch, size, dict(model_kwargs or {}), seed)
         contenders = []
         for label, st in variants.items():
             model = copy.deepcopy(base_model)
@@ -756,14 +774,28 @@ def compare_settings(
                 return _torch_contender(label, model, x, y, mode=mode, settings=st, device=device, compiled=comp)
 
             contenders.append(_warm_up(make, warmup, device, compiled=st.compile, notes=notes))
-        _time_interleaved(contenders, reps, device, min_rep_seconds=min_rep_seconds, progress=progress,
-                          desc=f"{name} {mode}", clock=clock)
+        mm = _matmul_contender(probe, device) if probe else None
+        _time_interleaved(contenders + ([mm] if mm else []), reps, device, min_rep_seconds=min_rep_seconds,
+                          progress=progress, desc=f"{name} {mode}", clock=clock)
+    flops = 2 * gmacs * 1e9 * x.shape[0] * (3 if mode == "train" else 1)
     first = contenders[0]
     out = []
     for c, st in zip(contenders, variants.values(), strict=True):
+        pct = None if mm is None else 100 * _median_ratio(mm, c) * flops / (2 * probe**3)
         out.append(SettingResult(c.label, st, c.ms(), 1000 * x.shape[0] / c.ms(), _median_ratio(first, c),
-                                 _mib(c.peak), c.compiled, _max_abs_diff(first, c) if mode == "infer" else None))
+                                 _mib(c.peak), c.compiled, _max_abs_diff(first, c) if mode == "infer" else None,
+                                 flops / c.ms() / 1e6, pct))
     return out
+
+
+@torch.no_grad()
+def _fill_zero_weights(model: nn.Module, seed: int) -> None:
+    """Give all-zero weight matrices (ViT's zero-initialised head) small random values, so that comparing two
+    implementations' logits tests something; timing does not depend on the values."""
+    gen = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        if p.ndim >= 2 and p.is_floating_point() and not p.any():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
 
 
 def _paired_torchvision(pair: TorchvisionPair, ours: nn.Module, num_classes: int, input_size: tuple[int, int, int],
@@ -774,6 +806,7 @@ def _paired_torchvision(pair: TorchvisionPair, ours: nn.Module, num_classes: int
     except ImportError:
         notes.append("torchvision is not installed; no comparison")
         return None
+    _fill_zero_weights(theirs, 1)
     converted = get_converter(pair.builder).fn(theirs.state_dict())
     try:
         # The same weights in both: equal outputs (checked in infer mode) show the same architecture is timed.

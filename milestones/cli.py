@@ -41,7 +41,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         s = get_spec(n)
         c = s.counts
         rows.append([n, s.family, s.paper.year, f"{c.params:,}" if c else "-",
-                     _fmt_count(c.gmacs * 1e9) if c else "-", f"{s.paper.authors.split(',')[0]} et al., {s.paper.title}"])
+                     _fmt_count(c.gmacs * 1e9) if c else "-",
+                     f"{s.paper.authors.split(',')[0]} et al., {s.paper.title}"])
     print(_table(["name", "family", "year", "params", "MACs", "paper"], rows))
     return 0
 
@@ -97,6 +98,7 @@ def _split_overrides(extra: Sequence[str]) -> list[str]:
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .config import build_config
+    from .train.loop import TrainingInterrupted
     from .train.run import run_training
 
     overrides = _split_overrides(extra)
@@ -110,8 +112,32 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         overrides.append("--data.download=true")
     if args.no_progress:
         overrides.append("--train.progress=false")
-    cfg = build_config(model=args.model, data=args.data, config_file=args.config, overrides=overrides)
-    result = run_training(cfg, overwrite=args.overwrite)
+    if args.resume:
+        # The run's own config.yaml, plus overrides; run_training refuses those that would change the run.
+        from .config import apply_overrides
+        from .errors import ConfigError
+        from .train.run import load_run_config
+
+        clash = [flag for flag, given in (("--config", args.config), ("--out", args.out), ("--name", args.name),
+                                          ("--overwrite", args.overwrite)) if given]
+        if clash:
+            raise ConfigError(f"{' and '.join(clash)} cannot be combined with --resume, which continues "
+                              f"{args.resume} in place with its own config.yaml")
+        cfg = load_run_config(args.resume)
+        if args.model:
+            overrides.append(f"--model.name={args.model}")
+        if args.data:
+            overrides.append(f"--data.name={args.data}")
+        apply_overrides(cfg, overrides)
+    else:
+        cfg = build_config(model=args.model, data=args.data, config_file=args.config, overrides=overrides)
+    try:
+        result = run_training(cfg, resume=args.resume, overwrite=args.overwrite)
+    except TrainingInterrupted as e:  # not an error: one line saying how to go on, exit 130 (SIGINT) / 143 (SIGTERM)
+        print(str(e), file=sys.stderr)
+        return e.exit_code
+    if result.resumed_from is not None:
+        print(f"resumed {result.run.path} from step {result.resumed_from}")
     s = result.summary
     print(f"{s['model']} on {s['dataset']}: test accuracy {100 * s['final_test_acc']:.2f}% "
           f"(best {100 * s['best_test_acc']:.2f}% at epoch {s['best_epoch']}), {s['epochs']} epochs in "
@@ -151,10 +177,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     mean = torch.tensor(d["mean"]).view(-1, 1, 1)
     std = torch.tensor(d["std"]).view(-1, 1, 1)
     classes = d["classes"]
-    digit_style = d["name"] in ("mnist", "fashion-mnist", "kmnist", "digits") if args.style == "auto" else (
-        args.style == "digit")
+    # MNIST-style centring suits handwriting (digits, MNIST, KMNIST), not Fashion-MNIST's clothes
+    digit_style = d["name"] in ("mnist", "kmnist", "digits") if args.style == "auto" else args.style == "digit"
     for path in args.images:
-        x = load_image(path, in_chans=d["in_chans"], size=d["img_size"], digit_style=digit_style and d["name"] != "fashion-mnist")
+        x = load_image(path, in_chans=d["in_chans"], size=d["img_size"], digit_style=digit_style)
         pad = d.get("pad", 0)
         x = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad else x
         x = ((x.float() / 255 - mean) / std).unsqueeze(0)
@@ -186,8 +212,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         kwargs["num_classes"] = int(num_classes)
     model = create_model(conv.target, **kwargs)
     load_weights_into(model, converted, source=str(args.file), model_name=conv.target)
-    save_checkpoint(out.with_suffix(""), model, {"model": conv.target, "model_kwargs": kwargs,
-                                                 "converted_from": f"torchvision {args.source}", "source_file": str(args.file)})
+    meta = {"model": conv.target, "model_kwargs": kwargs, "converted_from": f"torchvision {args.source}",
+            "source_file": str(args.file)}
+    save_checkpoint(out.with_suffix(""), model, meta)
     print(f"converted torchvision {args.source} -> {conv.target}: {out}")
     return 0
 
@@ -230,7 +257,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             channels_last=args.channels_last, compile=args.compile, amp=args.amp, reps=args.reps,
                             warmup=args.warmup, torchvision=not args.no_torchvision,
                             onnxruntime=not args.no_onnxruntime, optimizer=args.optimizer, device=device,
-                            probe=args.probe or None, progress=not args.no_progress and sys.stderr.isatty())
+                            probe=args.probe or None, clock=args.clock,
+                            progress=not args.no_progress and sys.stderr.isatty())
             results.append(r)
             if out is not None:
                 out.write(json.dumps(r.to_dict(), default=str) + "\n")
@@ -277,8 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--brief", action="store_true", help="skip the layer-by-layer summary")
 
-    s = sub.add_parser("train", help="train a model (extra --section.key=value arguments override the recipe)")
+    s = sub.add_parser("train", help="train a model (extra --section.key=value arguments override the recipe)",
+                       description="Train a model. SIGINT (Ctrl-C) or SIGTERM finishes the current step, saves the "
+                       "training state and exits with status 130 or 143 and a line saying how to resume; a second "
+                       "signal stops at once. Errors exit with status 2.")
     s.add_argument("model", nargs="?", help="registered model name (default: the recipe's)")
+    s.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last saved state, with its own config.yaml (only "
+                   "--epochs, --no-progress, --device, --data-root and logging/checkpoint settings may change)")
     s.add_argument("--data", help="dataset: mnist, fashion-mnist, kmnist, digits, ...")
     s.add_argument("--config", help="recipe YAML file (default: the shipped recipe for MODEL on DATA)")
     s.add_argument("--epochs", type=int)
@@ -330,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train mode: sgd or adamw, with -loop, -foreach or -fused kernels (default sgd-foreach)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     s.add_argument("--probe", type=int, default=2048, help="matmul peak probe side; 0 skips it")
+    s.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this process's CPU time, steadier on a busy machine with --threads 1")
     s.add_argument("--no-torchvision", action="store_true", help="skip the torchvision comparison")
     s.add_argument("--no-onnxruntime", action="store_true", help="skip onnxruntime (infer mode)")
     s.add_argument("--json", help="append one JSON line per model to this file")

@@ -42,6 +42,10 @@ class DataConfig:
     pad: int = 0
     crop_padding: int = 0
     flip: bool = False
+    cutout: int = 0
+    trivial_augment: bool = False
+    image_size: int | None = None
+    max_per_class: int | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
     train_subset: int | None = None
@@ -82,7 +86,12 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    """The loop's settings. ``loss`` is ``ce`` or ``lenet_map`` (the LeNet-5 paper's MAP criterion)."""
+    """The loop's settings. ``loss`` is ``ce`` or ``lenet_map`` (the LeNet-5 paper's MAP criterion).
+
+    ``checkpoint_every``: optimiser steps between full training-state saves for ``--resume`` (0: at epoch ends only;
+    the state is always saved at epoch ends and on SIGINT/SIGTERM). ``ema_decay``: keep an exponential moving average
+    of the weights with this decay (e.g. 0.999), evaluated each epoch and saved as ``checkpoints/ema``.
+    """
 
     epochs: int = 10
     loss: str = "ce"
@@ -97,6 +106,8 @@ class TrainConfig:
     log_every: int = 50
     target_accuracy: float | None = None
     progress: bool = True
+    checkpoint_every: int = 0
+    ema_decay: float | None = None
 
 
 @dataclass
@@ -128,14 +139,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(e)
+            except ConfigError:
+                pass
         raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
     if tp is Any:
         return value
@@ -214,13 +224,14 @@ def set_value(cfg: RunConfig, key: str, value: Any) -> None:
         fields = _fields(node)
         if part not in fields:
             prefix = ".".join(parts[:i])
-            return_keys = valid_keys(node, f"{prefix}." if prefix else "")
-            raise _unknown(so_far, return_keys, f" under {prefix!r}" if prefix else "")
+            siblings = valid_keys(node, f"{prefix}." if prefix else "")
+            raise _unknown(so_far, siblings, f" under {prefix!r}" if prefix else "")
         if i == len(parts) - 1:
             current = getattr(node, part)
             if dataclasses.is_dataclass(current):
                 if not isinstance(value, Mapping):
-                    raise ConfigError(f"{so_far} is a section; set its keys, e.g. {valid_keys(current, so_far + '.')[0]}")
+                    example = valid_keys(current, so_far + ".")[0]
+                    raise ConfigError(f"{so_far} is a section; set its keys, e.g. {example}")
                 for k, v in value.items():
                     set_value(cfg, f"{so_far}.{k}", v)
                 return

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .errors import CheckpointError, MilestonesError
+from .errors import MilestonesError
 
 Format = Literal["onnx", "torchscript"]
 FORMATS: tuple[Format, ...] = ("onnx", "torchscript")
@@ -135,7 +135,9 @@ def run_exported(path: str | Path, fmt: Format, x: Tensor, *, threads: int | Non
             opts.intra_op_num_threads = threads
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.float().numpy()})[0])
-    module = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+        module = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         return module(x)
 
@@ -145,7 +147,8 @@ def _input_size(meta: Mapping[str, Any]) -> tuple[int, int, int]:
 
     size = (meta.get("data") or {}).get("input_size")
     if size:
-        return tuple(int(v) for v in size)  # type: ignore[return-value]
+        c, h, w = (int(v) for v in size)
+        return c, h, w
     c, h, w = get_spec(meta["model"]).input_size
     img = (meta.get("model_kwargs") or {}).get("img_size")
     if isinstance(img, int):
@@ -177,7 +180,7 @@ def export_checkpoint(source: str | Path, fmt: Format, *, out: str | Path | None
     Raises:
         ExportError: ``out`` exists without ``overwrite``, the export fails, or the file's logits differ from
             PyTorch's by more than ``1e-4`` (the file is then removed).
-        CheckpointError: the checkpoint cannot be read.
+        CheckpointError: the checkpoint cannot be read, or has no metadata naming its model.
     """
     from .train.checkpoint import resolve_checkpoint, restore_model
 
@@ -187,9 +190,7 @@ def export_checkpoint(source: str | Path, fmt: Format, *, out: str | Path | None
     target = Path(out) if out is not None else default_output(weights, fmt)
     if target.exists() and not overwrite:
         raise ExportError(f"{target} exists; pass --overwrite to replace it, or --out for another file")
-    model, meta = restore_model(weights)
-    if not meta.get("model"):
-        raise CheckpointError(f"{weights} has no metadata naming its model")
+    model, meta = restore_model(weights)  # a checkpoint without metadata naming its model raises here
     input_size = _input_size(meta)
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(example_batch, *input_size, generator=gen)

@@ -1,9 +1,9 @@
 """Counting parameters and multiply-adds, and a layer-by-layer summary.
 
-Papers' "FLOPs" are multiply-adds; ``torch.utils.flop_counter`` counts two FLOPs per multiply-add, so MACs here are
-its count halved. Everything works on the ``meta`` device, so measuring VGG-19 or ViT-H costs no memory or compute. Attention is
-counted through the explicit softmax(QK^T)V path (``explicit_attention``): a fused SDPA kernel on a real device is one
-opaque call the counter cannot see into.
+Papers' "FLOPs" are multiply-adds; ``torch.utils.flop_counter`` counts two FLOPs per multiply-add, so MACs here
+are its count halved. Everything works on the ``meta`` device, so measuring VGG-19 or ViT-H costs no memory or
+compute. Attention is counted through the explicit softmax(QK^T)V path (``explicit_attention``): a fused SDPA kernel
+on a real device is one opaque call the counter cannot see into.
 """
 
 from __future__ import annotations

@@ -27,6 +27,13 @@ def _data_root() -> Path | None:
     return shared if shared.is_dir() else None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _decode_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Decoded-image caches go to a temporary folder unless MILESTONES_CACHE names one: no test writes to ~ or data."""
+    if not os.environ.get("MILESTONES_CACHE"):
+        os.environ["MILESTONES_CACHE"] = str(tmp_path_factory.mktemp("milestones-cache"))
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The real data root. Skips where there is none, except in CI, where missing data is a failure."""

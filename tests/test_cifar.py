@@ -33,6 +33,7 @@ from milestones.data.cifar import (
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
     original_order,
+    read_pickle,
     read_train_labels,
     safe_extract,
 )
@@ -143,6 +144,23 @@ def test_cifar100_fine_labels_and_meta_check(
     _write(d / "meta", {"fine_label_names": list(reversed(CIFAR100_CLASSES))})
     with pytest.raises(DataError, match="class names"):
         get_dataset("cifar100", "test", root=tmp_path)
+
+
+# A pickle as Python 2's cPickle wrote the published batches (protocol 2): keys and the array's raw data are byte
+# strings (SHORT_BINSTRING), and numpy's globals live in numpy.core.multiarray, a module numpy 2 renamed.
+PY2_PICKLE = (
+    b"\x80\x02}q\x00(U\x04dataq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00\x85U"
+    b"\x01b\x87Rq\x04(K\x01K\x03\x85cnumpy\ndtype\nq\x05U\x02u1K\x00K\x01\x87Rq\x06(K\x03U\x01|NNNJ\xff\xff\xff"
+    b"\xffJ\xff\xff\xff\xffK\x00tb\x89U\x03ab\xfftbU\x06labelsq\x07]q\x08(K\x01K\x02K\x03eu."
+)
+
+
+def test_python2_pickles_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "batch"
+    path.write_bytes(PY2_PICKLE)
+    batch = read_pickle(path)
+    assert sorted(batch) == ["data", "labels"] and batch["labels"] == [1, 2, 3]
+    assert batch["data"].dtype == np.uint8 and batch["data"].tolist() == [97, 98, 255]
 
 
 class _Evil:
@@ -436,8 +454,11 @@ def test_cache_places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file, so no folder can be made under it (works even as root, unlike chmod)")
     entry = {"images": torch.zeros(2, 1, 2, 2, dtype=torch.uint8), "labels": torch.zeros(2, dtype=torch.int64)}
-    written = cache_mod.save_entry("x.pt", [blocker / "sub", tmp_path / "ok"], entry)
-    assert written == tmp_path / "ok" / "x.pt"
+    readonly = tmp_path / "readonly"
+    readonly.mkdir(mode=0o555)  # like shared/data: skipped even by root, who could write there
+    written = cache_mod.save_entry("x.pt", [blocker / "sub", readonly / "cache", tmp_path / "ok"], entry)
+    assert written == tmp_path / "ok" / "x.pt" and not any(readonly.iterdir())
+    assert (written.stat().st_mode & 0o777) == 0o644
     loaded = cache_mod.load_entry("x.pt", [blocker / "sub", tmp_path / "ok"])
     assert torch.equal(loaded["images"], entry["images"])
     (tmp_path / "ok" / "x.pt").write_bytes(b"garbage")
@@ -565,15 +586,15 @@ def test_exact_pixels_match_the_jpeg_copy(jpeg: dict, exact: dict) -> None:
     labels = exact["test"].labels.numpy()
     position = torch.from_numpy(original_order(labels, [1000] * 10))  # class-folder position of each test image
     right_test = _mae(jpeg["test"].images[position], exact["test"].images)
-    for err in (right, right_test):
-        assert err.max() * 255 < 13  # README: every image within 13/255
-        assert 4 < err.mean() * 255 < 8  # README: 5.8/255 on average
+    for err in (right, right_test):  # mean absolute error per image, on the 0..255 scale
+        assert err.max() <= 13  # README: every image within 13/255
+        assert 4 < err.mean() < 8  # README: 5.8/255 on average
     # a wrong candidate, the next image of the same class, is far further away
     nxt = torch.from_numpy(original_order(labels, [1000] * 10) + 1) % 10_000
     wrong_test = _mae(jpeg["test"].images[nxt], exact["test"].images)
-    assert (right_test / wrong_test).max() < 0.5
+    assert (right_test / wrong_test).max() < 0.3  # README: always below 0.27
     shifted = _mae(jpeg["train"].images[1:4001], exact["train"].images)  # off by one in the rebuilt order
-    assert (right / shifted).max() < 0.5
+    assert (right / shifted).max() < 0.3
 
 
 def test_torchvision_decoding_equals_pil(cifar_root: Path, jpeg: dict) -> None:

@@ -87,8 +87,10 @@ NUMERIC = [k for k in KEYS if isinstance(_v := eval("RunConfig()." + k), (int, f
 def test_numeric_overrides_round_trip(key: str, value: int) -> None:
     """Any non-negative integer is accepted for a numeric key and read back equal."""
     cfg = apply_overrides(RunConfig(), [f"--{key}={value}"])
-    got = eval("cfg." + key)
-    assert got == value
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    assert node == value
 
 
 @given(key=st.text(alphabet="abcdefghijklmnopqrstuvwxyz._", min_size=1, max_size=20))

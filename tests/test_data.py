@@ -261,7 +261,7 @@ def test_unknown_names_suggest_close_matches() -> None:
     with pytest.raises(DataError, match="did you mean test"):
         get_dataset("digits", "tset")
     assert get_data_spec("Fashion_MNIST").name == "fashion-mnist"
-    assert list_datasets() == ["mnist", "fashion-mnist", "kmnist", "digits"]
+    assert list_datasets() == ["mnist", "fashion-mnist", "kmnist", "digits", "cifar10", "cifar100", "cifar10-exact"]
 
 
 def test_resolve_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

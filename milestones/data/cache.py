@@ -14,8 +14,9 @@ The cache lives, in order of preference:
 4. under the data root, ``<root>/cache/``, when the source's folder is read-only;
 5. in ``~/.cache/milestones/cache/``.
 
-Entries are looked for in all of them and written to the first that accepts a file. Writes go through a temporary
-file and ``os.replace``, so an interrupted write never leaves an entry that looks complete.
+Entries are looked for in all of them and written to the first that is writable. A folder counts as read-only when
+its mode has no write bit (``dr-xr-xr-x``, as ``shared/data``) even for root, who could write there anyway. Writes
+go through a temporary file and ``os.replace``, so an interrupted write never leaves an entry that looks complete.
 """
 
 from __future__ import annotations
@@ -96,9 +97,20 @@ def load_entry(name: str, dirs: Sequence[Path]) -> dict[str, Any] | None:
     return None
 
 
+def writable(folder: Path) -> bool:
+    """Whether ``folder`` (or, if missing, its nearest existing parent) may be written: permitted to this user and
+    not marked read-only by its mode bits (a read-only data folder stays untouched even when running as root)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing.is_dir() and os.access(existing, os.W_OK) and bool(existing.stat().st_mode & 0o222)
+
+
 def save_entry(name: str, dirs: Sequence[Path], entry: Mapping[str, Any]) -> Path | None:
-    """Write ``entry`` as ``name`` into the first folder of ``dirs`` that accepts it; None if none does."""
+    """Write ``entry`` as ``name`` into the first writable folder of ``dirs``; None if none is."""
     for folder in dirs:
+        if not writable(folder):
+            continue
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
@@ -108,6 +120,7 @@ def save_entry(name: str, dirs: Sequence[Path], entry: Mapping[str, Any]) -> Pat
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save({**entry, "version": CACHE_VERSION}, f)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared cache is for everyone to read
             os.replace(tmp, folder / name)
             return folder / name
         except OSError as err:  # e.g. the disk filled up: the data is still returned, just not cached

@@ -12,15 +12,18 @@ Two ways to use one:
 
 * In memory (:func:`decode_folder`, ``get_dataset("folder:...")``): every image is decoded once into a uint8 tensor,
   resized to ``image_size`` if given (shorter side, then a centre crop), and cached (see :mod:`.cache`), so that a
-  later load reads one file: 60,000 CIFAR-10 JPEGs take seconds to decode and well under a second to load again.
+  later load reads one file: the 60,000 CIFAR-10 JPEGs take about 10 s to decode on a busy 2-core CPU and under
+  half a second to load again.
 * Streamed (:class:`StreamingLoader`, for sets larger than memory): a ``torch.utils.data.DataLoader`` whose workers
   read and decode each file with ``torchvision.io``, resized to ``image_size``; the batch is then augmented with the
   same batched tensor ops as :class:`~milestones.data.loader.TensorLoader`.
 
-Decoding uses ``torchvision.io.decode_image`` (libjpeg-turbo, libpng), several times faster than PIL per image and
+Decoding uses ``torchvision.io`` (libjpeg-turbo, libpng), about four times faster than PIL per CIFAR image and
 pixel-identical to it on the CIFAR-10 JPEG copy (``tests/test_cifar.py`` checks); formats it does not read (BMP, TIFF,
-...) go through PIL. Normalisation defaults to the ImageNet statistics, the usual choice for an arbitrary photo set;
-set ``data.mean``/``data.std`` in a run config to use a dataset's own.
+...) go through PIL, and so does everything once torchvision drops its decoders (deprecated in 0.29 for TorchCodec).
+
+Normalisation defaults to the ImageNet statistics, the usual choice for an arbitrary photo set; set
+``data.mean``/``data.std`` in a run config to use a dataset's own.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import io
 import math
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -224,22 +228,17 @@ def resize_center_crop(image: Tensor, size: tuple[int, int]) -> Tensor:
     return image[:, top : top + th, left : left + tw]
 
 
-def decode_image(data: bytes, *, channels: int = 3, name: str = "image") -> Tensor:
-    """Decode encoded image bytes to a uint8 ``(channels, H, W)`` tensor (RGB or grayscale).
-
-    ``torchvision.io`` first (JPEG, PNG, GIF, WebP); PIL for the rest.
-
-    Raises:
-        DataError: Neither can read it (one line naming ``name``).
-    """
-    from torchvision.io import ImageReadMode
-    from torchvision.io import decode_image as tv_decode
-
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+def _torchvision_io() -> Any:
+    """``torchvision.io`` if it still decodes images, else None (its decoders are deprecated since 0.29)."""
     try:
-        return tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-    except RuntimeError:
-        pass
+        from torchvision import io as tv_io
+
+        return tv_io if hasattr(tv_io, "decode_jpeg") and hasattr(tv_io, "decode_image") else None
+    except ImportError:
+        return None
+
+
+def _decode_pil(data: bytes, channels: int, name: str) -> Tensor:
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -250,6 +249,40 @@ def decode_image(data: bytes, *, channels: int = 3, name: str = "image") -> Tens
         raise DataError(f"{name}: not a readable image ({err})") from err
     tensor = torch.from_numpy(array.copy())
     return tensor.permute(2, 0, 1).contiguous() if tensor.ndim == 3 else tensor.unsqueeze(0)
+
+
+def decode_image(data: bytes, *, channels: int = 3, name: str = "image") -> Tensor:
+    """Decode encoded image bytes to a uint8 ``(channels, H, W)`` tensor (RGB or grayscale).
+
+    ``torchvision.io`` first (JPEG, PNG, GIF, WebP; libjpeg-turbo, about 4x faster than PIL per CIFAR image and
+    pixel-identical to it there); PIL for other formats, or where torchvision no longer decodes.
+
+    Raises:
+        DataError: Neither can read it (one line naming ``name``).
+    """
+    return _decode_many([data], channels, [name])[0]
+
+
+def _decode_many(datas: list[bytes], channels: int, names: list[str]) -> list[Tensor]:
+    """Decode a chunk of files: JPEGs in one ``decode_jpeg`` call (less per-image overhead), the rest one by one."""
+    tv_io = _torchvision_io()
+    if tv_io is None:
+        return [_decode_pil(d, channels, n) for d, n in zip(datas, names, strict=True)]
+    mode = tv_io.ImageReadMode.RGB if channels == 3 else tv_io.ImageReadMode.GRAY
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec; still works
+        if all(d[:2] == b"\xff\xd8" for d in datas):
+            try:
+                return tv_io.decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], mode=mode)
+            except RuntimeError:
+                pass  # one of them is damaged or unusual: find it below, one at a time
+        out = []
+        for d, n in zip(datas, names, strict=True):
+            try:
+                out.append(tv_io.decode_image(torch.frombuffer(bytearray(d), dtype=torch.uint8), mode=mode))
+            except RuntimeError:
+                out.append(_decode_pil(d, channels, n))
+        return out
 
 
 class _Reader:
@@ -275,19 +308,6 @@ class _Reader:
 
     def __getstate__(self) -> dict[str, Any]:  # a ZipFile cannot be pickled to a spawned worker
         return {"source": self.source, "_zip": None, "_pid": -1}
-
-
-def _decode_many(datas: list[bytes], channels: int, names: list[str]) -> list[Tensor]:
-    """Decode a chunk of files: JPEGs in one ``decode_jpeg`` call (less per-image overhead), the rest one by one."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    if all(d[:2] == b"\xff\xd8" for d in datas):
-        mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-        try:
-            return decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], mode=mode)
-        except RuntimeError:
-            pass  # one of them is damaged or unusual: find it below, one at a time
-    return [decode_image(d, channels=channels, name=n) for d, n in zip(datas, names, strict=True)]
 
 
 def _decode_all(
@@ -362,6 +382,8 @@ def decode_folder(
     size = _size2(image_size)
     identity = cache.fingerprint(source, parts=() if source.is_file() else (split,))
     params = {"split": split, "size": size, "channels": channels, "max_per_class": max_per_class}
+    if source.is_dir() and (source / "train").is_dir():  # another split takes its class list from train's folders
+        params["train_classes"] = _dir_classes(source / "train")
     name = f"{source.stem}-{split}-{cache.cache_key(identity, params)}.pt"
     dirs = cache.cache_dirs(source, root, cache_dir)
     if use_cache and (entry := cache.load_entry(name, dirs)) is not None:

@@ -95,7 +95,7 @@ _DIGITS = """
 
 
 def digit_prototypes(num_classes: int = 10) -> Tensor:
-    """(num_classes, 84) +-1 prototypes: the ten digit bitmaps, then random codes from a fixed seed if more are needed."""
+    """(num_classes, 84) +-1 prototypes: the ten digit bitmaps, then random codes (fixed seed) for any more classes."""
     rows = [line.split() for line in _DIGITS.strip().splitlines()]
     digits = torch.tensor([[1.0 if c == "#" else -1.0 for r in rows for c in r[d]] for d in range(10)])
     if num_classes <= 10:
