@@ -25,22 +25,29 @@ def load_image(path: str | Path, *, in_chans: int, size: Sequence[int], digit_st
     scaled to fit 20/28 of the field and centred, as the MNIST images were made.
     """
     p = Path(path)
+    too_large = f"too large to decode safely (limit {MAX_PIXELS // 1_000_000} megapixels); resize it first"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(p) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise DataError(f"image {p} is {img.width}x{img.height}, too large to decode safely "
-                                    f"(limit {MAX_PIXELS // 1_000_000} megapixels); resize it first")
+                    raise DataError(f"image {p} is {img.width}x{img.height}, {too_large}")
                 img.load()
-                img = _to_8bit(img)
+                img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+                img = _to_8bit(img).convert("L" if in_chans == 1 else "RGB")
     except FileNotFoundError:
         raise DataError(f"image {p} does not exist") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except IsADirectoryError:
+        raise DataError(f"{p} is a folder, not an image file") from None
+    except PermissionError:
+        raise DataError(f"cannot read image {p}: permission denied") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # PIL's own check (on the header, before decoding) can fire before ours
+        raise DataError(f"image {p} is {too_large}") from None
+    except UnidentifiedImageError as e:
         raise DataError(f"cannot read {p} as an image ({type(e).__name__}); use a PNG or JPEG file") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"image {p} is corrupt or truncated ({str(e)[:60]}); re-export it as PNG or JPEG") from None
-    img = img.convert("L" if in_chans == 1 else "RGB")
     h, w = int(size[0]), int(size[1])
     if digit_style and in_chans == 1:
         img = _mnist_style(img, (h, w))
@@ -52,11 +59,19 @@ def load_image(path: str | Path, *, in_chans: int, size: Sequence[int], digit_st
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
+    """Grayscale ``L`` or ``RGB`` (alpha composited on white) from any mode."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
-        scaled = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
-        return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+        if img.mode.startswith("I;16") or (img.mode == "I" and lo >= 0 and hi <= 65535 and hi > 255):
+            scaled = arr / 257  # 16-bit samples: 65535 is white, whatever the image's own range
+        elif img.mode == "I" and lo >= 0 and hi <= 255:
+            scaled = arr
+        elif img.mode == "F" and lo >= 0 and hi <= 1:
+            scaled = arr * 255  # the usual float convention, 0..1
+        else:  # no known range: stretch what is there
+            scaled = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.round().clip(0, 255).astype(np.uint8), mode="L")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -66,6 +81,8 @@ def _to_8bit(img: Image.Image) -> Image.Image:
         return img.convert("RGB")
     if img.mode == "1":
         return img.convert("L")
+    if img.mode not in ("L", "RGB"):  # LAB, HSV, YCbCr...: PIL converts them to RGB, not always to L
+        return img.convert("RGB")
     return img
 
 

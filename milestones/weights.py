@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ def load_pickle_weights(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as e:  # safetensors raises several types for a bad file
             raise CheckpointError(f"{p} is not a valid safetensors file ({str(e)[:60]})") from None
     try:
-        obj: Any = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; the refusal below says enough
+            warnings.simplefilter("ignore")
+            obj: Any = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message spans several lines with terminal escape codes; keep only the global it refused.
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))

@@ -5,7 +5,7 @@ dangerously large file is one line on stderr, exit status 2, no traceback.
 ``tests/test_cli.py`` already runs predict end to end on a grayscale, RGBA, palette, 16-bit PNG and a CMYK JPEG and
 checks a garbage PNG, an 8000x6000 image and a missing file; this file covers the rest of the modes and formats
 directly on :func:`milestones.predict.load_image`, with value checks and hypothesis properties, and more unreadable
-files through the CLI. Tests marked xfail need the ``predict.py`` change proposed in the issue-7 report.
+files through the CLI.
 """
 
 from __future__ import annotations
@@ -153,9 +153,6 @@ def test_other_formats(fmt: str, tmp_path: Path) -> None:
     assert tuple(x.shape) == (3, 7, 9) and (x[:, 3, 4].int() - torch.tensor([10, 120, 240])).abs().max() <= 8
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="predict.py converts LAB straight to L, which PIL cannot do; needs the predict.py diff in "
-                   "the issue-7 report")
 def test_lab_image_to_grayscale(tmp_path: Path) -> None:
     """LAB (as Photoshop writes TIFFs) has no direct grayscale conversion in PIL: it must go through RGB."""
     img = make_image("LAB", np.random.default_rng(0).integers(0, 256, (6, 8, 4), dtype=np.uint8))
@@ -165,9 +162,6 @@ def test_lab_image_to_grayscale(tmp_path: Path) -> None:
     assert tuple(load_image(path, in_chans=1, size=(6, 8)).shape) == (1, 6, 8)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="predict.py stretches 16-bit images from their own min to max, so a flat white 16-bit "
-                   "image turns black; needs the predict.py diff in the issue-7 report")
 def test_flat_sixteen_bit_image_keeps_its_brightness(tmp_path: Path) -> None:
     Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(tmp_path / "white16.png")
     assert (load_image(tmp_path / "white16.png", in_chans=1, size=(4, 4)) == 255).all()
@@ -237,9 +231,6 @@ def test_unusable_image_is_one_line_naming_the_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="PIL's own decompression-bomb limit answers first with an unhelpful message; needs the "
-                   "predict.py diff in the issue-7 report")
 def test_a_decompression_bomb_is_called_too_large(tmp_path: Path) -> None:
     path = tmp_path / "bomb.png"
     path.write_bytes(png_claiming(100_000, 100_000))  # 10 gigapixels, past PIL's 179-megapixel bomb check

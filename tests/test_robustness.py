@@ -315,8 +315,6 @@ def test_the_state_is_plain_safetensors_and_json(finished_run: Path) -> None:
     assert {k.split(".")[0] for k in tensors} == {"model", "optimizer", "loader", "rng"}
 
 
-@pytest.mark.xfail(strict=True, reason="YAML 1.1 reads 1e-3 as a string; needs the config.py diff in the issue-7 "
-                   "report (accept numeric strings for float keys)")
 def test_scientific_notation_is_a_number() -> None:
     cfg = build_config(model="lenet5", data="mnist", overrides=["--optim.lr=1e-3", "--optim.weight_decay=5e-4"])
     assert cfg.optim.lr == 0.001 and cfg.optim.weight_decay == 0.0005
