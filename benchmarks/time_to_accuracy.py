@@ -27,15 +27,14 @@ def main() -> None:
     ap.add_argument("--data", default="mnist")
     ap.add_argument("--target", type=float, default=0.99)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("extra", nargs="*", help="extra overrides, e.g. --optim.lr=0.003")
-    args = ap.parse_args()
+    args, extra = ap.parse_known_args()  # anything else is passed on as overrides, e.g. --optim.lr=0.003
     reached, totals = [], []
     with tempfile.TemporaryDirectory() as out:
         for i in range(args.runs):
             start = time.perf_counter()
             cmd = [sys.executable, "-m", "milestones.cli", "train", args.model, "--data", args.data, "--out", out,
                    "--name", f"run{i}", "--no-progress", f"--train.seed={i}",
-                   f"--train.target_accuracy={args.target}", *args.extra]
+                   f"--train.target_accuracy={args.target}", *extra]
             subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL)
             totals.append(time.perf_counter() - start)
             summary = json.loads((Path(out) / f"run{i}" / "summary.json").read_text())
