@@ -450,7 +450,8 @@ def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite
     meta_base = {
         "model": cfg.model.name,
         "model_kwargs": cfg.model.kwargs,
-        "data": {"name": cfg.data.name, "classes": list(spec.classes), "mean": list(spec.mean), "std": list(spec.std),
+        "data": {"name": cfg.data.name, "full_name": spec.full_name, "variant": spec.variant, "note": spec.note,
+                 "classes": list(spec.classes), "mean": list(spec.mean), "std": list(spec.std),
                  "in_chans": spec.in_chans, "img_size": list(spec.img_size), "pad": cfg.data.pad,
                  "input_size": list(input_size)},
         "config": cfg.to_dict(),
@@ -504,7 +505,7 @@ def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite
     images = sum(e["train_seconds"] * e["img_per_s"] for e in history.epochs)
     summary = {
         "model": cfg.model.name,
-        "dataset": cfg.data.name,
+        "dataset": spec.full_name,  # e.g. "cifar10 (jpeg-q75)": a result on a lossy copy says so
         "params": params,
         "macs": macs,
         "epochs": len(history.epochs),
