@@ -7,12 +7,16 @@ Sections, each measured in this process with ``milestones.bench``:
    its share of the matmul peak (the probe runs between the reps, under the same load), torchvision's twin where
    there is one (same weights, outputs compared) and, for inference, onnxruntime.
 3. Default against the other CPU paths, per family (``compare_settings``: one copy of the weights per setting,
-   interleaved reps): channels_last, the optimizer's for-loop/foreach/fused kernels, no_grad against
-   inference_mode, explicit attention against SDPA, threads, and (full mode) torch.compile and bf16 autocast. The
+   interleaved reps): channels_last, the SGD for-loop/foreach/fused kernels, no_grad against inference_mode,
+   explicit attention against SDPA, and torch.compile and bf16 autocast (quick mode: on the 32x32 nets only). The
    best setting of each row is named.
-4. Ours against torchvision: the "never slower" check (median ratio >= 0.97) for the models both implement.
-5. ResNet-20 training (batch 128, 32x32) against the matmul peak, with a torch.profiler breakdown.
-6. GPU: measured when CUDA is available (bf16 autocast, torch.compile), otherwise a line saying there was none.
+4. Optimizer kernels: SGD and AdamW, for-loop/foreach/fused, on three models, and how far their updates differ.
+5. Threads: 1 against 2 torch threads, by wall clock.
+6. Ours against torchvision: the "never slower" check (median ratio >= 0.97) for the models both implement.
+7. ResNet-20 training (batch 128, 32x32) against the matmul peak, with a torch.profiler breakdown.
+8. GPU: measured when CUDA is available (bf16 autocast, torch.compile), otherwise a line saying there was none.
+
+A summary of the measured gains opens the file.
 
 Usage::
 
@@ -27,6 +31,7 @@ shared with other work, wall time mostly measures the neighbours; CPU time measu
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import platform
@@ -41,25 +46,22 @@ import torch
 from milestones.bench import (
     DEFAULT_MODELS,
     TABLE_HEADERS,
-    BenchResult,
     Settings,
+    _sig,
     bench_model,
     compare_settings,
+    default_batch,
     machine_description,
     measure_peak_gflops,
+    num_threads,
     table_rows,
-    torchvision_pairs,
 )
-from milestones.measure import count_macs
-from milestones.models import get_spec
+from milestones.measure import count_macs, count_params
+from milestones.models import create_model, get_spec
 
 REPO = Path(__file__).resolve().parent.parent
 TV_CHECK = ("resnet18", "resnet50", "vgg11", "alexnet_owt", "googlenet_tv", "vit_b16", "swin_t")
 ATTENTION = ("vit", "swin", "cswin")
-
-
-def _rate(v: float) -> str:
-    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -81,6 +83,7 @@ class Doc:
         self.parts: list[str] = []
         self.raw: list[dict] = []
         self.quick = args.quick
+        self.probe = 1024 if args.quick else 2048  # side of the matmul peak probe
         self.tv_ratios: list[tuple[str, str, float]] = []
 
     def add(self, text: str) -> None:
@@ -88,12 +91,11 @@ class Doc:
         print(text, flush=True)
 
     def batch(self, name: str, mode: str) -> int:
-        """Quick: 2 (training) or 4 images at 224 px, 32 at 32 px; full: 8 and 128."""
+        """Quick: 2 (training) or 4 images at 224 px, 32 at 32 px; full: ``default_batch`` (8 and 128)."""
+        if not self.quick:
+            return default_batch(name)
         c, h, w = get_spec(name).input_size
-        small = h * w <= 32 * 32
-        if self.quick:
-            return 32 if small else (2 if mode == "train" else 4)
-        return 128 if small else 8
+        return 32 if h * w <= 32 * 32 else (2 if mode == "train" else 4)
 
     def common(self) -> dict:
         a = self.args
@@ -102,9 +104,8 @@ class Doc:
 
 def section_machine(doc: Doc) -> None:
     a = doc.args
-    n = 1024 if doc.quick else 2048
+    n = doc.probe
     peaks = {t: measure_peak_gflops(t, n=n, reps=7) for t in (1, 2)}
-    doc.peaks = peaks
     onednn = "available" if torch.backends.mkldnn.is_available() else "absent"
     clock = " (this process's CPU time; img/s is per CPU-second)" if a.clock == "cpu" else " (elapsed time)"
     doc.add("## Machine\n")
@@ -120,7 +121,7 @@ def section_machine(doc: Doc) -> None:
     ]))
 
 
-def section_families(doc: Doc) -> list[BenchResult]:
+def section_families(doc: Doc) -> None:
     doc.add("\n## Every family at default settings\n")
     doc.add("Default settings: float32, contiguous (NCHW) tensors, eager mode, SDPA attention; training = forward, "
             "cross-entropy, backward and an SGD-momentum step (``foreach`` kernels); inference = ``eval()`` under "
@@ -133,8 +134,7 @@ def section_families(doc: Doc) -> list[BenchResult]:
         rows = []
         for name in doc.args.models:
             t0 = time.perf_counter()
-            r = bench_model(name, mode, batch=doc.batch(name, mode), probe=1024 if doc.quick else 2048,
-                            **doc.common())
+            r = bench_model(name, mode, batch=doc.batch(name, mode), probe=doc.probe, **doc.common())
             results.append(r)
             doc.raw.append({"section": "families", **r.to_dict()})
             rows.append(table_rows([r])[0])
@@ -149,7 +149,6 @@ def section_families(doc: Doc) -> list[BenchResult]:
               if r.ort_max_abs_diff is not None]
     if notes or agree:
         doc.add("\nNotes: " + "; ".join(notes + agree) + ".")
-    return results
 
 
 def _candidates(name: str, mode: str, full: bool) -> dict[str, Settings]:
@@ -173,40 +172,39 @@ def _candidates(name: str, mode: str, full: bool) -> dict[str, Settings]:
     return out
 
 
-def section_settings(doc: Doc) -> list[dict]:
+def section_settings(doc: Doc) -> None:
     doc.add("\n## Default against the other CPU paths\n")
     doc.add("Speed of each setting over the default's (median of per-rep ratios, one copy of the same weights per "
             "setting, reps interleaved); > 1 is faster. Inference settings also compare logits with the default's "
             "(all within float32 rounding unless marked). "
             + ("Quick mode: torch.compile and bf16 autocast are tried on the 32x32 nets only (compiling a large "
                "model takes minutes on this CPU)." if doc.quick else ""))
-    table, records = [], []
+    table = []
     cols: list[str] = []
     for mode in ("train", "infer"):
         for name in doc.args.models:
             cands = _candidates(name, mode, not doc.quick)
+            batch = doc.batch(name, mode)
             notes: list[str] = []
             t0 = time.perf_counter()
-            res = compare_settings(name, mode, cands, batch=doc.batch(name, mode), notes=notes, **doc.common())
+            res = compare_settings(name, mode, cands, batch=batch, notes=notes, **doc.common())
             print(f"  settings {name} {mode}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             best = max(res, key=lambda r: r.speedup)
-            rec = {"section": "settings", "model": name, "mode": mode, "notes": notes,
-                   "results": {r.label: {"ms": r.ms_per_batch, "speedup": r.speedup, "compiled": r.compiled,
-                                         "max_abs_diff": r.max_abs_diff, "peak_mib": r.peak_mib} for r in res}}
-            records.append(rec)
-            doc.raw.append(rec)
+            doc.raw.append({"section": "settings", "model": name, "mode": mode, "notes": notes,
+                            "results": {r.label: {"ms": r.ms_per_batch, "speedup": r.speedup, "compiled": r.compiled,
+                                                  "max_abs_diff": r.max_abs_diff, "peak_mib": r.peak_mib}
+                                        for r in res}})
             for r in res:
                 if r.label not in cols:
                     cols.append(r.label)
             cells = {r.label: f"{r.speedup:.2f}" + ("" if r.max_abs_diff is None or r.max_abs_diff <= 1e-3
                                                     else f" (diff {r.max_abs_diff:.1g})") for r in res}
             default_ms = res[0].ms_per_batch
-            table.append((name, mode, doc.batch(name, mode), _rate(1000 * doc.batch(name, mode) / default_ms),
+            table.append((name, mode, batch, _sig(1000 * batch / default_ms),
                           cells, f"{best.label} ({best.speedup:.2f}x)"))
     headers = ["model", "mode", "batch", "default img/s", *cols[1:], "best"]
     rows = [[n, m, b, ips, *[c.get(k, "-") for k in cols[1:]], best] for n, m, b, ips, c, best in table]
     doc.add(md_table(headers, rows))
-    return records
 
 
 def section_optimizers(doc: Doc) -> None:
@@ -223,9 +221,6 @@ def section_optimizers(doc: Doc) -> None:
         res = compare_settings(name, "train", impls, batch=batch, **doc.common())
         doc.raw.append({"section": "optimizers", "model": name,
                         "results": {r.label: {"ms": r.ms_per_batch, "speedup": r.speedup} for r in res}})
-        from milestones.measure import count_params
-        from milestones.models import create_model
-
         with torch.device("meta"):
             params = count_params(create_model(name))
         rows.append([name, f"{params / 1e6:.1f}M", batch, *[f"{r.speedup:.2f}" for r in res]])
@@ -233,10 +228,6 @@ def section_optimizers(doc: Doc) -> None:
 
 
 def _optimizer_agreement() -> str:
-    import copy
-
-    from milestones.models import create_model
-
     torch.manual_seed(0)
     base = create_model("resnet20")
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
@@ -285,12 +276,11 @@ def section_torchvision(doc: Doc) -> None:
             "with the same weights (logits compared in the notes above), so the ratios measure only the module "
             "structure (nesting, in-place additions, views) and noise. 'best-rep ratio' compares the two fastest "
             "reps, the estimate least touched by interference.\n")
-    pairs = torchvision_pairs()
+    kw = {"batch": 2, "threads": a.threads, "warmup": a.warmup, "clock": a.clock, "probe": None,
+          "onnxruntime": False, "min_rep_seconds": 0.02}
     rows = []
     for mode in ("train", "infer"):
         for name in [m for m in TV_CHECK if m in a.models]:
-            kw = {"batch": 2, "threads": a.threads, "warmup": a.warmup, "clock": a.clock, "probe": None,
-                  "onnxruntime": False, "min_rep_seconds": 0.02}
             r = bench_model(name, mode, reps=reps, **kw)
             doc.raw.append({"section": "torchvision", **r.to_dict()})
             first = ""
@@ -301,7 +291,7 @@ def section_torchvision(doc: Doc) -> None:
             doc.tv_ratios.append((name, mode, r.ratio))
             q25, q75 = r.ratio_iqr or (r.ratio, r.ratio)
             ok = "yes" if r.ratio >= 0.97 else "**no**"
-            rows.append([r.model, pairs[r.model].builder, r.mode, r.batch, _rate(r.img_per_s), _rate(r.tv_img_per_s),
+            rows.append([r.model, r.torchvision, r.mode, r.batch, _sig(r.img_per_s), _sig(r.tv_img_per_s),
                          f"{first}{r.ratio:.3f}", f"{q25:.2f}-{q75:.2f}", f"{r.ratio_best:.3f}", r.reps, ok])
             print(f"  torchvision {name} {mode}: {first}{r.ratio:.3f}", file=sys.stderr, flush=True)
     doc.add(md_table(["ours", "torchvision", "mode", "batch", "ours img/s", "tv img/s", "ours/tv (median)",
@@ -313,10 +303,8 @@ def section_torchvision(doc: Doc) -> None:
 def section_resnet20(doc: Doc) -> None:
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from milestones.models import create_model
-
     doc.add("\n## ResNet-20 training against the matmul peak\n")
-    probe = 1024 if doc.quick else 2048
+    probe = doc.probe
     variants = {"default (eager, NCHW)": Settings(), "channels_last": Settings(channels_last=True),
                 "torch.compile": Settings(compile=True),
                 "torch.compile + channels_last": Settings(compile=True, channels_last=True)}
@@ -342,8 +330,6 @@ def section_resnet20(doc: Doc) -> None:
     model = create_model("resnet20").train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, foreach=True)
     x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
-    prev = torch.get_num_threads()
-    torch.set_num_threads(doc.args.threads)
 
     def step() -> None:
         with record_function("phase: forward + loss"):
@@ -354,12 +340,12 @@ def section_resnet20(doc: Doc) -> None:
         with record_function("phase: optimizer"):
             opt.step()
 
-    for _ in range(2):
-        step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(3):
+    with num_threads(doc.args.threads):
+        for _ in range(2):
             step()
-    torch.set_num_threads(prev)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
     events = list(prof.key_averages())
     phases = {e.key.removeprefix("phase: "): e.cpu_time_total for e in events if e.key.startswith("phase: ")}
     ops = [e for e in events if not e.key.startswith("phase: ") and e.self_cpu_time_total > 0]
@@ -409,9 +395,8 @@ def section_resnet20(doc: Doc) -> None:
 def section_gpu(doc: Doc) -> None:
     doc.add("\n## GPU\n")
     if not torch.cuda.is_available():
-        doc.add("No GPU was lent to the session that generated this file (the `device` tool drew none for this "
-                "task), so there are no GPU numbers. On a CUDA machine this script adds bf16-autocast and "
-                "torch.compile rows here.")
+        doc.add("CUDA was not available on the machine that generated this file, so there are no GPU numbers. On a "
+                "CUDA machine this script adds float32, bf16-autocast and torch.compile rows here.")
         return
     doc.add(f"{machine_description('cuda')}\n")
     rows = []
@@ -467,7 +452,8 @@ def summary(doc: Doc) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small batches, 3 reps, no compile/bf16 candidates")
+    p.add_argument("--quick", action="store_true",
+                   help="small batches, 5 reps, 1024^3 probe; compile/bf16 candidates on the 32x32 nets only")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     p.add_argument("--reps", type=int)
@@ -487,7 +473,8 @@ def main(argv: list[str] | None = None) -> None:
     doc.add("# Benchmarks\n")
     doc.add(f"Generated by `{cmd.strip()}` on {datetime.date.today().isoformat()}. Every number below was measured "
             "in that one run on the machine described next; timings compare only within it. Reproduce any row with "
-            "`milestones bench MODEL --mode train|infer --batch N --threads 1 --clock cpu`.\n")
+            f"`milestones bench MODEL --mode train|infer --batch N --threads {args.threads} --clock {args.clock} "
+            f"--reps {args.reps} --warmup {args.warmup} --probe {doc.probe}`.\n")
     section_machine(doc)
     at = len(doc.parts)
     if "families" not in args.skip:

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .errors import ConfigError
+from .export import ExportError, _first_line, export_onnx
 from .measure import count_macs
 from .models import create_model, get_converter, get_spec, list_converters, model_options
 from .models._layers import explicit_attention
@@ -153,16 +154,13 @@ def measure_peak_gflops(threads: int | None = None, *, n: int = 2048, reps: int 
     with num_threads(threads if device.type == "cpu" else None), contextlib.ExitStack() as stack:
         if device.type == "cuda":
             stack.enter_context(_no_tf32())
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        a = torch.randn(n, n, generator=gen).to(device)
-        b = torch.randn(n, n, generator=gen).to(device)
-        out = torch.empty(n, n, device=device)
-        torch.mm(a, b, out=out)  # warm-up: thread pool, packing buffers
+        probe = _matmul_contender(n, device)
+        probe.step()  # warm-up: thread pool, packing buffers
         times = []
         for _ in range(reps):
             _sync(device)
             start = time.perf_counter()
-            torch.mm(a, b, out=out)
+            probe.step()
             _sync(device)
             times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times) / 1e9
@@ -300,7 +298,7 @@ class BenchResult:
     @property
     def flops_per_batch(self) -> float:
         """FLOPs of one batch: 2 per multiply-add, times 3 for a training step (forward + backward)."""
-        return 2 * self.gmacs * 1e9 * self.batch * (3 if self.mode == "train" else 1)
+        return _flops_per_batch(self.gmacs, self.batch, self.mode)
 
     @property
     def gflops(self) -> float:
@@ -319,6 +317,10 @@ class BenchResult:
         out.update(img_per_s=self.img_per_s, tv_img_per_s=self.tv_img_per_s, ort_img_per_s=self.ort_img_per_s,
                    gflops=self.gflops, pct_of_peak=self.pct_of_peak)
         return out
+
+
+def _flops_per_batch(gmacs: float, batch: int, mode: Mode) -> float:
+    return 2 * gmacs * 1e9 * batch * (3 if mode == "train" else 1)
 
 
 def default_batch(name: str) -> int:
@@ -365,17 +367,21 @@ class Settings:
             raise ConfigError(f"amp must be 'bf16' or None, not {self.amp!r}")
         if self.attention not in ("sdpa", "explicit"):
             raise ConfigError(f"attention must be 'sdpa' or 'explicit', not {self.attention!r}")
-        _optimizer([], self.optimizer, check_only=True)
+        _parse_optimizer(self.optimizer)
 
 
-def _optimizer(params: Sequence[nn.Parameter], name: str, *, check_only: bool = False) -> torch.optim.Optimizer | None:
-    """SGD with momentum or AdamW, in the for-loop, ``foreach`` or ``fused`` implementation: ``sgd[-impl]``."""
+def _parse_optimizer(name: str) -> tuple[str, str]:
+    """``sgd[-impl]`` or ``adamw[-impl]`` -> (kind, impl), the implementation defaulting to ``foreach``."""
     kind, _, impl = name.partition("-")
     impl = impl or "foreach"
     if impl not in ("loop", "foreach", "fused") or kind not in ("sgd", "adamw"):
         raise ConfigError(f"optimizer must be sgd or adamw, optionally with -loop, -foreach or -fused, not {name!r}")
-    if check_only:
-        return None
+    return kind, impl
+
+
+def _optimizer(params: Sequence[nn.Parameter], name: str) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW, in the for-loop, ``foreach`` or ``fused`` implementation: ``sgd[-impl]``."""
+    kind, impl = _parse_optimizer(name)
     flags = {"foreach": impl == "foreach", "fused": True if impl == "fused" else None}
     if kind == "sgd":
         return torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-5, **flags)
@@ -465,9 +471,7 @@ def _warm_up(make: Callable[[bool], _Contender], steps: int, device: torch.devic
     except Exception as e:
         if not compiled:
             raise
-        text = str(e).strip()
-        first = text.splitlines()[0][:160] if text else ""
-        notes.append(f"torch.compile is unavailable here ({type(e).__name__}: {first}); ran eager")
+        notes.append(f"torch.compile is unavailable here ({type(e).__name__}: {_first_line(e, 160)}); ran eager")
         log.warning("torch.compile failed; falling back to eager: %s", e)
         return _warm_up(make, steps, device, compiled=False, notes=notes)
     c.peak = mem.bytes
@@ -481,8 +485,6 @@ def _onnxruntime_contender(model: nn.Module, x: Tensor, threads: int, tmp: Path,
     except ImportError:
         notes.append("onnxruntime is not installed (pip install milestones[export]); no ONNX column")
         return None
-    from .export import ExportError, export_onnx
-
     x = x.float().cpu().contiguous()
     try:
         path = export_onnx(copy.deepcopy(model).cpu().float().eval(), x, tmp / "model.onnx")
@@ -541,6 +543,12 @@ def _time_interleaved(contenders: Sequence[_Contender], reps: int, device: torch
 def _median_ratio(num: _Contender, den: _Contender) -> float:
     """Median over rounds of ``num``'s time over ``den``'s: ``den``'s speed relative to ``num``'s."""
     return statistics.median(a / b for a, b in zip(num.times, den.times, strict=True))
+
+
+def _peak_fraction(probe: _Contender, c: _Contender, flops: float, n: int) -> float:
+    """``c``'s achieved FLOP/s over the ``n``-sided matmul probe's, median over rounds: a load spike slows both, so
+    the per-round fraction holds steadier than a ratio of medians."""
+    return _median_ratio(probe, c) * flops / (2 * n**3)
 
 
 def _quartiles(values: Sequence[float]) -> tuple[float, float]:
@@ -694,8 +702,7 @@ def bench_model(
         if "matmul" in by_label:
             mm = by_label["matmul"]
             result.peak_gflops = 2 * probe**3 / statistics.median(mm.times) / 1e9
-            # Per rep, this model's speed over the probe's: a load spike slows both, so the fraction holds steadier.
-            result.peak_fraction = _median_ratio(mm, base) * result.flops_per_batch / (2 * probe**3)
+            result.peak_fraction = _peak_fraction(mm, base, result.flops_per_batch, probe)
         if "torchvision" in by_label:
             tv = by_label["torchvision"]
             result.torchvision = pair.builder if pair else None
@@ -777,11 +784,11 @@ def compare_settings(
         mm = _matmul_contender(probe, device) if probe else None
         _time_interleaved(contenders + ([mm] if mm else []), reps, device, min_rep_seconds=min_rep_seconds,
                           progress=progress, desc=f"{name} {mode}", clock=clock)
-    flops = 2 * gmacs * 1e9 * x.shape[0] * (3 if mode == "train" else 1)
+    flops = _flops_per_batch(gmacs, x.shape[0], mode)
     first = contenders[0]
     out = []
     for c, st in zip(contenders, variants.values(), strict=True):
-        pct = None if mm is None else 100 * _median_ratio(mm, c) * flops / (2 * probe**3)
+        pct = None if mm is None else 100 * _peak_fraction(mm, c, flops, probe)
         out.append(SettingResult(c.label, st, c.ms(), 1000 * x.shape[0] / c.ms(), _median_ratio(first, c),
                                  _mib(c.peak), c.compiled, _max_abs_diff(first, c) if mode == "infer" else None,
                                  flops / c.ms() / 1e6, pct))

@@ -31,6 +31,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .models import get_spec, list_models
+    from .report import short_authors
 
     names = list_models(args.pattern)
     if not names:
@@ -42,7 +43,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         c = s.counts
         rows.append([n, s.family, s.paper.year, f"{c.params:,}" if c else "-",
                      _fmt_count(c.gmacs * 1e9) if c else "-",
-                     f"{s.paper.authors.split(',')[0]} et al., {s.paper.title}"])
+                     f"{short_authors(s.paper)}, {s.paper.title}"])
     print(_table(["name", "family", "year", "params", "MACs", "paper"], rows))
     return 0
 
@@ -149,8 +150,6 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from .data import TensorLoader, get_dataset
     from .train.checkpoint import restore_model
     from .train.loop import evaluate
@@ -158,8 +157,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, meta = restore_model(args.checkpoint, prefer=args.which)
     d = meta["data"]
     split = get_dataset(args.data or d["name"], args.split, root=args.data_root)
-    split = dataclasses.replace(split, spec=dataclasses.replace(split.spec, mean=tuple(d["mean"]), std=tuple(d["std"])))
-    loader = TensorLoader(split, batch_size=1000, train=False, device="cpu", pad=d.get("pad", 0))
+    loader = TensorLoader(split, batch_size=1000, train=False, device="cpu", pad=d.get("pad", 0), mean=d["mean"],
+                          std=d["std"])
     res = evaluate(model, loader)
     print(f"{meta['model']} on {split.spec.name} ({args.split}, {res['n']} images): top-1 {100 * res['acc']:.2f}%, "
           f"top-5 {100 * res['acc5']:.2f}%, loss {res['loss']:.4f}")
@@ -169,21 +168,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
+    from .data.augment import normalise, pad
     from .predict import load_image
     from .train.checkpoint import restore_model
 
     model, meta = restore_model(args.checkpoint)
     d = meta["data"]
-    mean = torch.tensor(d["mean"]).view(-1, 1, 1)
-    std = torch.tensor(d["std"]).view(-1, 1, 1)
     classes = d["classes"]
     # MNIST-style centring suits handwriting (digits, MNIST, KMNIST), not Fashion-MNIST's clothes
     digit_style = d["name"] in ("mnist", "kmnist", "digits") if args.style == "auto" else args.style == "digit"
     for path in args.images:
-        x = load_image(path, in_chans=d["in_chans"], size=d["img_size"], digit_style=digit_style)
-        pad = d.get("pad", 0)
-        x = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad else x
-        x = ((x.float() / 255 - mean) / std).unsqueeze(0)
+        image = load_image(path, in_chans=d["in_chans"], size=d["img_size"], digit_style=digit_style)
+        x = normalise(pad(image.unsqueeze(0), d.get("pad", 0)), d["mean"], d["std"])  # as the loader did in training
         with torch.inference_mode():
             probs = model(x).softmax(1)[0]
         top = probs.topk(min(args.topk, len(classes)))

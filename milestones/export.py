@@ -86,9 +86,9 @@ def export_onnx(model: nn.Module, example: Tensor, path: str | Path, *,
     return path
 
 
-def _first_line(e: BaseException) -> str:
+def _first_line(e: BaseException, limit: int = 300) -> str:
     text = str(e).strip()
-    return text.splitlines()[0][:300] if text else ""
+    return text.splitlines()[0][:limit] if text else ""
 
 
 def _add_onnx_metadata(path: Path, metadata: Mapping[str, str]) -> None:

@@ -44,20 +44,23 @@ _COLUMNS = (
 )
 
 
-def short_cite(paper: PaperRef) -> str:
-    """``"He et al. 2016"``, ``"Simonyan & Zisserman 2015"`` or ``"Krizhevsky 2014"``, linked to arXiv when known.
+def short_authors(paper: PaperRef) -> str:
+    """``"He et al."``, ``"Simonyan & Zisserman"`` or ``"Krizhevsky"``.
 
     Authors are stored as a comma-separated list, either as surnames or as full names; the surname is the last word.
     """
     authors = [a.strip() for a in paper.authors.split(",") if a.strip()]
     surnames = [a.split()[-1] for a in authors] or ["?"]
     if len(surnames) == 1:
-        who = surnames[0]
-    elif len(surnames) == 2:
-        who = f"{surnames[0]} & {surnames[1]}"
-    else:
-        who = f"{surnames[0]} et al."
-    text = f"{who} {paper.year}"
+        return surnames[0]
+    if len(surnames) == 2:
+        return f"{surnames[0]} & {surnames[1]}"
+    return f"{surnames[0]} et al."
+
+
+def short_cite(paper: PaperRef) -> str:
+    """``"He et al. 2016"``, ``"Simonyan & Zisserman 2015"`` or ``"Krizhevsky 2014"``, linked to arXiv when known."""
+    text = f"{short_authors(paper)} {paper.year}"
     return f"[{text}](https://arxiv.org/abs/{paper.arxiv})" if paper.arxiv else text
 
 

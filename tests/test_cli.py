@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import one_line_error
 from PIL import Image
 
 from milestones import cli
@@ -23,11 +24,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert code == 2
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
+    one_line_error(err, *needles)
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +110,17 @@ def test_missing_data_says_where_to_put_which_files(capsys, tmp_path) -> None:
     assert_one_line_error(code, err, "train-images-idx3-ubyte", "mnist", "--download")
 
 
-def test_truncated_data_file_is_named(capsys, tmp_path, data_root) -> None:
+def _mnist_copy(tmp_path: Path, data_root: Path) -> Path:
+    """A data root holding a private copy of the real MNIST files, safe to damage."""
     root = tmp_path / "root"
     (root / "mnist").mkdir(parents=True)
     for f in (data_root / "mnist").iterdir():
         shutil.copy(f, root / "mnist" / f.name)
+    return root
+
+
+def test_truncated_data_file_is_named(capsys, tmp_path, data_root) -> None:
+    root = _mnist_copy(tmp_path, data_root)
     victim = root / "mnist" / "train-images-idx3-ubyte.gz"
     victim.write_bytes(victim.read_bytes()[:50_000])
     code, _, err = run_cli(capsys, "train", "lenet5", "--data", "mnist", "--data-root", str(root),
@@ -125,15 +128,15 @@ def test_truncated_data_file_is_named(capsys, tmp_path, data_root) -> None:
     assert_one_line_error(code, err, "train-images-idx3-ubyte.gz")
 
 
+def test_eval_of_a_missing_run_is_one_line(capsys, tmp_path) -> None:
+    code, _, err = run_cli(capsys, "eval", str(tmp_path / "nothing"))
+    assert_one_line_error(code, err, "nothing")
+
+
 def test_corrupt_idx_header_is_named(capsys, tmp_path, data_root) -> None:
-    root = tmp_path / "root"
-    (root / "mnist").mkdir(parents=True)
-    for f in (data_root / "mnist").iterdir():
-        shutil.copy(f, root / "mnist" / f.name)
+    root = _mnist_copy(tmp_path, data_root)
     victim = root / "mnist" / "t10k-labels-idx1-ubyte.gz"
     victim.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 100))  # wrong magic for a label file
-    code, _, err = run_cli(capsys, "eval", "--data-root", str(root), str(tmp_path / "nothing"))
-    assert code == 2
     code, _, err = run_cli(capsys, "train", "lenet5", "--data", "mnist", "--data-root", str(root),
                            "--out", str(tmp_path / "runs"))
     assert_one_line_error(code, err, "t10k-labels-idx1-ubyte.gz")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from cli_checks import one_line_error
 from safetensors.torch import load_file
 from torch import nn
 
@@ -38,10 +39,7 @@ def _torchvision_model(name: str, **kwargs: object) -> nn.Module:
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    captured = capsys.readouterr()
-    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
-    assert "Traceback" not in captured.err
-    return captured.err
+    return one_line_error(capsys.readouterr().err)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ bitwise identical to a run that was never interrupted: every tensor of the final
 state (optimizer moments, RNG and loader state), and every logged loss.
 
 The interrupted runs are real processes (``python -m milestones.cli train``) stopped by real signals once their files
-show they are mid-epoch; the reference and the resumes run in this process. All runs are LeNet-5 on 320 MNIST
-training images, batch 16, two epochs of 20 steps.
+show they are mid-epoch; the reference and the resumes run in this process. All CLI runs are LeNet-5 on 320 MNIST
+training images, batch 16, two epochs of 20 steps (the library-path EMA test: 160 images, two epochs of 10).
 """
 
 from __future__ import annotations

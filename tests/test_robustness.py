@@ -16,6 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
+import cli_checks
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -54,12 +55,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def one_line_error(code: int, capsys: pytest.CaptureFixture[str], *needles: str) -> str:
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+    return cli_checks.one_line_error(err, *needles)
 
 
 # --- a non-finite loss -----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import one_line_error
 
 from milestones import cli
 from milestones.errors import CheckpointError
@@ -58,10 +59,7 @@ def _save_payload(kind: str, path: Path, marker: Path) -> None:
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    captured = capsys.readouterr()
-    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
-    assert "Traceback" not in captured.err
-    return captured.err
+    return one_line_error(capsys.readouterr().err)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # torch warns about protocol 4 / legacy files before refusing

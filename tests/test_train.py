@@ -106,7 +106,7 @@ def test_same_seed_same_weights(tmp_path) -> None:
 
 
 def test_auxiliary_losses_are_added_with_their_weight() -> None:
-    """With train.aux_loss_weight > 0 the loop trains GoogLeNet's heads: loss = main + w * (aux1 + aux2) (paper: 0.3)."""
+    """With train.aux_loss_weight > 0 the loop trains GoogLeNet's heads: main + w * (aux1 + aux2); paper w = 0.3."""
     from torch.nn import functional as F
 
     from milestones.train.loop import _logits_and_loss

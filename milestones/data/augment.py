@@ -264,7 +264,7 @@ def random_cutmix(x: Tensor, y: Tensor, alpha: float = 1.0, generator: torch.Gen
     dev = _device_of(generator)
     lam = _beta(alpha, generator)
     cut_h, cut_w = int(h * math.sqrt(1.0 - lam)), int(w * math.sqrt(1.0 - lam))
-    cy, cx = (int(v) for v in torch.randint(0, 1 << 30, (2,), generator=generator, device=dev).tolist())
+    cy, cx = torch.randint(0, 1 << 30, (2,), generator=generator, device=dev).tolist()
     cy, cx = cy % h, cx % w
     top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
     left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)

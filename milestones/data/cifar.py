@@ -246,8 +246,8 @@ def _read_official(folder: Path, layout: CifarLayout, split: str, spec: DataSpec
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def read_train_labels(path: Path) -> np.ndarray:
-    """The 50,000 CIFAR-10 train labels, in the original order, from ``cifar10_labels_51000.txt``.
+def _read_label_list(path: Path) -> np.ndarray:
+    """All 51,000 labels of ``cifar10_labels_51000.txt``: the 50,000 train labels, then the first 1,000 test labels.
 
     Raises:
         DataError: Not 51,000 integer lines in 0..9.
@@ -258,7 +258,16 @@ def read_train_labels(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read the CIFAR-10 label list ({err})") from err
     if labels.shape != (51_000,) or labels.min() < 0 or labels.max() > 9:
         raise DataError(f"{path}: expected 51,000 labels in 0..9, one a line, got {labels.size}")
-    return labels[:50_000]
+    return labels
+
+
+def read_train_labels(path: Path) -> np.ndarray:
+    """The 50,000 CIFAR-10 train labels, in the original order, from ``cifar10_labels_51000.txt``.
+
+    Raises:
+        DataError: Not 51,000 integer lines in 0..9.
+    """
+    return _read_label_list(path)[:50_000]
 
 
 def original_order(labels: np.ndarray, counts: Sequence[int]) -> np.ndarray:
@@ -302,11 +311,12 @@ def load_cifar10_jpeg(
     if tuple(images.shape[1:]) != (3, 32, 32):
         raise DataError(f"{path}: images are {tuple(images.shape[1:])}, expected (3, 32, 32)")
     label_file = path.parent / LABELS_FILE
-    if label_file.is_file():
+    has_order = label_file.is_file()
+    if has_order:
         order = f"train in the original order (rebuilt from {LABELS_FILE}), test in class-folder order"
     else:
         order = "train and test in class-folder order (no exact-subset/cifar10_labels_51000.txt to rebuild train's)"
-    if split == "train" and label_file.is_file():
+    if split == "train" and has_order:
         original = read_train_labels(label_file)
         counts = torch.bincount(labels, minlength=10).tolist()
         available = np.bincount(original, minlength=10)
@@ -382,12 +392,7 @@ def load_cifar10_exact(source: Any, split: str, root: Path, **_: Any) -> tuple[T
             raise DataError(f"{path}: a {sheet.shape[1]}x{sheet.shape[0]} image, expected a 1024x1000 sprite sheet")
         sheets.append(sheet.reshape(1000, 32, 32, 3))
     images = torch.from_numpy(np.concatenate(sheets)).permute(0, 3, 1, 2).contiguous()
-    try:
-        all_labels = np.loadtxt(needed[-1], dtype=np.int64, ndmin=1)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{needed[-1]}: cannot read the CIFAR-10 label list ({err})") from err
-    if all_labels.shape != (51_000,):
-        raise DataError(f"{needed[-1]}: expected 51,000 labels, got {all_labels.size}")
+    all_labels = _read_label_list(needed[-1])
     labels = all_labels[:4000] if split == "train" else all_labels[50_000:]
     return images, torch.from_numpy(labels.copy())
 

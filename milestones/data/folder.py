@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from . import augment, cache
+from .loader import TensorLoader
 from .spec import DataSpec, ImageSplit
 
 PREFIX = "folder:"
@@ -557,12 +558,10 @@ class StreamingLoader:
         for x, y in self.loader:
             x, y = x.to(self.device), y.to(self.device)
             if self.train:
-                b = x.shape[0]
                 if self.crop_padding:
-                    offsets = torch.randint(0, 2 * self.crop_padding + 1, (2, b), generator=g)
-                    x = augment.crop(x, offsets[0], offsets[1], self.crop_padding)
+                    x = augment.random_crop(x, self.crop_padding, g)
                 if self.flip:
-                    x = augment.flip(x, torch.rand(b, generator=g) < 0.5)
+                    x = augment.random_flip(x, g)
             x = torch.addcmul(self._shift, x.to(torch.float32), self._scale).to(self.dtype)
             if self.train and self.cutout:
                 x = augment.random_cutout(x, self.cutout, g)
@@ -608,13 +607,14 @@ def folder_loader(
     Returns:
         A :class:`~milestones.data.loader.TensorLoader` or a :class:`StreamingLoader`.
     """
-    from .loader import TensorLoader
-
     source = resolve_folder(name, root)
     size = _size2(image_size)
-    if in_memory is None:
-        index = index_folder(source, split, max_per_class=max_per_class)
-        in_memory = len(index) * channels * math.prod(size) <= memory_budget
+    dataset = None
+    if not in_memory:  # streaming, or undecided: list the files once, to measure them and to stream them
+        dataset = FolderDataset(
+            index_folder(source, split, max_per_class=max_per_class), image_size=size, channels=channels
+        )
+        in_memory = in_memory is None and dataset.nbytes <= memory_budget
     if in_memory:
         data = load_folder(
             source,
@@ -626,7 +626,5 @@ def folder_loader(
             cache_dir=cache_dir,
         )
         return TensorLoader(data, batch_size=batch_size, train=train, **options)
-    index = index_folder(source, split, max_per_class=max_per_class)
-    dataset = FolderDataset(index, image_size=size, channels=channels)
-    spec = folder_spec(source, index.classes, channels, size, note=f"image folder {source}, streamed")
+    spec = folder_spec(source, dataset.index.classes, channels, size, note=f"image folder {source}, streamed")
     return StreamingLoader(dataset, spec, batch_size=batch_size, train=train, workers=workers, **options)

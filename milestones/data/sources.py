@@ -39,7 +39,7 @@ from torch import Tensor
 from ..errors import DataError
 from . import augment, cifar
 from .download import RemoteFile, download_file
-from .folder import is_folder_name, load_folder
+from .folder import _size2, is_folder_name, load_folder
 from .spec import DataSpec, ImageSplit
 
 ENV_ROOT = "MILESTONES_DATA"
@@ -462,7 +462,7 @@ def get_dataset(
     """
     if max_per_class is not None and max_per_class < 1:
         raise ValueError(f"max_per_class must be positive, got {max_per_class}")
-    size = None if image_size is None else ((image_size,) * 2 if isinstance(image_size, int) else tuple(image_size))
+    size = _size2(image_size)
     if is_folder_name(name):
         return load_folder(
             name, split, root=resolve_root(root), image_size=size, max_per_class=max_per_class, cache_dir=cache_dir
@@ -483,9 +483,10 @@ def get_dataset(
         cache_dir=cache_dir,
     )
     images, labels, spec = loaded if len(loaded) == 3 else (*loaded, source.spec)
-    if max_per_class is None and len(labels) != source.counts[split]:  # load_idx checks this per file
-        raise DataError(f"{spec.full_name} {split}: {len(labels)} samples, expected {source.counts[split]}")
-    if max_per_class is not None:
+    if max_per_class is None:
+        if len(labels) != source.counts[split]:  # load_idx checks this per file
+            raise DataError(f"{spec.full_name} {split}: {len(labels)} samples, expected {source.counts[split]}")
+    else:
         keep = first_per_class(labels, max_per_class)
         if not bool(keep.all()):
             images, labels = images[keep], labels[keep]

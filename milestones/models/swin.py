@@ -4,11 +4,11 @@ Wei, Zhang, Lin, Guo. ICCV 2021. arXiv:2103.14030
 Self-attention inside non-overlapping M x M windows (M = 7), the partition shifted by M // 2 in every second block so
 information crosses window borders; a learned relative position bias per head; 2 x 2 patch merging between stages.
 
-| variant | params paper | params ours | GMACs paper | GMACs ours | top-1 err paper              | top-1 err ours |
-|---------|--------------|-------------|-------------|------------|------------------------------|----------------|
-| swin_t  | 28M          | 28,288,354  | 4.5         | 4.491      | 18.7 (Table 1a, 224, 1-crop) | results/*.csv  |
-| swin_s  | 50M          | 49,606,258  | 8.7         | 8.741      | 17.0 (Table 1a, 224, 1-crop) | results/*.csv  |
-| swin_b  | 88M          | 87,768,224  | 15.4        | 15.431     | 16.5 (Table 1a, 224, 1-crop) | results/*.csv  |
+| variant | params paper | params ours | GMACs paper | GMACs ours | top-1 err paper              |
+|---------|--------------|-------------|-------------|------------|------------------------------|
+| swin_t  | 28M          | 28,288,354  | 4.5         | 4.491      | 18.7 (Table 1a, 224, 1-crop) |
+| swin_s  | 50M          | 49,606,258  | 8.7         | 8.741      | 17.0 (Table 1a, 224, 1-crop) |
+| swin_b  | 88M          | 87,768,224  | 15.4        | 15.431     | 16.5 (Table 1a, 224, 1-crop) |
 
 Parameter counts equal torchvision's ``swin_t`` / ``swin_s`` / ``swin_b`` (v1), whose state dicts convert to ours
 (:func:`from_torchvision`) with identical logits. GMACs are ``torch.utils.flop_counter`` multiply-adds at 224 x 224;
@@ -98,14 +98,13 @@ def window_reverse(windows: Tensor, window: int, height: int, width: int) -> Ten
     return x.reshape(-1, height, width, C)
 
 
-def relative_position_index(window: int, device: torch.device | str | None = None) -> Tensor:
+def relative_position_index(window: int) -> Tensor:
     """``(N, N)`` index into the ``(2M - 1)^2``-row bias table for every query/key pair of an M x M window (§3.2).
 
     The offset (dy, dx) of query i from key j lies in [-(M-1), M-1]^2 and selects row (dy + M-1) * (2M-1) + dx + M-1.
     """
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(window, device=device), torch.arange(window, device=device), indexing="ij")
-    ).flatten(1)  # (2, N): the (row, col) of each token of a window
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    # (2, N): the (row, col) of each token of a window
     rel = coords[:, :, None] - coords[:, None, :] + (window - 1)  # (2, N, N), shifted to start at 0
     return rel[0] * (2 * window - 1) + rel[1]
 

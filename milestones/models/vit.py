@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._layers import DropPath, Mlp, attend
+from ._layers import DropPath, Mlp, attend, drop_path_rates
 from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
 
 PAPER = PaperRef(
@@ -259,7 +259,7 @@ class VisionTransformer(nn.Module):
         num_tokens = self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
         self.pos_drop = nn.Dropout(cfg.dropout)
-        rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
+        rates = drop_path_rates(cfg.drop_path_rate, [cfg.depth])
         self.stages = nn.Sequential(
             *(
                 Block(
@@ -415,8 +415,17 @@ def vit(cfg: ViTConfig, *, num_classes: int = 1000, in_chans: int = 3, img_size:
     return VisionTransformer(cfg, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
 
 
-def _convert_torchvision(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """torchvision ``VisionTransformer`` keys -> ours. The tensors are shared, not copied."""
+@register_converter("vit_h_14", "vit_h14")
+@register_converter("vit_l_32", "vit_l32")
+@register_converter("vit_l_16", "vit_l16")
+@register_converter("vit_b_32", "vit_b32")
+@register_converter("vit_b_16", "vit_b16")
+def from_torchvision(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """torchvision ``vit_b_16`` / ``vit_b_32`` / ``vit_l_16`` / ``vit_l_32`` / ``vit_h_14`` keys -> ours.
+
+    The tensors are shared, not copied. torchvision's ``vit_h_14`` SWAG weights were fine-tuned at 518: build the
+    target with ``img_size=518``.
+    """
     renames = {
         "conv_proj.": "stem.",
         "class_token": "cls_token",
@@ -451,33 +460,3 @@ def _convert_torchvision(sd: dict[str, Tensor]) -> dict[str, Tensor]:
                     break
         out[new] = value
     return out
-
-
-@register_converter("vit_b_16", "vit_b16")
-def convert_vit_b_16(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """torchvision ``vit_b_16`` -> ``vit_b16``."""
-    return _convert_torchvision(sd)
-
-
-@register_converter("vit_b_32", "vit_b32")
-def convert_vit_b_32(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """torchvision ``vit_b_32`` -> ``vit_b32``."""
-    return _convert_torchvision(sd)
-
-
-@register_converter("vit_l_16", "vit_l16")
-def convert_vit_l_16(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """torchvision ``vit_l_16`` -> ``vit_l16``."""
-    return _convert_torchvision(sd)
-
-
-@register_converter("vit_l_32", "vit_l32")
-def convert_vit_l_32(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """torchvision ``vit_l_32`` -> ``vit_l32``."""
-    return _convert_torchvision(sd)
-
-
-@register_converter("vit_h_14", "vit_h14")
-def convert_vit_h_14(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """torchvision ``vit_h_14`` -> ``vit_h14`` (its SWAG weights were fine-tuned at 518: build with img_size=518)."""
-    return _convert_torchvision(sd)

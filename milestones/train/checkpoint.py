@@ -85,7 +85,7 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
         raise CheckpointError(f"{p} holds no checkpoints/{prefer}.safetensors; is it a run directory?")
     if p.suffix == ".json":
         p = p.with_suffix(".safetensors")
-    elif p.suffix not in (".safetensors",) and p.with_suffix(".safetensors").is_file():
+    elif p.suffix != ".safetensors" and p.with_suffix(".safetensors").is_file():
         p = p.with_suffix(".safetensors")
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist; pass a run directory or a .safetensors file")
@@ -193,7 +193,7 @@ def save_training_state(ckpt_dir: Path, tensors: Mapping[str, torch.Tensor], inf
     except BaseException:
         (ckpt_dir / slot).unlink(missing_ok=True)  # not committed: the previous slot and state.json stay in charge
         raise
-    if current is not None and current != slot:
+    if current is not None:  # always the other slot
         (ckpt_dir / current).unlink(missing_ok=True)
     return ckpt_dir / STATE_JSON
 

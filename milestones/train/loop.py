@@ -291,13 +291,13 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], loss_fn:
 
 def _rng_state(tensors: dict[str, Tensor]) -> dict[str, Any]:
     tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    for i, s in enumerate(cuda):
+        tensors[f"rng.cuda.{i}"] = s
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, py_gauss = random.getstate()
     return {"numpy": [name, keys.tolist(), pos, has_gauss, gauss], "python": [version, list(internal), py_gauss],
-            "cuda_devices": sum(k.startswith("rng.cuda.") for k in tensors)}
+            "cuda_devices": len(cuda)}
 
 
 def _set_rng_state(tensors: dict[str, Tensor], info: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
     if cfg.name == "sgd":
         # One fused kernel instead of PyTorch's CPU default, a Python loop over the parameters: up to 1.6x faster steps
-        # for FC-heavy nets at small batch on the CPU, the same updates to 1e-9 (docs/benchmarks.md).
+        # for FC-heavy nets at small batch on the CPU (docs/benchmarks.md); the same updates up to float32 rounding.
         fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                fused=fused or None)

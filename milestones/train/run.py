@@ -433,7 +433,7 @@ def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite
                                 crop_padding=cfg.data.crop_padding, cutout=cfg.data.cutout,
                                 trivial_augment=cfg.data.trivial_augment, seed=cfg.train.seed, **loader_kw)
     test_loader = TensorLoader(test_split, batch_size=cfg.data.eval_batch_size, train=False, **loader_kw)
-    input_size = tuple(next(iter(test_loader))[0].shape[1:])
+    input_size = tuple(test_loader.images.shape[1:])  # (C, H, W) after pad/resize, as the batches come out
 
     if state is not None:
         run = RunDir(Path(resume))  # type: ignore[arg-type]
@@ -549,12 +549,14 @@ def _kept(run: RunDir, saved_step: list[int]) -> str:
 
 
 def _refuse_finished(path: Path, cfg: RunConfig, info: dict[str, Any]) -> None:
+    if info.get("batch", 0):
+        return  # saved mid-epoch: that epoch is still to finish
     done = info.get("epochs_done", 0)
-    epochs = info.get("history", {}).get("epochs") or [{}]
-    target = cfg.train.target_accuracy
-    if info.get("batch", 0) == 0 and done >= cfg.train.epochs:
+    if done >= cfg.train.epochs:
         raise RunDirError(f"{path} already finished its {done} epochs; pass --epochs N with N > {done} to train it "
                           "further")
-    if target is not None and info.get("batch", 0) == 0 and epochs[-1].get("test_acc", 0.0) >= target:
+    target = cfg.train.target_accuracy
+    last = (info.get("history", {}).get("epochs") or [{}])[-1]
+    if target is not None and last.get("test_acc", 0.0) >= target:
         raise RunDirError(f"{path} already reached train.target_accuracy={target}; raise it (or set it to null) to "
                           "train further")
