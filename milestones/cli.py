@@ -10,15 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MilestonesError
-
-
-def _fmt_count(n: float | None, unit: str = "") -> str:
-    if n is None:
-        return "-"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}{unit}"
-    return f"{n:.0f}{unit}"
+from .report import format_count as _fmt_count
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -159,9 +151,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split = get_dataset(args.data or d["name"], args.split, root=args.data_root)
     loader = TensorLoader(split, batch_size=1000, train=False, device="cpu", pad=d.get("pad", 0), mean=d["mean"],
                           std=d["std"])
-    res = evaluate(model, loader)
-    print(f"{meta['model']} on {split.spec.name} ({args.split}, {res['n']} images): top-1 {100 * res['acc']:.2f}%, "
-          f"top-5 {100 * res['acc5']:.2f}%, loss {res['loss']:.4f}")
+    res = evaluate(model, loader, flip_tta=args.tta)
+    tta = ", flip TTA" if args.tta else ""
+    print(f"{meta['model']} on {split.spec.full_name} ({args.split}, {res['n']} images{tta}): top-1 "
+          f"{100 * res['acc']:.2f}%, top-5 {100 * res['acc5']:.2f}%, loss {res['loss']:.4f}")
     return 0
 
 
@@ -289,6 +282,70 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import collect, load_suite, plan, run_suite, status, write_reports
+
+    suite = load_suite(args.suite)
+    settings: dict[str, object] = {}
+    if args.data_root:
+        settings["data.root"] = args.data_root
+    if args.device:
+        settings["train.device"] = args.device
+    if args.no_progress:
+        settings["train.progress"] = False
+    out = Path(args.out)
+    if args.dry_run:
+        planned = plan(suite, out, settings=settings)
+        print(f"suite {suite.name}: {len(planned)} runs ({len(suite.runs)} models x {len(suite.seeds)} seeds) "
+              f"on {suite.data}, into {out / suite.name}")
+        for p in planned:
+            c = p.cfg
+            print(f"  {p.title:<24} {status(p):<9} {c.train.epochs} epochs, batch {c.data.batch_size}, "
+                  f"{c.optim.name} lr {c.optim.lr:g}, {c.schedule.name}")
+        return 0
+
+    def event(what: str, p, i: int, n: int) -> None:
+        words = {"skip": "finished earlier, skipped", "skip-failed": "failed earlier, skipped (--retry-failed to "
+                 "run it again)", "start": "training", "resume": "resuming", "failed": "FAILED", "done": "done"}
+        extra = ""
+        if what == "done":
+            s = json.loads((p.path / "summary.json").read_text())
+            extra = f": {100 * s['final_test_acc']:.2f}% in {s['train_seconds']:.0f} s"
+        print(f"[{i + 1}/{n}] {p.title}: {words[what]}{extra}", flush=True)
+
+    if args.report_only:
+        outcomes = collect(suite, out, settings=settings)
+    else:
+        from .train.loop import TrainingInterrupted
+
+        try:
+            outcomes = run_suite(suite, out, settings=settings, retry_failed=args.retry_failed, on_event=event)
+        except TrainingInterrupted as e:
+            print(f"{e}\nthe suite stopped; run the same 'milestones compare' command again to go on",
+                  file=sys.stderr)
+            return e.exit_code
+    paths = write_reports(suite, outcomes, args.report_dir or out / suite.name)
+    failed = sum(o.status == "failed" for o in outcomes)
+    missing = sum(o.status == "missing" for o in outcomes)
+    print(f"leaderboard: {paths['leaderboard']}")
+    print(f"results: {paths['csv']}" + (f"; {failed} failed" if failed else "") + (f"; {missing} not run yet"
+                                                                                   if missing else ""))
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .compare import list_suites
+    from .config import list_recipes
+
+    print("recipes (milestones train --config NAME, or picked by model and --data):")
+    for name in list_recipes():
+        print(f"  {name}")
+    print("suites (milestones compare NAME):")
+    for name in list_suites():
+        print(f"  {name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="milestones", description="Landmark image classifiers, faithful and measured.")
     p.add_argument("--version", action="version", version=f"milestones {__version__}")
@@ -310,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in RUN_DIR from its last saved state, with its own config.yaml (only "
                    "--epochs, --no-progress, --device, --data-root and logging/checkpoint settings may change)")
     s.add_argument("--data", help="dataset: mnist, fashion-mnist, kmnist, digits, ...")
-    s.add_argument("--config", help="recipe YAML file (default: the shipped recipe for MODEL on DATA)")
+    s.add_argument("--config", help="recipe: a YAML file or a shipped recipe's name, e.g. cifar10_resnet20_full "
+                   "(default: the shipped recipe for MODEL on DATA; 'milestones recipes' lists them)")
     s.add_argument("--epochs", type=int)
     s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
     s.add_argument("--download", action="store_true", help="download missing data (checksums verified)")
@@ -321,12 +379,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    s = sub.add_parser("compare", help="train a suite of models x seeds (resumable) and write a leaderboard",
+                       description="Train every run of SUITE (a YAML file, or a shipped suite: quick, full) that has "
+                       "not finished yet, one after another, then write results.csv, leaderboard.md and plots. "
+                       "Running it again skips finished runs and resumes an interrupted one.")
+    s.add_argument("suite", help="suite file or shipped suite name (see 'milestones recipes')")
+    s.add_argument("--out", default="runs", help="folder for the suite's folder (default: runs)")
+    s.add_argument("--report-dir", help="where results.csv, leaderboard.md and the plots go (default: the suite's "
+                   "folder)")
+    s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the recipes')")
+    s.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
+    s.add_argument("--report-only", action="store_true", help="write the reports from the finished runs only")
+    s.add_argument("--retry-failed", action="store_true", help="train again the runs that failed earlier")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("recipes", help="list the shipped training recipes and compare suites")
+
     s = sub.add_parser("eval", help="evaluate a run or checkpoint on its dataset")
     s.add_argument("checkpoint", help="run directory or .safetensors file")
     s.add_argument("--split", default="test", choices=["train", "test"])
     s.add_argument("--data", help="evaluate on another dataset with the same classes")
     s.add_argument("--data-root")
     s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")
+    s.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's logits with its "
+                   "mirror image's")
 
     s = sub.add_parser("predict", help="top-k classes for image files")
     s.add_argument("checkpoint", help="run directory or .safetensors file")
@@ -387,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         handler = {"list": cmd_list, "info": cmd_info, "eval": cmd_eval, "predict": cmd_predict,
                    "convert": cmd_convert, "report": cmd_report, "bench": cmd_bench,
-                   "export": cmd_export}[args.command]
+                   "export": cmd_export, "compare": cmd_compare, "recipes": cmd_recipes}[args.command]
         return handler(args)
     except MilestonesError as e:
         print(f"error: {e}", file=sys.stderr)

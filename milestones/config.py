@@ -33,7 +33,16 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Dataset, batching and augmentation. ``mean``/``std`` override the dataset's normalisation when set."""
+    """Dataset, batching and augmentation. ``mean``/``std`` override the dataset's normalisation when set.
+
+    Augmentations (training only, batched on the data's device; see :class:`~milestones.data.TensorLoader`):
+    ``crop_padding`` (reflect-pad + random crop), ``flip``, ``cutout`` (side), ``trivial_augment`` or
+    ``rand_augment`` (number of operations, at bin ``rand_magnitude``), ``mixup_alpha`` / ``cutmix_alpha`` (0: off).
+
+    An image folder (``name: folder:PATH``) is resized to ``image_size``, by default the model's input size; it is
+    decoded into memory when it fits (``in_memory``: null = decide by size, true, false) and otherwise streamed by
+    ``workers`` DataLoader processes (crop, flip and cutout only; resumable at epoch ends).
+    """
 
     name: str = "mnist"
     root: str | None = None
@@ -45,6 +54,10 @@ class DataConfig:
     flip: bool = False
     cutout: int = 0
     trivial_augment: bool = False
+    rand_augment: int = 0
+    rand_magnitude: int = 9
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
     image_size: int | None = None
     max_per_class: int | None = None
     mean: list[float] | None = None
@@ -52,6 +65,8 @@ class DataConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     channels_last: bool = False
+    in_memory: bool | None = None
+    workers: int = 2
 
 
 @dataclass
@@ -299,6 +314,46 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return dict(data)
 
 
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_recipe(name: str | Path, relative_to: Path | None = None) -> Path:
+    """A recipe file: an existing path (relative to ``relative_to``'s folder if given), or a shipped recipe's name
+    (``cifar10_resnet20_full``, with or without ``.yaml``)."""
+    p = Path(name)
+    for candidate in ([relative_to.parent / p] if relative_to is not None and not p.is_absolute() else []) + [p]:
+        if candidate.is_file():
+            return candidate
+    shipped = resources.files("milestones") / "recipes" / f"{str(name).removesuffix('.yaml')}.yaml"
+    if "/" not in str(name) and shipped.is_file():
+        return Path(str(shipped))
+    close = difflib.get_close_matches(str(name).removesuffix(".yaml"), list_recipes(), n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(close)}?)" if close else "; shipped recipes: see 'milestones recipes'"
+    raise ConfigError(f"config file {str(name)!r} does not exist and is not a shipped recipe{hint}")
+
+
+def load_recipe(name: str | Path, *, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a recipe (a path or a shipped recipe's name), following ``extends: OTHER``: the other recipe is read
+    first and this one's keys replace or deepen its (``model.kwargs`` is merged key by key)."""
+    path = resolve_recipe(name, _seen[-1] if _seen else None)
+    if path.resolve() in _seen:
+        raise ConfigError(f"recipe {str(path)!r} extends itself (through {' -> '.join(p.name for p in _seen)})")
+    data = load_yaml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"'extends' in {str(path)!r} must name one recipe, got {base!r}")
+    return _deep_merge(load_recipe(base, _seen=(*_seen, path.resolve())), data)
+
+
 def recipe_path(model: str, data: str) -> Path | None:
     """The shipped default recipe for ``model`` on ``data`` (``recipes/<data>_<model>.yaml``), if there is one."""
     name = f"{data.replace('-', '_')}_{model}.yaml"
@@ -319,17 +374,18 @@ def build_config(
     config_file: str | Path | None = None,
     overrides: Iterable[str] = (),
 ) -> RunConfig:
-    """Resolve a run's config: defaults <- shipped recipe for (model, data) or ``config_file`` <- overrides.
+    """Resolve a run's config: defaults <- shipped recipe for (model, data) or ``config_file`` (a path or a shipped
+    recipe's name) <- overrides.
 
     ``model`` and ``data`` given on the command line win over the file's.
     """
     cfg = RunConfig()
     if config_file is not None:
-        merge_mapping(cfg, load_yaml(config_file))
+        merge_mapping(cfg, load_recipe(config_file))
     else:
         path = recipe_path(model or cfg.model.name, data or cfg.data.name)
         if path is not None:
-            merge_mapping(cfg, load_yaml(path))
+            merge_mapping(cfg, load_recipe(path))
     if model is not None and model != cfg.model.name:
         cfg.model.name, cfg.model.kwargs = model, dict(cfg.model.kwargs) if config_file else {}
     if data is not None:

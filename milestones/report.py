@@ -44,6 +44,16 @@ _COLUMNS = (
 )
 
 
+def format_count(n: float | None, unit: str = "", spec: str = ".2f") -> str:
+    """``269722`` -> ``"269.72k"`` (``spec`` formats the mantissa); None -> ``"-"``."""
+    if n is None:
+        return "-"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:{spec}}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
 def short_authors(paper: PaperRef) -> str:
     """``"He et al."``, ``"Simonyan & Zisserman"`` or ``"Krizhevsky"``.
 

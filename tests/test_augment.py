@@ -327,3 +327,79 @@ def test_cuda_matches_cpu() -> None:
     assert (cpu.int() - gpu.cpu().int()).abs().max() <= 1
     g = torch.Generator("cuda").manual_seed(0)
     assert A.random_cutout(x.cuda(), 8, g).is_cuda and A.random_mixup(x.cuda().float(), op.cuda(), 1.0, g).x.is_cuda
+
+
+# ---------------------------------------------------------------- mixing and RandAugment in the loader
+
+
+def _labelled_split(n: int = 40, k: int = 4) -> ImageSplit:
+    """Images whose every pixel encodes the index (n <= 255), labelled index % k: each pixel says where it came from."""
+    images = torch.arange(1, n + 1, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 8, 8).contiguous()
+    spec = DataSpec("mixids", k, 3, (8, 8), (0.0,) * 3, (1 / 255,) * 3, tuple(map(str, range(k))))
+    return ImageSplit(images, torch.arange(n) % k, spec)
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_loader_mixing_matches_its_labels(kind: str) -> None:
+    """Each mixed image is lam parts of one image and 1 - lam of another; its soft target says the same."""
+    split = _labelled_split()
+    alphas = {"mixup_alpha": 0.4} if kind == "mixup" else {"cutmix_alpha": 1.0}
+    loader = TensorLoader(split, batch_size=8, train=True, seed=3, **alphas)  # mean 0, std 1/255: x = pixel value
+    for x, y in _epoch(loader):
+        assert y.shape == (8, 4) and y.dtype == torch.float32 and torch.allclose(y.sum(1), torch.ones(8))
+        for img, target in zip(x, y, strict=True):
+            values = img.round().long().unique().tolist()  # the indices (1..n) whose pixels are in the image
+            if kind == "cutmix":
+                assert 1 <= len(values) <= 2
+                shares = {v: float((img.round().long() == v).float().mean()) for v in values}
+            else:
+                assert len(values) == 1  # mixup blends whole images: one value per image
+                shares = None
+            if shares is not None:
+                expect = torch.zeros(4)
+                for v, share in shares.items():
+                    expect[(v - 1) % 4] += share
+                assert torch.allclose(target, expect, atol=1e-6)
+    assert len(_epoch(loader)) == 5
+
+
+def test_loader_mixup_is_the_closed_form_blend() -> None:
+    split = _labelled_split()
+    x, y = _epoch(TensorLoader(split, batch_size=8, train=True, seed=1, mixup_alpha=1.0))[0]
+    for img, target in zip(x, y, strict=True):
+        value = float(img[0, 0, 0])  # lam * a + (1 - lam) * b for pixel values a, b
+        nz = target.nonzero().flatten().tolist()
+        assert torch.allclose(img, torch.full_like(img, value), atol=1e-4)
+        assert 1 <= len(nz) <= 2 and math.isclose(float(target.sum()), 1.0, rel_tol=1e-6)
+
+
+def test_loader_mixing_resumes_exactly_and_leaves_earlier_draws_alone() -> None:
+    split = _split()
+    kwargs = dict(batch_size=8, train=True, flip=True, crop_padding=2, rand_augment=2, mixup_alpha=0.3,
+                  cutmix_alpha=1.0, normalise=False)
+    a = TensorLoader(split, seed=4, **kwargs)
+    it = iter(a)
+    next(it), next(it)
+    state = a.state_dict()
+    expected = list(it)
+    b = TensorLoader(split, seed=0, **kwargs)
+    b.load_state_dict(state)
+    assert all(torch.equal(xg, xe) and torch.equal(yg, ye) for (xg, yg), (xe, ye) in
+               zip(_epoch(b), expected, strict=True))
+    # RandAugment and mixing draw after order, crop and flip: the same images in the same places without them
+    plain = _epoch(TensorLoader(split, seed=4, batch_size=8, train=True, flip=True, crop_padding=2, normalise=False))
+    mixed = _epoch(TensorLoader(split, seed=4, **kwargs))
+    for (_, yp), (_, ym) in zip(plain, mixed, strict=True):
+        assert ym.shape == (len(yp), split.spec.num_classes)
+        assert (ym.gather(1, yp.view(-1, 1)) > 0).all()  # each image keeps a share of its own label
+
+
+def test_loader_rand_augment_is_randaugment_at_its_magnitude() -> None:
+    """RandAugment changes training batches; TrivialAugment and RandAugment together are refused."""
+    split = _split()
+    base = dict(batch_size=8, train=True, seed=2, normalise=False)
+    plain = _epoch(TensorLoader(split, **base))
+    changed = _epoch(TensorLoader(split, rand_augment=2, rand_magnitude=9, **base))
+    assert any(not torch.equal(p[0], c[0]) for p, c in zip(plain, changed, strict=True))
+    with pytest.raises(ValueError, match="not both"):
+        TensorLoader(split, trivial_augment=True, rand_augment=1, **base)

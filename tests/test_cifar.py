@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -44,7 +45,7 @@ from milestones.data.folder import (
     index_folder,
 )
 from milestones.data.sources import first_per_class
-from milestones.errors import DataError
+from milestones.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------- the official python format (generated files)
 
@@ -621,3 +622,35 @@ def test_per_class_limit_and_order_without_the_label_list(jpeg: dict, cifar_root
     assert "class-folder order" in folder_order.spec.note
     first3 = [int(i) for c in range(10) for i in torch.nonzero(jpeg["train"].labels == c)[:3, 0]]
     assert torch.equal(folder_order.images, jpeg["train"].images[first3])
+
+
+@pytest.mark.parametrize("in_memory", [False, None])
+def test_training_on_a_folder_streams_or_loads_it(folder: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    in_memory: bool | None) -> None:
+    """``data.in_memory: false`` trains through the streaming loader; by default a small folder goes in memory.
+    Either way images are resized to the model's input size (32 for resnet20) and the run completes."""
+    from milestones.config import build_config
+    from milestones.data import folder as folder_mod
+    from milestones.train.run import run_training
+
+    made: list[str] = []
+    original = folder_mod.StreamingLoader.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append("stream")
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(folder_mod.StreamingLoader, "__init__", spy)
+    cfg = build_config(model="resnet20", data=f"folder:{folder['root']}", overrides=[
+        "--train.epochs=1", "--data.batch_size=8", "--data.eval_batch_size=8", "--data.workers=0",
+        f"--data.in_memory={'null' if in_memory is None else 'false'}", "--data.flip=true", "--data.crop_padding=2",
+        "--train.progress=false", f"--out_dir={tmp_path}", "--name=run"])
+    result = run_training(cfg)
+    assert made == (["stream", "stream"] if in_memory is False else [])
+    s = result.summary
+    assert s["epochs"] == 1 and 0.0 <= s["final_test_acc"] <= 1.0
+    assert json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())["data"]["input_size"] == [3, 32, 32]
+    if in_memory is False:
+        cfg.data.rand_augment, cfg.name = 2, "refused"
+        with pytest.raises(ConfigError, match="in_memory=true"):
+            run_training(cfg)

@@ -107,19 +107,24 @@ def test_grid_sizes_at_224(name: str) -> None:
         assert shapes[key] == (1, TABLE1_OUT[key], row[-1], row[-1]), key
 
 
-def test_cifar_stem_grids() -> None:
-    """stem="cifar" keeps every Inception module and reaches 3a at 32x32, 4a at 16x16, 5a at 8x8."""
+@pytest.mark.parametrize(("stem", "stride", "grids"), [("cifar", 1, [32, 16, 8]), ("cifar16", 2, [16, 8, 4])])
+def test_cifar_stem_grids(stem: str, stride: int, grids: list[int]) -> None:
+    """stem="cifar" keeps every Inception module and reaches 3a at 32x32, 4a at 16x16, 5a at 8x8; "cifar16" halves
+    each grid with a stride-2 first convolution, so it costs a quarter of the multiply-adds (the 1x1 head aside)."""
     with torch.device("meta"):
-        model = create_model("googlenet", stem="cifar", num_classes=10).eval()
+        model = create_model("googlenet", stem=stem, num_classes=10).eval()
+        full = create_model("googlenet", stem="cifar", num_classes=10)
     assert list(_inceptions(model)) == list(TABLE1)
-    assert model.stem.conv1.conv.kernel_size == (3, 3) and model.stem.conv1.conv.stride == (1, 1)
+    assert model.stem.conv1.conv.kernel_size == (3, 3) and model.stem.conv1.conv.stride == (stride, stride)
     assert not any(isinstance(m, nn.MaxPool2d) for m in model.stem)
     x = model.stem(torch.zeros(1, 3, 32, 32, device="meta"))
     sizes = []
     for stage in model.stages:
         x = stage(x)
         sizes.append(x.shape[-1])
-    assert sizes == [32, 16, 8]
+    assert sizes == grids
+    ratio = count_macs(model, (3, 32, 32)) / count_macs(full, (3, 32, 32))
+    assert ratio == pytest.approx(1 / stride**2, rel=0.01)
 
 
 def test_lrn_placement_and_constants() -> None:

@@ -120,3 +120,18 @@ def test_auxiliary_losses_are_added_with_their_weight() -> None:
     assert torch.allclose(loss, expected) and torch.equal(logits, main)
     _, plain = _logits_and_loss(model, x, y, F.cross_entropy, 0.0)
     assert torch.allclose(plain, F.cross_entropy(main, y))
+
+
+def test_flip_tta_averages_the_mirror_images_logits() -> None:
+    from milestones.train.loop import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 5, 3))
+    x, y = torch.randn(6, 3, 4, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+    plain = evaluate(model, [(x, y)])
+    tta = evaluate(model, [(x, y)], flip_tta=True)
+    with torch.no_grad():
+        logits = (model(x) + model(x.flip(-1))) / 2
+    assert tta["acc"] == int((logits.argmax(1) == y).sum()) / 6
+    assert tta["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-6)
+    assert plain["loss"] != pytest.approx(tta["loss"])

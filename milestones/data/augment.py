@@ -247,7 +247,7 @@ def _beta(alpha: float, generator: torch.Generator | None) -> float:
     if alpha <= 0:
         raise ValueError(f"alpha must be positive, got {alpha}")
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=_device_of(generator)).item())
-    return float(np.random.default_rng(seed).beta(alpha, alpha))
+    return beta_from_seed(alpha, seed)
 
 
 def random_mixup(x: Tensor, y: Tensor, alpha: float = 1.0, generator: torch.Generator | None = None) -> Mixed:
@@ -257,19 +257,31 @@ def random_mixup(x: Tensor, y: Tensor, alpha: float = 1.0, generator: torch.Gene
     return mixup(x, y, lam, torch.randperm(len(x), generator=generator, device=_device_of(generator)))
 
 
+def cutmix_box(size: tuple[int, int], lam: float, cy: int, cx: int) -> tuple[int, int, int, int]:
+    """The paper's box for a drawn ``lam``: sides ``sqrt(1 - lam)`` times the image's, centred at ``(cy, cx)`` and
+    clipped at the borders, as ``(top, left, height, width)``."""
+    h, w = size
+    cut_h, cut_w = int(h * math.sqrt(1.0 - lam)), int(w * math.sqrt(1.0 - lam))
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    return top, left, bottom - top, right - left
+
+
 def random_cutmix(x: Tensor, y: Tensor, alpha: float = 1.0, generator: torch.Generator | None = None) -> Mixed:
     """:func:`cutmix` as in the paper's code: ``lam ~ Beta(alpha, alpha)``, a box of sides ``sqrt(1 - lam)`` times
     the image's centred uniformly at random and clipped at the borders, and ``lam`` recomputed from the clipped box."""
     h, w = x.shape[-2:]
     dev = _device_of(generator)
     lam = _beta(alpha, generator)
-    cut_h, cut_w = int(h * math.sqrt(1.0 - lam)), int(w * math.sqrt(1.0 - lam))
     cy, cx = torch.randint(0, 1 << 30, (2,), generator=generator, device=dev).tolist()
-    cy, cx = cy % h, cx % w
-    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
-    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
     perm = torch.randperm(len(x), generator=generator, device=dev)
-    return cutmix(x, y, (top, left, bottom - top, right - left), perm)
+    return cutmix(x, y, cutmix_box((h, w), lam, cy % h, cx % w), perm)
+
+
+def beta_from_seed(alpha: float, seed: int) -> float:
+    """Beta(alpha, alpha) drawn by NumPy from ``seed`` (torch has no seeded Beta sampler); :func:`_beta`'s second
+    half, for parameters drawn ahead of time."""
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
 #: The operations of TrivialAugment Wide and RandAugment, in torchvision's order (``apply_ops`` indexes this).

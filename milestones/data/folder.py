@@ -584,6 +584,7 @@ def folder_loader(
     root: Path | None = None,
     cache_dir: str | Path | None = None,
     max_per_class: int | None = None,
+    decide_only: bool = False,
     **options: Any,
 ) -> Any:
     """A loader over an image folder: in memory (a ``TensorLoader``) when it fits, else streamed.
@@ -601,6 +602,7 @@ def folder_loader(
         root: Data root (relative paths, cache fallback).
         cache_dir: Cache folder of the in-memory path.
         max_per_class: Use only the first images of each class.
+        decide_only: Return None instead of decoding when the split goes in memory (the caller loads it itself).
         **options: Augmentation and output options shared by both loaders (``flip``, ``crop_padding``, ``cutout``,
             ``seed``, ``device``, ``drop_last``, ``normalise``, ``dtype``, ``channels_last``).
 
@@ -615,6 +617,8 @@ def folder_loader(
             index_folder(source, split, max_per_class=max_per_class), image_size=size, channels=channels
         )
         in_memory = in_memory is None and dataset.nbytes <= memory_budget
+    if in_memory and decide_only:
+        return None
     if in_memory:
         data = load_folder(
             source,

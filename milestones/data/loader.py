@@ -37,6 +37,13 @@ class TensorLoader:
             per image (training only; DeVries & Taylor, arXiv:1708.04552: 16 for CIFAR-10, 8 for CIFAR-100).
         trivial_augment: One random TrivialAugment Wide operation per image, on the uint8 pixels after crop and flip
             (training only; :func:`augment.trivial_augment`). Images need 1 or 3 channels.
+        rand_augment: RandAugment with this many operations per image at strength bin ``rand_magnitude`` of 31
+            (training only; :func:`augment.rand_augment`; 0: off).
+        rand_magnitude: RandAugment's strength bin (torchvision's default 9).
+        mixup_alpha: Mix each training batch with a shuffled copy of itself, ``lam ~ Beta(alpha, alpha)`` per batch
+            (:func:`augment.mixup`); the labels then come out as ``(B, num_classes)`` soft targets. 0: off.
+        cutmix_alpha: Paste a box of a shuffled copy into each batch instead (:func:`augment.cutmix`); with both
+            alphas set, each batch is mixed one way or the other with probability 1/2 (as timm does). 0: off.
         seed: Seed of the loader's own generator (ignored when ``generator`` is given).
         generator: A CPU ``torch.Generator`` to draw orders and augmentations from; the loader owns it (it resets
             the state at each epoch start).
@@ -61,6 +68,10 @@ class TensorLoader:
         crop_padding: int = 0,
         cutout: int = 0,
         trivial_augment: bool = False,
+        rand_augment: int = 0,
+        rand_magnitude: int = 9,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
         seed: int = 0,
         generator: torch.Generator | None = None,
         drop_last: bool | None = None,
@@ -82,6 +93,15 @@ class TensorLoader:
         self.crop_padding = crop_padding
         self.cutout = cutout
         self.trivial_augment = trivial_augment
+        if trivial_augment and rand_augment:
+            raise ValueError("choose TrivialAugment or RandAugment, not both")
+        if mixup_alpha < 0 or cutmix_alpha < 0:
+            raise ValueError(f"mixup/cutmix alphas must be >= 0, got {mixup_alpha}/{cutmix_alpha}")
+        self.rand_augment = rand_augment
+        self.rand_magnitude = rand_magnitude
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
+        self.num_classes = split.spec.num_classes
         self.drop_last = train if drop_last is None else drop_last
         self.dtype = dtype
         self.channels_last = channels_last
@@ -142,6 +162,17 @@ class TensorLoader:
         if self.cutout:
             rows, cols = torch.randint(0, h, (n,), generator=g), torch.randint(0, w, (n,), generator=g)
             draws["centre"] = torch.stack([rows, cols])
+        for i in range(self.rand_augment):
+            draws[f"rand_op{i}"], draws[f"rand_mag{i}"] = augment.draw_ops(
+                n, (h, w), g, policy="rand", magnitude=self.rand_magnitude)
+        if self.mixup_alpha or self.cutmix_alpha:  # per batch: which kind, lam's seed, partner order, box centre
+            nb = len(self)
+            both = self.mixup_alpha > 0 and self.cutmix_alpha > 0
+            draws["mix_cut"] = (torch.rand(nb, generator=g) < 0.5) if both else torch.full((nb,), self.cutmix_alpha > 0)
+            draws["mix_seed"] = torch.randint(0, 2**62, (nb,), generator=g)
+            draws["mix_perm"] = torch.rand(nb, self.batch_size, generator=g)
+            draws["mix_centre"] = torch.stack([torch.randint(0, h, (nb,), generator=g),
+                                               torch.randint(0, w, (nb,), generator=g)], 1)
         return {k: v.to(self.device) for k, v in draws.items()}
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
@@ -165,14 +196,31 @@ class TensorLoader:
                 x = augment.flip(x, mask[idx])
             if "op" in draws:
                 x = augment.apply_ops(x, draws["op"][idx], draws["magnitude"][idx])
+            for r in range(self.rand_augment):
+                x = augment.apply_ops(x, draws[f"rand_op{r}"][idx], draws[f"rand_mag{r}"][idx])
             x = torch.addcmul(self._shift, x.to(torch.float32), self._scale)  # augment.normalise
             if "centre" in draws:  # after normalising, so the square is the mean colour, as in the paper's code
                 x = augment.cutout(x, draws["centre"][0, idx], draws["centre"][1, idx], self.cutout)
             x = x.to(self.dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            y = self.labels[idx]
+            if "mix_seed" in draws:
+                x, y = self._mix(x, y, i, draws)
             self._served = i + 1
-            yield x, self.labels[idx]
+            yield x, y
+
+    def _mix(self, x: Tensor, y: Tensor, i: int, draws: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Batch ``i``'s mixup or cutmix, with its labels as soft targets."""
+        cut = bool(draws["mix_cut"][i])
+        lam = augment.beta_from_seed(self.cutmix_alpha if cut else self.mixup_alpha, int(draws["mix_seed"][i]))
+        perm = draws["mix_perm"][i, : len(y)].argsort()  # a uniformly random permutation of this batch
+        if cut:
+            cy, cx = draws["mix_centre"][i].tolist()
+            mixed = augment.cutmix(x, y, augment.cutmix_box(tuple(x.shape[-2:]), lam, cy, cx), perm)
+        else:
+            mixed = augment.mixup(x, y, lam, perm)
+        return mixed.x, mixed.soft_targets(self.num_classes)
 
     def state_dict(self) -> dict[str, Any]:
         """Where the loader is: ``epoch``, ``batch`` (batches of it already served) and the generator state at the

@@ -41,7 +41,10 @@ Differences from the paper:
   * ``stem="cifar"`` (an option, not a paper variant): the 7x7/2 convolution becomes a 3x3/1 convolution and the
     stem's two max-pools are dropped (LRNs stay), so a 32x32 image reaches Inception 3a at 32x32 and 5a at 8x8, the
     grids of kuangliu/pytorch-cifar's GoogLeNet (which also replaces the stem by one 3x3 conv and each 5x5 by two
-    3x3s); ours keeps the stem's other layers and every Inception module unchanged.
+    3x3s); ours keeps the stem's other layers and every Inception module unchanged. That costs 1.56 GMACs per 32x32
+    image, as much as the paper's net at 224x224.
+  * ``stem="cifar16"``: the same with the 3x3 convolution at stride 2, so 3a works at 16x16 and 5b at 4x4: a quarter
+    of the multiply-adds (0.39 G), for CPU-sized comparisons (the ``quick`` compare suite). No auxiliary heads.
   * ``num_classes`` and ``in_chans`` are options; the config fields (``batch_norm``, ``lrn``, ``dropout``, ...) can be
     overridden through ``create_model`` for ablations.
 """
@@ -215,9 +218,9 @@ class InceptionAux(nn.Module):
 def _stem(cfg: GoogLeNetConfig, in_chans: int, stem: str) -> nn.Sequential:
     c1, c2r, c2 = STEM_CHANNELS
     bn = cfg.batch_norm
-    cifar = stem == "cifar"
+    cifar = stem in ("cifar", "cifar16")
     layers: list[tuple[str, nn.Module]] = [
-        ("conv1", BasicConv(in_chans, c1, 3 if cifar else 7, stride=1 if cifar else 2, batch_norm=bn)),
+        ("conv1", BasicConv(in_chans, c1, 3 if cifar else 7, stride=1 if stem == "cifar" else 2, batch_norm=bn)),
         ("pool1", nn.MaxPool2d(3, stride=2, ceil_mode=True)),
         ("norm1", _caffe_lrn()),
         ("conv2_reduce", BasicConv(c1, c2r, 1, batch_norm=bn)),
@@ -243,11 +246,11 @@ class GoogLeNet(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         aux_logits: bool = False,
-        stem: Literal["imagenet", "cifar"] = "imagenet",
+        stem: Literal["imagenet", "cifar", "cifar16"] = "imagenet",
     ) -> None:
         super().__init__()
-        if stem not in ("imagenet", "cifar"):
-            raise ConfigError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if stem not in ("imagenet", "cifar", "cifar16"):
+            raise ConfigError(f"stem must be 'imagenet', 'cifar' or 'cifar16', got {stem!r}")
         self.batch_norm = cfg.batch_norm
         self.stem = _stem(cfg, in_chans, stem)
         stages: list[nn.Module] = []
@@ -339,7 +342,7 @@ def googlenet(
     num_classes: int = 1000,
     in_chans: int = 3,
     aux_logits: bool = False,
-    stem: Literal["imagenet", "cifar"] = "imagenet",
+    stem: Literal["imagenet", "cifar", "cifar16"] = "imagenet",
 ) -> GoogLeNet:
     """Build GoogLeNet as published (``googlenet``) or as torchvision builds it (``googlenet_tv``).
 
@@ -348,7 +351,8 @@ def googlenet(
         num_classes: classifier outputs.
         in_chans: input channels.
         aux_logits: add the two auxiliary classifiers (on 4a and 4d), used through ``forward_with_aux``.
-        stem: ``"imagenet"`` (the paper's) or ``"cifar"`` (3x3/1 first conv, no stem max-pools, for 32x32 inputs).
+        stem: ``"imagenet"`` (the paper's), ``"cifar"`` (3x3/1 first conv, no stem max-pools, for 32x32 inputs) or
+            ``"cifar16"`` (the same at stride 2: Inception 3a at 16x16, a quarter of the cost).
     """
     return GoogLeNet(cfg, num_classes=num_classes, in_chans=in_chans, aux_logits=aux_logits, stem=stem)
 

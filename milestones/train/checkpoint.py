@@ -217,6 +217,11 @@ def remove_leftovers(folder: Path) -> list[Path]:
     return stale
 
 
+def has_training_state(ckpt_dir: Path) -> bool:
+    """Whether ``ckpt_dir`` holds a committed training state (its ``state.json``) to resume from."""
+    return _current_slot(ckpt_dir) is not None
+
+
 def load_training_state(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read what :func:`save_training_state` wrote; anything missing, corrupt or mismatched is a one-line
     :class:`CheckpointError` naming the file."""

@@ -236,7 +236,8 @@ def train_one_epoch(
             ema.update_parameters(model)
         n = y.shape[0]
         tally.loss_sum += loss.detach() * n
-        tally.correct += (logits.detach().argmax(1) == y).sum()
+        hard = y if y.ndim == 1 else y.argmax(1)  # mixup/cutmix: the larger share's label
+        tally.correct += (logits.detach().argmax(1) == hard).sum()
         tally.seen += n
         tally.batches += 1
         step += 1
@@ -271,15 +272,20 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], loss_fn: Loss | None = None,
-             device: torch.device | None = None) -> dict[str, float]:
-    """Mean loss (cross-entropy unless ``loss_fn``), top-1 and top-5 accuracy over ``loader``."""
+             device: torch.device | None = None, *, flip_tta: bool = False) -> dict[str, float]:
+    """Mean loss (cross-entropy unless ``loss_fn``), top-1 and top-5 accuracy over ``loader``.
+
+    ``flip_tta``: average the logits of each image and its mirror image (test-time augmentation; training runs
+    never use it, ``milestones eval --tta`` does on request).
+    """
     model.eval()
     loss_fn = loss_fn or build_loss("ce")
     loss_sum, correct, correct5, seen = 0.0, 0, 0, 0
     for x, y in loader:
         with _autocast(device or x.device):
-            logits = model(x)
-        logits = logits.float()
+            logits = model(x).float()
+            if flip_tta:
+                logits = (logits + model(x.flip(-1)).float()) / 2
         loss_sum += float(loss_fn(logits, y)) * y.shape[0]
         correct += int((logits.argmax(1) == y).sum())
         k = min(5, logits.shape[1])
