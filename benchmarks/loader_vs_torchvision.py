@@ -11,12 +11,18 @@ Tasks:
 
 Both ways: ``DataLoader`` (batch 128, shuffle, ``--workers`` workers, last partial batch dropped) against
 ``get_dataset`` (uint8 tensors in memory, the decode cache) + ``TensorLoader`` (crop, flip, normalise and batch with
-tensor ops). The model is the same, in the same memory format (channels-last, as the shipped recipes set it; the
-torchvision batches are converted inside the timed loop), so the ratio measures the data path. Each epoch is timed
-end to end: dataset construction, every batch, forward, backward, step. The ways alternate and the medians are
-compared, because this machine's speed drifts.
+tensor ops). Each epoch is timed end to end: dataset construction, every batch, forward, backward, step. The ways
+alternate and the medians are compared, because this machine's speed drifts. Two modes:
+
+* default, the data path alone: the same model in the same memory format (channels-last, as the shipped recipes
+  set it; the torchvision batches are converted inside the timed loop) and the same ``torch.optim`` optimizer.
+* ``--as-shipped``: each way as its user runs it. torchvision: the model in PyTorch's default (NCHW) layout and
+  ``torch.optim`` with its CPU defaults. milestones: the recipe's settings, channels-last and
+  ``milestones.train.optim.build_optimizer`` (fused kernel; no weight decay on norms and biases), same learning
+  rate, momentum and weight decay.
 
     python benchmarks/loader_vs_torchvision.py --task cifar10 --data-root ../shared/data --reps 3
+    python benchmarks/loader_vs_torchvision.py --task cifar10 --data-root ../shared/data --reps 3 --as-shipped
     python benchmarks/loader_vs_torchvision.py --task mnist --data-root ../shared/data --reps 3
 """
 
@@ -105,7 +111,8 @@ def torchvision_dataset(task: str, tv_root: Path):
     return RebuiltCIFAR10(str(tv_root), train=True, transform=tf, download=False)
 
 
-def epoch_torchvision(task: str, tv_root: Path, model, opt, workers: int, limit: int | None) -> float:
+def epoch_torchvision(task: str, tv_root: Path, model, opt, workers: int, limit: int | None, *,
+                      convert: bool = True) -> float:
     from torch.utils.data import DataLoader, Subset
 
     start = time.perf_counter()
@@ -114,7 +121,7 @@ def epoch_torchvision(task: str, tv_root: Path, model, opt, workers: int, limit:
         ds = Subset(ds, range(limit))
     loader = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=True,
                         persistent_workers=False)
-    train_epoch(loader, model, opt, convert=True)
+    train_epoch(loader, model, opt, convert=convert)
     return time.perf_counter() - start
 
 
@@ -134,11 +141,20 @@ def epoch_milestones(task: str, root: Path, model, opt, seed: int, limit: int | 
     return time.perf_counter() - start
 
 
-TASKS: dict[str, tuple[str, Callable[[list], torch.optim.Optimizer], Callable[[Path, Path], Path]]] = {
-    "mnist": ("lenet5_modern", lambda p: torch.optim.Adam(p, lr=1e-3), mnist_layout),
-    "cifar10": ("resnet20", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
+# task -> (model, the optimizer's config, the torchvision data layout builder)
+TASKS: dict[str, tuple[str, dict, Callable[[Path, Path], Path]]] = {
+    "mnist": ("lenet5_modern", {"name": "adam", "lr": 1e-3}, mnist_layout),
+    "cifar10": ("resnet20", {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
                 cifar10_layout),
 }
+
+
+def plain_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    """``torch.optim`` as a user writes it: every parameter in one group, the implementation PyTorch picks."""
+    if cfg["name"] == "adam":
+        return torch.optim.Adam(params, lr=cfg["lr"])
+    return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
+                           weight_decay=cfg["weight_decay"])
 
 
 def main() -> None:
@@ -149,22 +165,33 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, help="train on the first N images only (a smoke test, not a measurement)")
+    ap.add_argument("--as-shipped", action="store_true",
+                    help="each way as its user runs it (torchvision: NCHW, torch.optim defaults; milestones: the "
+                    "recipe's channels-last and fused optimizer), instead of the data path alone")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    from milestones.config import OptimConfig
     from milestones.models import create_model
+    from milestones.train.optim import build_optimizer
 
-    model_name, make_opt, layout = TASKS[args.task]
+    model_name, opt_cfg, layout = TASKS[args.task]
     times: dict[str, list[float]] = {"torchvision": [], "milestones": []}
     with tempfile.TemporaryDirectory() as tmp:
         tv_root = layout(args.data_root, Path(tmp))
         for rep in range(args.reps):
             for way in times:
                 torch.manual_seed(rep)
-                model = create_model(model_name, num_classes=10).to(memory_format=torch.channels_last)
-                opt = make_opt(model.parameters())
+                model = create_model(model_name, num_classes=10)
+                if way == "milestones" or not args.as_shipped:
+                    model = model.to(memory_format=torch.channels_last)
+                if way == "milestones" and args.as_shipped:
+                    opt = build_optimizer(model, OptimConfig(**opt_cfg))
+                else:
+                    opt = plain_optimizer(model.parameters(), opt_cfg)
                 if way == "torchvision":
-                    t = epoch_torchvision(args.task, tv_root, model, opt, args.workers, args.limit)
+                    t = epoch_torchvision(args.task, tv_root, model, opt, args.workers, args.limit,
+                                          convert=not args.as_shipped)
                 else:
                     t = epoch_milestones(args.task, args.data_root, model, opt, rep, args.limit)
                 times[way].append(t)
@@ -174,7 +201,8 @@ def main() -> None:
 
     print()
     limited = f", first {args.limit} images" if args.limit else ""
-    print(f"task {args.task} ({model_name}, batch {BATCH}{limited}); machine: {cpu_name()}, "
+    mode = "each way as shipped" if args.as_shipped else "data path alone (same model format and optimizer)"
+    print(f"task {args.task} ({model_name}, batch {BATCH}{limited}), {mode}; machine: {cpu_name()}, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"| way | epoch seconds (median of {args.reps}) | all |")
     print("|---|---|---|")

@@ -18,10 +18,10 @@ from milestones.models import create_model
 
 TINY = {
     "name": "tiny",
-    "description": "Two small nets, two seeds, one epoch on 1,000 images.",
+    "description": "Two small nets, two seeds, two epochs on 2,000 images.",
     "data": "cifar10",
     "seeds": [0, 1],
-    "overrides": {"train.epochs": 1, "data.train_subset": 1000, "data.test_subset": 500, "train.log_every": 0},
+    "overrides": {"train.epochs": 2, "data.train_subset": 2000, "data.test_subset": 500, "train.log_every": 0},
     "runs": [
         "lenet5_modern",
         {"model": "plain20", "label": "plain20-narrow", "overrides": {"model.kwargs": {"widths": [8, 16, 32]}}},
@@ -115,7 +115,8 @@ def test_interrupted_run_resumes_and_failed_run_is_recorded(data_root: Path, tmp
         "name": "two", "data": "cifar10", "seeds": [0],
         "overrides": {"train.epochs": 2, "data.train_subset": 500, "data.test_subset": 200, "train.log_every": 0,
                       "data.root": str(data_root), "train.progress": False},
-        "runs": ["lenet5_modern", {"model": "lenet5_modern", "label": "diverges", "overrides": {"optim.lr": 1e6}}],
+        "runs": ["lenet5_modern", {"model": "lenet5_modern", "label": "diverges",
+                                     "overrides": {"optim.name": "sgd", "optim.lr": 1e8}}],
     }))
     from milestones.train.run import run_training
 
@@ -196,7 +197,7 @@ def test_every_family_has_a_cifar10_recipe() -> None:
 def test_cifar10_recipe_builds_a_32px_model(recipe: str) -> None:
     cfg = build_config(config_file=recipe)
     assert cfg.data.name == "cifar10" and cfg.data.crop_padding == 4 and cfg.data.flip
-    model = create_model(cfg.model.name, **{**cfg.model.kwargs, "num_classes": 10}).eval()
+    model = create_model(cfg.model.name, **{**cfg.model.kwargs, "num_classes": 10, "in_chans": 3}).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
@@ -234,13 +235,14 @@ def test_extends_merges_and_refuses_cycles(tmp_path: Path) -> None:
 
 
 def test_short_real_cifar10_run_learns(data_root: Path, tmp_path: Path) -> None:
-    """ResNet-20 with its shipped recipe, shortened: 2 epochs on 4,000 training images of the JPEG copy, evaluated on
-    2,000 test images. Chance is 10%; this reaches about 40% (measured 39-45% over seeds); 30% is asserted."""
+    """ResNet-20 with its shipped recipe, shortened: 3 epochs on 5,000 training images of the JPEG copy at a peak
+    learning rate of 0.05 (0.2 is for the 10-epoch schedule), evaluated on 2,000 test images. Chance is 10%; with seeds 1 and
+    2 it reached 44.3% and 44.4% when the test was written (2 CPU cores); 30% is asserted."""
     from milestones.train.run import run_training
 
     cfg = build_config(model="resnet20", data="cifar10", overrides=[
-        "--train.epochs=2", "--data.train_subset=4000", "--data.test_subset=2000", f"--data.root={data_root}",
-        "--train.progress=false", f"--out_dir={tmp_path}", "--name=r20"])
+        "--train.epochs=3", "--data.train_subset=5000", "--data.test_subset=2000", "--optim.lr=0.05",
+        f"--data.root={data_root}", "--train.progress=false", f"--out_dir={tmp_path}", "--name=r20"])
     result = run_training(cfg)
     s = result.summary
     assert s["dataset"] == "cifar10 (jpeg-q75)" and s["params"] == 269_722
