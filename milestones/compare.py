@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig, build_config, load_yaml, set_value
-from .errors import ConfigError, MilestonesError, RunDirError
+from .errors import ConfigError, RunDirError
 from .models import get_spec
 from .report import format_count
 
@@ -481,5 +481,5 @@ def write_reports(suite: Suite, outcomes: Sequence[Outcome], folder: str | Path)
 
 __all__ = [
     "Outcome", "Planned", "Suite", "SuiteRun", "collect", "leaderboard", "leaderboard_markdown", "list_suites",
-    "load_suite", "plan", "result_rows", "run_suite", "status", "to_csv", "write_reports", "MilestonesError",
+    "load_suite", "plan", "result_rows", "run_suite", "status", "to_csv", "write_reports",
 ]
