@@ -198,7 +198,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def status(p: Planned) -> str:
-    """``new``, ``finished``, ``failed`` (recorded by an earlier invocation) or ``partial`` (to resume).
+    """``new``, ``finished``, ``failed`` (recorded by an earlier invocation), ``partial`` (to resume) or ``changed``
+    (made with another config than the suite now asks for: :func:`run_suite` refuses it).
 
     A run whose saved state has all its epochs but no ``summary.json`` (stopped while finishing) counts as new: its
     state cannot be trained further, so it is trained again.
@@ -207,6 +208,8 @@ def status(p: Planned) -> str:
 
     if not p.path.exists():
         return "new"
+    if _config_changes(p):
+        return "changed"
     summary = _read_json(p.path / "summary.json")
     if summary is not None and summary.get("epochs", 0) >= p.cfg.train.epochs:
         return "finished"
@@ -220,12 +223,18 @@ def status(p: Planned) -> str:
     return "new"
 
 
-def _check_same_config(p: Planned) -> None:
-    """Refuse to count a run made with another config than the suite's now (edited suite or recipe)."""
+def _config_changes(p: Planned) -> str:
+    """How the config saved in the run's folder differs from the suite's now ('' if the same or not saved)."""
     from .train.run import _differences, load_run_config
 
-    saved = load_run_config(p.path)
-    changed = _differences(saved, p.cfg)
+    if not (p.path / "config.yaml").is_file():
+        return ""
+    return _differences(load_run_config(p.path), p.cfg)
+
+
+def _check_same_config(p: Planned) -> None:
+    """Refuse to count a run made with another config than the suite's now (edited suite or recipe)."""
+    changed = _config_changes(p)
     if changed:
         raise RunDirError(f"{p.path} was trained with another config than the suite now asks for: {changed}; move "
                           "that run away (or use another --out) to train it again")
@@ -247,8 +256,7 @@ def run_suite(suite: Suite, out: str | Path, *, settings: Mapping[str, Any] | No
 
     planned = plan(suite, out, settings=settings)
     for p in planned:  # every run already there must match the suite before anything trains or is replaced
-        if (p.path / "config.yaml").is_file():
-            _check_same_config(p)
+        _check_same_config(p)
     outcomes = []
     emit = on_event or (lambda *a: None)
     for i, p in enumerate(planned):

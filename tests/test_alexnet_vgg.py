@@ -126,6 +126,26 @@ def test_alexnet_cifar_stem() -> None:
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+def test_alexnet_kaiming_init_option() -> None:
+    """init="kaiming": He-normal weights (std sqrt(2 / fan_in)) and zero biases everywhere but FC8 (paper's N(0, 0.01));
+    the logits then depend on the input, which the paper's init nearly hides at 32x32 (see the module docstring)."""
+    torch.manual_seed(0)
+    model = create_model("alexnet", stem="cifar", img_size=32, num_classes=10, init="kaiming")
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            want = 0.01 if name == "head" else (2.0 / fan_in) ** 0.5
+            assert m.weight.std().item() == pytest.approx(want, rel=0.1), name
+            assert torch.all(m.bias == 0), name
+    x = torch.randn(64, 3, 32, 32)
+    paper = create_model("alexnet", stem="cifar", img_size=32, num_classes=10).eval()
+    with torch.no_grad():
+        spread_he, spread_paper = model.eval()(x).std(0).mean().item(), paper(x).std(0).mean().item()
+    assert spread_he > 100 * spread_paper
+    with pytest.raises(ConfigError, match="init must be"):
+        create_model("alexnet", init="xavier")
+
+
 def _check_parity(tv: nn.Module, source: str, x: torch.Tensor) -> None:
     conv = get_converter(source)
     with torch.device("meta"):  # built without memory or init; the converted tensors are assigned in

@@ -108,6 +108,9 @@ def test_edited_suite_is_refused_not_mixed_in(tiny_run) -> None:
     with pytest.raises(RunDirError, match=r"another config .*optim\.lr") as e:
         compare.run_suite(compare.load_suite(_suite(tmp, edited, "edited.yaml")), tmp / "out")
     assert "\n" not in str(e.value)
+    suite = compare.load_suite(_suite(tmp, edited, "edited.yaml"))
+    assert {compare.status(p) for p in compare.plan(suite, tmp / "out")} == {"changed"}  # what --dry-run shows
+    assert {o.status for o in compare.collect(suite, tmp / "out")} == {"missing"}  # --report-only leaves them out
 
 
 def test_interrupted_run_resumes_and_failed_run_is_recorded(data_root: Path, tmp_path: Path) -> None:
@@ -236,8 +239,8 @@ def test_extends_merges_and_refuses_cycles(tmp_path: Path) -> None:
 
 def test_short_real_cifar10_run_learns(data_root: Path, tmp_path: Path) -> None:
     """ResNet-20 with its shipped recipe, shortened: 3 epochs on 5,000 training images of the JPEG copy at a peak
-    learning rate of 0.05 (0.2 is for the 10-epoch schedule), evaluated on 2,000 test images. Chance is 10%; with seeds 1 and
-    2 it reached 44.3% and 44.4% when the test was written (2 CPU cores); 30% is asserted."""
+    learning rate of 0.05 (0.2 is for the 10-epoch schedule), evaluated on 2,000 test images. Chance is 10%; with
+    seeds 1 and 2 it reached 44.3% and 44.4% when the test was written (2 CPU cores); 30% is asserted."""
     from milestones.train.run import run_training
 
     cfg = build_config(model="resnet20", data="cifar10", overrides=[
@@ -247,3 +250,28 @@ def test_short_real_cifar10_run_learns(data_root: Path, tmp_path: Path) -> None:
     s = result.summary
     assert s["dataset"] == "cifar10 (jpeg-q75)" and s["params"] == 269_722
     assert s["final_test_acc"] >= 0.30, s["final_test_acc"]
+
+
+def test_recipe_sweep_script(data_root: Path, tmp_path: Path) -> None:
+    """benchmarks/recipe_sweep.py: every grid entry trains with its overrides, a failing one is reported in its row,
+    the JSON holds the per-epoch accuracies, and a second call skips the finished runs."""
+    import subprocess
+    import sys
+
+    short = ["--epochs", "1", "--data.train_subset=300", "--data.test_subset=200", "--train.log_every=0"]
+    grid = tmp_path / "g.json"
+    grid.write_text(json.dumps({"recipe": "cifar10_lenet5_modern", "runs": {
+        "base": short, "ema": [*short, "--train.ema_decay=0.9"], "bad": [*short, "--optim.name=nope"]}}))
+    script = Path(__file__).parents[1] / "benchmarks" / "recipe_sweep.py"
+    cmd = [sys.executable, str(script), str(grid), "--data-root", str(data_root), "--device", "cpu",
+           "--out", str(tmp_path / "out"), "--parallel", "2", "--json", str(tmp_path / "t.json")]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    table = json.loads((tmp_path / "t.json").read_text())["runs"]
+    assert len(table["base"]["test_acc"]) == 1 and 0 <= table["base"]["test_acc"][0] <= 100
+    assert table["base"]["ema_test_acc"] == [] and len(table["ema"]["ema_test_acc"]) == 1
+    assert table["bad"]["test_acc"] == []
+    assert "| bad |" in first.stdout and "unknown optimizer 'nope'" in first.stdout
+    stamp = (tmp_path / "out" / "g" / "base" / "summary.json").stat().st_mtime_ns
+    subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    assert (tmp_path / "out" / "g" / "base" / "summary.json").stat().st_mtime_ns == stamp
