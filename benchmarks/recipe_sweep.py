@@ -22,14 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def epochs_of(run_dir: Path) -> list[dict]:
-    """The per-epoch records of a run's metrics.jsonl (empty if it has none yet)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return [r for r in rows if r.get("kind") == "epoch" and "test_acc" in r]
+from milestones.train.run import RunDir
 
 
 def main() -> None:
@@ -46,8 +39,9 @@ def main() -> None:
     grid = json.loads(args.grid.read_text())
     recipe, runs = grid["recipe"], grid["runs"]
     folder = args.out / args.grid.stem
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1" if args.parallel != 1 else ""))
-    env = {k: v for k, v in env.items() if v != ""}
+    env = dict(os.environ)
+    if args.parallel != 1:  # many runs share the cores: one thread each unless told otherwise
+        env.setdefault("OMP_NUM_THREADS", "1")
     # Decode the data once before the runs start, so they do not all decode it at the same time.
     subprocess.run([sys.executable, "-m", "milestones.cli", "train", "--config", recipe, "--data-root", args.data_root,
                     "--out", str(folder), "--name", "_warm", "--overwrite", "--no-progress", "--epochs", "1",
@@ -76,7 +70,7 @@ def main() -> None:
                     failed[name] = (folder / f"{name}.err").read_text().strip().splitlines()[-1:] or ["?"]
     table = {}
     for name in runs:
-        eps = epochs_of(folder / name)
+        eps = [r for r in RunDir(folder / name).records("epoch") if "test_acc" in r]
         table[name] = {"args": runs[name], "test_acc": [round(100 * e["test_acc"], 2) for e in eps],
                        "ema_test_acc": [round(100 * e["ema_test_acc"], 2) for e in eps if "ema_test_acc" in e]}
     if args.json:

@@ -35,11 +35,10 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, build_config, load_yaml, set_value
+from .config import RunConfig, build_config, load_yaml, set_value, shipped_file, shipped_names
 from .errors import ConfigError, RunDirError
 from .models import get_spec
 from .report import format_count
@@ -101,17 +100,16 @@ class Outcome:
 
 
 def list_suites() -> list[str]:
-    folder = resources.files("milestones") / "suites"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped_names("suites")
 
 
 def _suite_file(name: str | Path) -> Path:
     p = Path(name)
     if p.is_file():
         return p
-    shipped = resources.files("milestones") / "suites" / f"{str(name).removesuffix('.yaml')}.yaml"
-    if "/" not in str(name) and shipped.is_file():
-        return Path(str(shipped))
+    shipped = shipped_file("suites", name)
+    if shipped is not None:
+        return shipped
     raise ConfigError(f"suite {str(name)!r} is neither a file nor a shipped suite ({', '.join(list_suites())})")
 
 
@@ -255,12 +253,13 @@ def run_suite(suite: Suite, out: str | Path, *, settings: Mapping[str, Any] | No
     from .train.run import run_training
 
     planned = plan(suite, out, settings=settings)
-    for p in planned:  # every run already there must match the suite before anything trains or is replaced
-        _check_same_config(p)
+    states = [status(p) for p in planned]
+    for p, st in zip(planned, states, strict=True):  # all must match the suite before anything trains or is replaced
+        if st == "changed":
+            _check_same_config(p)
     outcomes = []
     emit = on_event or (lambda *a: None)
-    for i, p in enumerate(planned):
-        st = status(p)
+    for i, (p, st) in enumerate(zip(planned, states, strict=True)):
         if st == "finished":
             emit("skip", p, i, len(planned))
             outcomes.append(Outcome(p, "skipped", _read_json(p.path / "summary.json")))

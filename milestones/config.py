@@ -324,6 +324,20 @@ def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def shipped_names(folder: str) -> list[str]:
+    """Names (without ``.yaml``) of the YAML files shipped in the package's ``folder`` (``recipes``, ``suites``)."""
+    files = resources.files("milestones") / folder
+    return sorted(p.name.removesuffix(".yaml") for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def shipped_file(folder: str, name: str | Path) -> Path | None:
+    """The shipped ``<folder>/<name>.yaml`` for a bare name (``.yaml`` optional), or None."""
+    if "/" in str(name):
+        return None
+    ref = resources.files("milestones") / folder / f"{str(name).removesuffix('.yaml')}.yaml"
+    return Path(str(ref)) if ref.is_file() else None
+
+
 def resolve_recipe(name: str | Path, relative_to: Path | None = None) -> Path:
     """A recipe file: an existing path (relative to ``relative_to``'s folder if given), or a shipped recipe's name
     (``cifar10_resnet20_full``, with or without ``.yaml``)."""
@@ -331,9 +345,9 @@ def resolve_recipe(name: str | Path, relative_to: Path | None = None) -> Path:
     for candidate in ([relative_to.parent / p] if relative_to is not None and not p.is_absolute() else []) + [p]:
         if candidate.is_file():
             return candidate
-    shipped = resources.files("milestones") / "recipes" / f"{str(name).removesuffix('.yaml')}.yaml"
-    if "/" not in str(name) and shipped.is_file():
-        return Path(str(shipped))
+    shipped = shipped_file("recipes", name)
+    if shipped is not None:
+        return shipped
     close = difflib.get_close_matches(str(name).removesuffix(".yaml"), list_recipes(), n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else "; shipped recipes: see 'milestones recipes'"
     raise ConfigError(f"config file {str(name)!r} does not exist and is not a shipped recipe{hint}")
@@ -356,15 +370,12 @@ def load_recipe(name: str | Path, *, _seen: tuple[Path, ...] = ()) -> dict[str, 
 
 def recipe_path(model: str, data: str) -> Path | None:
     """The shipped default recipe for ``model`` on ``data`` (``recipes/<data>_<model>.yaml``), if there is one."""
-    name = f"{data.replace('-', '_')}_{model}.yaml"
-    ref = resources.files("milestones") / "recipes" / name
-    return Path(str(ref)) if ref.is_file() else None
+    return shipped_file("recipes", f"{data.replace('-', '_')}_{model}")
 
 
 def list_recipes() -> list[str]:
     """Names of the shipped recipes (without ``.yaml``)."""
-    folder = resources.files("milestones") / "recipes"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped_names("recipes")
 
 
 def build_config(

@@ -348,29 +348,30 @@ def test_loader_mixing_matches_its_labels(kind: str) -> None:
     for x, y in _epoch(loader):
         assert y.shape == (8, 4) and y.dtype == torch.float32 and torch.allclose(y.sum(1), torch.ones(8))
         for img, target in zip(x, y, strict=True):
-            values = img.round().long().unique().tolist()  # the indices (1..n) whose pixels are in the image
-            if kind == "cutmix":
-                assert 1 <= len(values) <= 2
-                shares = {v: float((img.round().long() == v).float().mean()) for v in values}
-            else:
+            pixels = img.round().long()
+            values = pixels.unique().tolist()  # the indices (1..n) whose pixels are in the image
+            if kind == "mixup":
                 assert len(values) == 1  # mixup blends whole images: one value per image
-                shares = None
-            if shares is not None:
-                expect = torch.zeros(4)
-                for v, share in shares.items():
-                    expect[(v - 1) % 4] += share
-                assert torch.allclose(target, expect, atol=1e-6)
+                continue
+            assert 1 <= len(values) <= 2
+            expect = torch.zeros(4)
+            for v in values:
+                expect[(v - 1) % 4] += float((pixels == v).float().mean())
+            assert torch.allclose(target, expect, atol=1e-6)
     assert len(_epoch(loader)) == 5
 
 
 def test_loader_mixup_is_the_closed_form_blend() -> None:
-    split = _labelled_split()
+    """With one class per image (label = index, pixel value = index + 1), the soft target names both images and
+    their weights, so each pixel must equal sum_c target[c] * (c + 1) = lam * a + (1 - lam) * b."""
+    split = _labelled_split(k=40)
     x, y = _epoch(TensorLoader(split, batch_size=8, train=True, seed=1, mixup_alpha=1.0))[0]
     for img, target in zip(x, y, strict=True):
-        value = float(img[0, 0, 0])  # lam * a + (1 - lam) * b for pixel values a, b
+        value = float(img[0, 0, 0])
         nz = target.nonzero().flatten().tolist()
         assert torch.allclose(img, torch.full_like(img, value), atol=1e-4)
         assert 1 <= len(nz) <= 2 and math.isclose(float(target.sum()), 1.0, rel_tol=1e-6)
+        assert value == pytest.approx(float((target * torch.arange(1, 41)).sum()), abs=1e-3)
 
 
 def test_loader_mixing_resumes_exactly_and_leaves_earlier_draws_alone() -> None:

@@ -58,7 +58,7 @@ def test_tiny_suite_trains_every_run_and_writes_reports(tiny_run) -> None:
         ("plain20-narrow", "1", "ok")]
     for r in rows:
         summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
-        assert float(r["final_test_acc"]) == summary["final_test_acc"] > 0.12  # above chance (0.10) after 1 epoch
+        assert float(r["final_test_acc"]) == summary["final_test_acc"] > 0.12  # above chance (0.10) after 2 epochs
         assert r["dataset"] == "cifar10 (jpeg-q75)" and r["device"] == "cpu"
     # the run's own overrides reached the model: plain20 at half width has about a quarter of the parameters
     assert int(rows[2]["params"]) == sum(p.numel() for p in create_model("plain20", widths=[8, 16, 32], num_classes=10)

@@ -135,3 +135,20 @@ def test_flip_tta_averages_the_mirror_images_logits() -> None:
     assert tta["acc"] == int((logits.argmax(1) == y).sum()) / 6
     assert tta["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-6)
     assert plain["loss"] != pytest.approx(tta["loss"])
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    (["--data.trivial_augment=true", "--data.rand_augment=2"], "data.trivial_augment and data.rand_augment"),
+    (["--data.mixup_alpha=-0.2"], "data.mixup_alpha"),
+])
+def test_bad_augmentation_options_fail_before_any_data_loads(tmp_path, capsys, overrides, words) -> None:
+    """One check serves TensorLoader and the CLI; the data root does not exist, so failing later would say so."""
+    from cli_checks import one_line_error
+
+    from milestones.cli import main
+
+    code = main(["train", "resnet20", "--data", "cifar10", "--data-root", str(tmp_path / "nowhere"), "--out",
+                 str(tmp_path), "--no-progress", *overrides])
+    assert code == 2
+    one_line_error(capsys.readouterr().err, words)
+    assert not any(tmp_path.iterdir())  # no run directory was made

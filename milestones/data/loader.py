@@ -16,8 +16,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from . import augment
 from .spec import ImageSplit
+
+
+def check_augmentation(*, trivial_augment: bool = False, rand_augment: int = 0, mixup_alpha: float = 0.0,
+                       cutmix_alpha: float = 0.0, prefix: str = "") -> None:
+    """Refuse option sets :class:`TensorLoader` cannot serve (one-line :class:`ConfigError`, a ``ValueError``).
+    The options are ``data.*`` config keys too: training checks a config with ``prefix="data."`` before any data
+    loads, so the message names the keys to change."""
+    if trivial_augment and rand_augment:
+        raise ConfigError(f"{prefix}trivial_augment and {prefix}rand_augment are two policies: choose one, not both")
+    if mixup_alpha < 0 or cutmix_alpha < 0 or rand_augment < 0:
+        raise ConfigError(f"{prefix}mixup_alpha, {prefix}cutmix_alpha and {prefix}rand_augment must be >= 0, got "
+                          f"{mixup_alpha}, {cutmix_alpha}, {rand_augment}")
 
 
 class TensorLoader:
@@ -93,10 +106,8 @@ class TensorLoader:
         self.crop_padding = crop_padding
         self.cutout = cutout
         self.trivial_augment = trivial_augment
-        if trivial_augment and rand_augment:
-            raise ValueError("choose TrivialAugment or RandAugment, not both")
-        if mixup_alpha < 0 or cutmix_alpha < 0:
-            raise ValueError(f"mixup/cutmix alphas must be >= 0, got {mixup_alpha}/{cutmix_alpha}")
+        check_augmentation(trivial_augment=trivial_augment, rand_augment=rand_augment, mixup_alpha=mixup_alpha,
+                           cutmix_alpha=cutmix_alpha)
         self.rand_augment = rand_augment
         self.rand_magnitude = rand_magnitude
         self.mixup_alpha = mixup_alpha

@@ -392,6 +392,7 @@ def run_training(
 def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite: bool,
                   on_step: Callable[[StepInfo], None] | None, handle_signals: bool) -> RunResult:
     from ..data import TensorLoader, get_dataset, subset
+    from ..data.loader import check_augmentation
 
     start = time.perf_counter()
     state: tuple[dict[str, Tensor], dict[str, Any]] | None = None
@@ -420,10 +421,8 @@ def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
 
-    if cfg.data.trivial_augment and cfg.data.rand_augment:
-        raise ConfigError("data.trivial_augment and data.rand_augment are two policies: choose one")
-    if cfg.data.mixup_alpha < 0 or cfg.data.cutmix_alpha < 0 or cfg.data.rand_augment < 0:
-        raise ConfigError("data.mixup_alpha, data.cutmix_alpha and data.rand_augment must be >= 0")
+    check_augmentation(trivial_augment=cfg.data.trivial_augment, rand_augment=cfg.data.rand_augment,
+                       mixup_alpha=cfg.data.mixup_alpha, cutmix_alpha=cfg.data.cutmix_alpha, prefix="data.")
     if (cfg.data.mixup_alpha or cfg.data.cutmix_alpha) and cfg.train.loss != "ce":
         raise ConfigError(f"mixup/cutmix need train.loss=ce (their soft targets), not {cfg.train.loss!r}")
     streamed = _streamed_folder(cfg, device)
