@@ -89,6 +89,43 @@ def _split_overrides(extra: Sequence[str]) -> list[str]:
     return overrides
 
 
+def progress_bar() -> object:
+    """A training callback that draws one tqdm bar over the run's steps on stderr (the library itself never prints)."""
+    from tqdm.auto import tqdm
+
+    from .train.callbacks import Callback
+
+    class ProgressBar(Callback):
+        bar = None
+
+        def on_fit_start(self, state, total_steps: int) -> None:
+            self.per_epoch = len(state.loader)
+            self.bar = tqdm(total=total_steps, initial=state.step, unit="step", dynamic_ncols=True, leave=False)
+            self.bar.set_description(self._epoch(state.step))
+
+        def _epoch(self, step: int) -> str:
+            return f"epoch {min(step // max(self.per_epoch, 1) + 1, self.bar.total // max(self.per_epoch, 1))}"
+
+        def on_step(self, info) -> None:
+            self.bar.update(1)
+            if info.step % self.per_epoch == 1 or self.per_epoch == 1:
+                self.bar.set_description(self._epoch(info.step))
+
+        def on_record(self, record: dict) -> None:
+            if record["kind"] == "step":
+                self.bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
+            else:
+                self.bar.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, test accuracy "
+                               f"{100 * record['test_acc']:.2f}%, {record['img_per_s']:.0f} img/s", file=sys.stderr)
+
+        def on_fit_end(self, state) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return ProgressBar()
+
+
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .config import build_config
     from .train.loop import TrainingInterrupted
@@ -125,7 +162,8 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     else:
         cfg = build_config(model=args.model, data=args.data, config_file=args.config, overrides=overrides)
     try:
-        result = run_training(cfg, resume=args.resume, overwrite=args.overwrite)
+        result = run_training(cfg, resume=args.resume, overwrite=args.overwrite,
+                              callbacks=[progress_bar()] if cfg.train.progress else [])
     except TrainingInterrupted as e:  # not an error: one line saying how to go on, exit 130 (SIGINT) / 143 (SIGTERM)
         print(str(e), file=sys.stderr)
         return e.exit_code
@@ -319,7 +357,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from .train.loop import TrainingInterrupted
 
         try:
-            outcomes = run_suite(suite, out, settings=settings, retry_failed=args.retry_failed, on_event=event)
+            outcomes = run_suite(suite, out, settings=settings, retry_failed=args.retry_failed, on_event=event,
+                                 callbacks=[] if args.no_progress else [progress_bar()])
         except TrainingInterrupted as e:
             print(f"{e}\nthe suite stopped; run the same 'milestones compare' command again to go on",
                   file=sys.stderr)

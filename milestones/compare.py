@@ -36,12 +36,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig, build_config, load_yaml, set_value, shipped_file, shipped_names
 from .errors import ConfigError, RunDirError
 from .models import get_spec
 from .report import format_count
+
+if TYPE_CHECKING:
+    from .train.callbacks import Callback
 
 SUITE_KEYS = ("name", "description", "data", "seeds", "overrides", "runs")
 RUN_KEYS = ("model", "label", "recipe", "overrides")
@@ -223,11 +226,11 @@ def status(p: Planned) -> str:
 
 def _config_changes(p: Planned) -> str:
     """How the config saved in the run's folder differs from the suite's now ('' if the same or not saved)."""
-    from .train.run import _differences, load_run_config
+    from .train.run import config_differences, load_run_config
 
     if not (p.path / "config.yaml").is_file():
         return ""
-    return _differences(load_run_config(p.path), p.cfg)
+    return config_differences(load_run_config(p.path), p.cfg)
 
 
 def _check_same_config(p: Planned) -> None:
@@ -242,12 +245,13 @@ Event = Callable[[str, Planned, int, int], None]
 
 
 def run_suite(suite: Suite, out: str | Path, *, settings: Mapping[str, Any] | None = None, retry_failed: bool = False,
-              on_event: Event | None = None) -> list[Outcome]:
+              on_event: Event | None = None, callbacks: Sequence[Callback] = ()) -> list[Outcome]:
     """Train every planned run not finished yet, in order; return the outcome of each.
 
     ``on_event(what, planned, index, total)`` is called with ``what`` in ``skip``, ``start``, ``resume``, ``done``,
     ``failed``, ``skip-failed`` (for the CLI's progress lines). Interruptions (Ctrl-C, SIGTERM) propagate after the
-    current run has saved its state; calling again continues where it stopped.
+    current run has saved its state; calling again continues where it stopped. ``callbacks`` go to every run
+    (:func:`~milestones.train.run.run_training`).
     """
     from .train.loop import NonFiniteLossError
     from .train.run import run_training
@@ -275,9 +279,9 @@ def run_suite(suite: Suite, out: str | Path, *, settings: Mapping[str, Any] | No
         emit("resume" if st == "partial" else "start", p, i, len(planned))
         try:
             if st == "partial":
-                result = run_training(dataclasses.replace(p.cfg), resume=p.path)
+                result = run_training(dataclasses.replace(p.cfg), resume=p.path, callbacks=callbacks)
             else:
-                result = run_training(p.cfg, overwrite=p.path.exists())
+                result = run_training(p.cfg, overwrite=p.path.exists(), callbacks=callbacks)
         except NonFiniteLossError as e:
             if not p.path.is_dir():
                 raise

@@ -244,7 +244,8 @@ def test_ema_and_an_in_process_stop_resume_exactly(data_root: Path, tmp_path: Pa
     """The library path: run_training stopped by SIGTERM from inside a step, then run_training(resume=...). With an
     EMA of the weights, which is saved, restored and checkpointed too."""
     from milestones.config import build_config
-    from milestones.train.loop import StepInfo, TrainingInterrupted
+    from milestones.train.callbacks import Callback, StepInfo
+    from milestones.train.loop import TrainingInterrupted
     from milestones.train.run import run_training
 
     def cfg(name: str):
@@ -253,15 +254,16 @@ def test_ema_and_an_in_process_stop_resume_exactly(data_root: Path, tmp_path: Pa
             "--train.epochs=2", "--train.deterministic=true", "--train.threads=1", "--train.ema_decay=0.9",
             "--train.checkpoint_every=4", "--train.progress=false", f"--out_dir={tmp_path}", f"--name={name}"])
 
-    def stop_at_13(info: StepInfo) -> None:
-        if info.step == 13:
-            handler = signal.getsignal(signal.SIGTERM)
-            assert handler not in (signal.SIG_DFL, None), "no SIGTERM handler: the signal would end pytest"
-            os.kill(os.getpid(), signal.SIGTERM)
+    class StopAt13(Callback):
+        def on_step(self, info: StepInfo) -> None:
+            if info.step == 13:
+                handler = signal.getsignal(signal.SIGTERM)
+                assert handler not in (signal.SIG_DFL, None), "no SIGTERM handler: the signal would end pytest"
+                os.kill(os.getpid(), signal.SIGTERM)
 
     reference = run_training(cfg("ref"))
     with pytest.raises(TrainingInterrupted) as info:
-        run_training(cfg("cut"), on_step=stop_at_13)
+        run_training(cfg("cut"), callbacks=[StopAt13()])
     assert info.value.step == 13 and info.value.exit_code == 143 and "batch 3/10" in str(info.value)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers are put back
     resumed = run_training(resume=tmp_path / "cut")

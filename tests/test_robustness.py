@@ -24,8 +24,9 @@ from safetensors.torch import load_file
 from milestones import cli
 from milestones.config import build_config
 from milestones.errors import RunDirError
+from milestones.train.callbacks import Callback, StepInfo
 from milestones.train.checkpoint import atomic_write, load_training_state, pack, unpack
-from milestones.train.loop import NonFiniteLossError, StepInfo
+from milestones.train.loop import NonFiniteLossError
 from milestones.train.run import run_training
 
 
@@ -80,17 +81,18 @@ def test_huge_learning_rate_stops_at_the_step_and_keeps_the_last_good_state(
 def _train_with_poison(data_root: Path, out: Path, poison_at: int) -> NonFiniteLossError:
     """An in-process run whose on_step hook turns one weight into NaN after step ``poison_at``."""
 
-    def poison(info: StepInfo) -> None:
-        if info.step == poison_at:
-            with torch.no_grad():
-                next(info.model.parameters()).view(-1)[0] = math.nan
+    class Poison(Callback):
+        def on_step(self, info: StepInfo) -> None:
+            if info.step == poison_at:
+                with torch.no_grad():
+                    next(info.model.parameters()).view(-1)[0] = math.nan
 
     cfg = build_config(model="lenet5", data="mnist", overrides=[
         f"--data.root={data_root}", "--data.train_subset=160", "--data.test_subset=100", "--data.batch_size=16",
         "--train.epochs=1", "--train.threads=1", "--train.checkpoint_every=3", "--train.log_every=0",
         "--train.progress=false", f"--out_dir={out}", "--name=poisoned"])
     with pytest.raises(NonFiniteLossError) as info:
-        run_training(cfg, on_step=poison)
+        run_training(cfg, callbacks=[Poison()])
     return info.value
 
 
@@ -320,15 +322,15 @@ def test_scientific_notation_is_a_number() -> None:
 def test_the_gpu_style_deferred_check_names_the_first_bad_step() -> None:
     """On a GPU the loss is not read every step; the first bad step is kept on the device and reported at the next
     check. The same code runs here on CPU tensors with the per-step read switched off."""
-    from milestones.train.loop import _FiniteGuard
+    from milestones.train.loop import FiniteGuard
 
-    guard = _FiniteGuard(torch.device("cpu"), epoch=2)
+    guard = FiniteGuard(torch.device("cpu"), steps_per_epoch=5)
     guard.each_step = False
     for step, value in enumerate([1.0, 0.5, math.inf, math.nan, 0.2], start=11):
         guard.update(torch.tensor(value), step)  # no exception yet: nothing is read
     with pytest.raises(NonFiniteLossError, match=r"at step 13 \(epoch 3\)"):
         guard.check()
-    fine = _FiniteGuard(torch.device("cpu"), epoch=0)
+    fine = FiniteGuard(torch.device("cpu"), steps_per_epoch=5)
     fine.each_step = False
     fine.update(torch.tensor(1.0), 1)
     fine.check()

@@ -109,16 +109,16 @@ def test_auxiliary_losses_are_added_with_their_weight() -> None:
     """With train.aux_loss_weight > 0 the loop trains GoogLeNet's heads: main + w * (aux1 + aux2); paper w = 0.3."""
     from torch.nn import functional as F
 
-    from milestones.train.loop import _logits_and_loss
+    from milestones.train.loop import logits_and_loss
 
     torch.manual_seed(0)
     model = create_model("googlenet", num_classes=5, stem="cifar", aux_logits=True).eval()
     x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 3])
-    logits, loss = _logits_and_loss(model, x, y, F.cross_entropy, 0.3)
+    logits, loss = logits_and_loss(model, x, y, F.cross_entropy, 0.3)
     main, aux = model.forward_with_aux(x)
     expected = F.cross_entropy(main, y) + 0.3 * (F.cross_entropy(aux[0], y) + F.cross_entropy(aux[1], y))
     assert torch.allclose(loss, expected) and torch.equal(logits, main)
-    _, plain = _logits_and_loss(model, x, y, F.cross_entropy, 0.0)
+    _, plain = logits_and_loss(model, x, y, F.cross_entropy, 0.0)
     assert torch.allclose(plain, F.cross_entropy(main, y))
 
 

@@ -1,16 +1,6 @@
-"""Run directories and the one-call training entry point used by the CLI and by comparisons.
-
-A run directory holds::
-
-    config.yaml            the resolved RunConfig (with the model options filled in from the data)
-    metrics.jsonl          one JSON record per line: {"kind": "step", ...} every log_every steps, {"kind": "epoch", ...}
-    checkpoints/last.*     weights (.safetensors) + metadata (.json) after the latest epoch
-    checkpoints/best.*     the same for the epoch with the best test accuracy
-    checkpoints/ema.*      the moving average of the weights after the latest epoch (with train.ema_decay)
-    checkpoints/state.json the full training state for --resume (progress, RNG, optimizer structure), naming the
-                           checkpoints/state.[ab].safetensors file that holds its tensors (see checkpoint.py)
-    summary.json           final and best accuracy, wall time, img/s, device, library versions, git commit
-    curves.png             loss and accuracy per epoch
+"""One call from a config to a trained run directory: :func:`run_training`, used by the CLI, comparisons and
+experiments. It reads as its steps: prepare (resolve the config, lock the run being resumed), make the loaders, build
+the model, open the run directory, fit, summarise.
 
 Resuming (``run_training(cfg, resume=RUN_DIR)``, ``milestones train --resume RUN_DIR``) reads the run's own
 ``config.yaml`` and continues from ``checkpoints/state.json``: the training state is saved at every epoch end, every
@@ -19,7 +9,7 @@ the last save, and in deterministic mode it ends with the same weights, bit for 
 settings that cannot change the outcome of the finished steps may differ on resume (:data:`RESUMABLE_KEYS`);
 ``train.epochs`` may grow, which recomputes the learning-rate schedule for the new total from the next step on.
 ``metrics.jsonl`` is cut back to what it held when the state was saved, then appended to, with a ``{"kind":
-"resume"}`` record marking the restart.
+"resume"}`` record marking the restart. One process at a time writes a run directory (:meth:`RunDir.lock`).
 """
 
 from __future__ import annotations
@@ -28,16 +18,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import random
-import shutil
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -50,184 +36,15 @@ from ..config import RunConfig, from_dict, to_yaml
 from ..errors import CheckpointError, ConfigError, RunDirError
 from ..measure import count_macs, count_params
 from ..models import create_model, get_spec, model_options
-from .checkpoint import atomic_write, load_training_state, remove_leftovers, save_checkpoint, save_training_state
-from .loop import History, NonFiniteLossError, StepInfo, TrainingInterrupted, fit, resolve_device
+from ._tmp_loaders import make_loaders  # TEMP until the data seam lands
+from .callbacks import Callback
+from .checkpoint import load_training_state, remove_leftovers, save_checkpoint, save_training_state
+from .loop import NonFiniteLossError, TrainingInterrupted, build_ema, fit, resolve_device
+from .optim import build_optimizer
+from .rundir import RUN_MARKER, RunDir, environment, plot_curves
+from .state import History, TrainState
 
-RUN_MARKER = "config.yaml"
-
-
-def environment() -> dict[str, Any]:
-    """Library versions, machine and git commit, recorded with every run and result."""
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": _version("torchvision"),
-        "platform": platform.platform(),
-        "processor": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "git_commit": git_commit(),
-    }
-    return info
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def git_commit() -> str | None:
-    """The commit of the milestones checkout, with ``+dirty`` if it has uncommitted changes; None outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        if sha.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
-        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch; in deterministic mode also force deterministic kernels."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-
-
-class RunDir:
-    """A run's folder: created once, appended to while training, never silently reused."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.ckpt_dir = path / "checkpoints"
-
-    @classmethod
-    def create(cls, path: Path, *, overwrite: bool = False) -> RunDir:
-        """Make the folder; one that already holds a run is refused unless ``overwrite``.
-
-        A folder that is not empty and holds no run is refused even with ``overwrite``: it may be anything.
-        """
-        if path.exists() and not path.is_dir():
-            raise RunDirError(f"{path} exists and is not a folder; choose another --name or --out")
-        if path.exists() and any(path.iterdir()):
-            if not (path / RUN_MARKER).exists():
-                raise RunDirError(f"{path} exists, is not empty and holds no run (no {RUN_MARKER}); it is left alone "
-                                  "even with --overwrite: choose another --name or --out")
-            if not overwrite:
-                raise RunDirError(f"{path} already holds a run; pass --resume {path} to continue it, --overwrite to "
-                                  "replace it, or choose another --name")
-            shutil.rmtree(path)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            run = cls(path)
-            run.ckpt_dir.mkdir(exist_ok=True)
-        except OSError as e:
-            raise RunDirError(f"cannot create run directory {path}: {e.strerror}") from None
-        return run
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    def write_text(self, name: str, text: str) -> None:
-        atomic_write(self.path / name, text.encode())
-
-    def log(self, record: dict[str, Any]) -> None:
-        try:
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as e:
-            raise RunDirError(f"could not append to {self.metrics_path}: {e.strerror or e}") from None
-
-    def metrics_size(self) -> int:
-        """Bytes in ``metrics.jsonl`` now: saved with each training state, so a resume can cut off later lines."""
-        try:
-            return self.metrics_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def truncate_metrics(self, size: int) -> None:
-        """Drop what ``metrics.jsonl`` gained after a state was saved (steps that a resume trains again)."""
-        if self.metrics_size() > size:
-            atomic_write(self.metrics_path, self.metrics_path.read_bytes()[:size])
-
-    def records(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """The records of ``metrics.jsonl``; a torn last line (a crash mid-write) is skipped."""
-        if not self.metrics_path.exists():
-            return []
-        rows = []
-        for line in self.metrics_path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                rows.append(json.loads(line))
-        return [r for r in rows if isinstance(r, dict) and (kind is None or r.get("kind") == kind)]
-
-
-def default_run_name(cfg: RunConfig) -> str:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{cfg.model.name}-{cfg.data.name}-{stamp}"
-
-
-def _fill_model_kwargs(cfg: RunConfig, num_classes: int, in_chans: int) -> dict[str, Any]:
-    """Fill ``num_classes``/``in_chans`` from the data where the recipe leaves them out and the model takes them."""
-    kwargs = dict(cfg.model.kwargs)
-    options = model_options(cfg.model.name)
-    if "num_classes" in options:
-        kwargs.setdefault("num_classes", num_classes)
-    if "in_chans" in options:
-        kwargs.setdefault("in_chans", in_chans)
-    return kwargs
-
-
-def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch (and per logged step) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r for r in records if r.get("kind") == "epoch"]
-    steps = [r for r in records if r.get("kind") == "step"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    if steps and epochs:
-        per_epoch = epochs[0]["step"] / max(epochs[0]["epoch"], 1)
-        ax1.plot([s["step"] / per_epoch for s in steps], [s["loss"] for s in steps], alpha=0.35, lw=0.8,
-                 label="train (per step)")
-    ax1.plot([e["epoch"] for e in epochs], [e["train_loss"] for e in epochs], "o-", label="train")
-    ax1.plot([e["epoch"] for e in epochs], [e["test_loss"] for e in epochs], "s-", label="test")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("loss")
-    ax1.legend()
-    ax2.plot([e["epoch"] for e in epochs], [100 * e["train_acc"] for e in epochs], "o-", label="train")
-    ax2.plot([e["epoch"] for e in epochs], [100 * e["test_acc"] for e in epochs], "s-", label="test")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("accuracy (%)")
-    ax2.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
+SavedState = tuple[dict[str, Tensor], dict[str, Any]]
 
 RESUMABLE_KEYS = (
     "train.epochs", "train.progress", "train.log_every", "train.checkpoint_every", "train.threads", "train.device",
@@ -274,6 +91,25 @@ def _flat(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
+def config_differences(old_cfg: RunConfig, new_cfg: RunConfig, *, all_kwargs: bool = False) -> str:
+    """The settings outside :data:`RESUMABLE_KEYS` where ``new_cfg`` differs from ``old_cfg``, as ``key (old ->
+    new)`` text ("" if none). ``model.kwargs`` of ``new_cfg`` may leave out options unless ``all_kwargs``."""
+    old, new = _flat(old_cfg), _flat(new_cfg)
+    changed = [k for k in new if k not in RESUMABLE_KEYS and k != "model.kwargs" and new[k] != old.get(k)]
+    kwargs = dict.fromkeys([*new_cfg.model.kwargs, *(old_cfg.model.kwargs if all_kwargs else ())])
+    changed += [f"model.kwargs.{k}" for k in kwargs
+                if k not in old_cfg.model.kwargs or k not in new_cfg.model.kwargs
+                or old_cfg.model.kwargs[k] != new_cfg.model.kwargs[k]]
+
+    def get(flat: dict[str, Any], key: str) -> Any:
+        if key.startswith("model.kwargs."):
+            return flat.get("model.kwargs", {}).get(key.removeprefix("model.kwargs."))
+        return flat.get(key)
+
+    shown = ", ".join(f"{k} ({get(old, k)!r} -> {get(new, k)!r})" for k in changed[:4])
+    return shown + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+
+
 def resume_config(saved: RunConfig, cfg: RunConfig | None, path: Path, epochs_done: int = 0) -> RunConfig:
     """``saved`` with the :data:`RESUMABLE_KEYS` taken from ``cfg``; any other difference is a ConfigError naming it.
 
@@ -281,7 +117,7 @@ def resume_config(saved: RunConfig, cfg: RunConfig | None, path: Path, epochs_do
     """
     if cfg is None:
         return saved
-    changed = _differences(saved, cfg)
+    changed = config_differences(saved, cfg)
     if changed:
         raise ConfigError(f"cannot change {changed} when resuming {path}: a resumed run keeps its config.yaml "
                           f"(only {', '.join(RESUMABLE_KEYS)} may change); start a new run instead")
@@ -297,23 +133,15 @@ def resume_config(saved: RunConfig, cfg: RunConfig | None, path: Path, epochs_do
     return merged
 
 
-def _differences(old_cfg: RunConfig, new_cfg: RunConfig, *, all_kwargs: bool = False) -> str:
-    """The settings outside :data:`RESUMABLE_KEYS` where ``new_cfg`` differs from ``old_cfg``, as ``key (old ->
-    new)`` text ("" if none). ``model.kwargs`` of ``new_cfg`` may leave out options unless ``all_kwargs``."""
-    old, new = _flat(old_cfg), _flat(new_cfg)
-    changed = [k for k in new if k not in RESUMABLE_KEYS and k != "model.kwargs" and new[k] != old.get(k)]
-    kwargs = dict.fromkeys([*new_cfg.model.kwargs, *(old_cfg.model.kwargs if all_kwargs else ())])
-    changed += [f"model.kwargs.{k}" for k in kwargs
-                if k not in old_cfg.model.kwargs or k not in new_cfg.model.kwargs
-                or old_cfg.model.kwargs[k] != new_cfg.model.kwargs[k]]
-    shown = ", ".join(f"{k} ({_get(old, k)!r} -> {_get(new, k)!r})" for k in changed[:4])
-    return shown + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
-
-
-def _get(flat: dict[str, Any], key: str) -> Any:
-    if key.startswith("model.kwargs."):
-        return flat.get("model.kwargs", {}).get(key.removeprefix("model.kwargs."))
-    return flat.get(key)
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; in deterministic mode also force deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
 
 
 @contextlib.contextmanager
@@ -348,6 +176,48 @@ def stop_on_signals() -> Iterator[Callable[[], str | None]]:
         restore()
 
 
+class _StateNotSaved(RunDirError):
+    """Saving the training state failed; the message already says what survived."""
+
+
+class RunWriter(Callback):
+    """Writes a run directory as training goes: metrics records, the last/best/EMA weights after each epoch, and the
+    full training state at each checkpoint. ``saved_step`` is the step of the last state saved (None before)."""
+
+    def __init__(self, run: RunDir, cfg: RunConfig, meta: dict[str, Any], saved_step: int | None = None) -> None:
+        self.run, self.cfg, self.meta, self.saved_step = run, cfg, meta, saved_step
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        self.run.log(record)
+
+    def on_epoch_end(self, record: dict[str, Any], improved: bool, state: TrainState) -> None:
+        meta = {**self.meta, "epoch": record["epoch"], "step": record["step"], "test_acc": record["test_acc"]}
+        save_checkpoint(self.run.ckpt_dir / "last", state.model, meta)
+        if improved:
+            save_checkpoint(self.run.ckpt_dir / "best", state.model, meta)
+        if state.ema is not None:
+            save_checkpoint(self.run.ckpt_dir / "ema", state.ema.module, meta)
+
+    def on_checkpoint(self, state: TrainState) -> None:
+        tensors, info = state.state_dict()
+        info.update(model=self.cfg.model.name, metrics_bytes=self.run.metrics_size(),
+                    saved_at=datetime.now().isoformat(timespec="seconds"), config=self.cfg.to_dict())
+        try:
+            save_training_state(self.run.ckpt_dir, tensors, info)
+        except RunDirError as e:
+            why = getattr(e.__cause__, "strerror", None) or str(e)
+            raise _StateNotSaved(f"could not save the training state in {self.run.ckpt_dir}: {why}; "
+                                 f"{self.kept()}") from None
+        self.saved_step = state.step
+
+    def kept(self) -> str:
+        """What survives a failed save, and how to go on from it."""
+        if self.saved_step is None:
+            return "no training state was saved yet, so the run must start again"
+        return (f"the training state after step {self.saved_step} is intact: free some space, then resume with: "
+                f"milestones train --resume {self.run.path}")
+
+
 @dataclasses.dataclass
 class RunResult:
     run: RunDir
@@ -363,7 +233,7 @@ def run_training(
     *,
     resume: str | Path | None = None,
     overwrite: bool = False,
-    on_step: Callable[[StepInfo], None] | None = None,
+    callbacks: Sequence[Callback] = (),
     handle_signals: bool = True,
 ) -> RunResult:
     """Load the data, build the model, train, and write the run directory. Returns the run, history and summary.
@@ -373,105 +243,98 @@ def run_training(
             may differ from that only in :data:`RESUMABLE_KEYS`.
         resume: A run directory to continue from its saved training state, in place.
         overwrite: Replace an existing run directory of the same name (never a folder that holds no run).
-        on_step: Called after every optimiser step.
+        callbacks: Extra :class:`~milestones.train.callbacks.Callback` objects (progress bars, measurements).
         handle_signals: Turn SIGINT/SIGTERM into "finish the step, save, raise :class:`TrainingInterrupted`".
 
     Deterministic mode (``train.deterministic``) and the torch thread count are set back afterwards.
     """
     if cfg is None and resume is None:
         raise ConfigError("run_training needs a config or a run directory to resume")
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    threads_before = torch.get_num_threads()
+    if resume is not None and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it: pass one of them")
+    deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    start = time.perf_counter()
+    resumed = RunDir(Path(resume)).lock() if resume is not None else None  # before any work: one writer at a time
     try:
-        return _run_training(cfg, resume=resume, overwrite=overwrite, on_step=on_step, handle_signals=handle_signals)
+        cfg, saved = _prepare(cfg, resumed)
+        device = _setup(cfg)
+        loaders = make_loaders(cfg.data, device, seed=cfg.train.seed,
+                               default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
+        model = _build_model(cfg, loaders.spec, device)
+        run = resumed or RunDir.create(Path(cfg.out_dir) / (cfg.name or default_run_name(cfg)), overwrite=overwrite)
+        with run:
+            input_size = (loaders.spec.in_chans, *loaders.test.img_size)  # (C, H, W) as the batches come out
+            writer = RunWriter(run, cfg, _checkpoint_meta(cfg, loaders.spec, input_size),
+                               saved[1]["step"] if saved else None)
+            _start_run_files(run, cfg, saved)
+            state = TrainState(model, build_optimizer(model, cfg.optim), loaders.train, device,
+                               ema=build_ema(model, cfg.train.ema_decay), started=start)
+            if saved is not None:
+                state.load_state_dict(saved, model_name=cfg.model.name)
+            history = _fit(state, loaders.test, cfg, [writer, *callbacks], handle_signals)
+            summary = _summarise(run, cfg, state, loaders.spec, input_size, saved)
     finally:
+        if resumed is not None:
+            resumed.unlock()
         torch.use_deterministic_algorithms(deterministic_before)
         torch.set_num_threads(threads_before)
+    return RunResult(run, history, summary, model, saved[1]["step"] if saved else None)
 
 
-def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite: bool,
-                  on_step: Callable[[StepInfo], None] | None, handle_signals: bool) -> RunResult:
-    from ..data import TensorLoader, get_dataset, subset
-    from ..data.loader import check_augmentation
+def default_run_name(cfg: RunConfig) -> str:
+    return f"{cfg.model.name}-{cfg.data.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
-    start = time.perf_counter()
-    state: tuple[dict[str, Tensor], dict[str, Any]] | None = None
-    if resume is not None:
-        if overwrite:
-            raise ConfigError("--resume continues a run and --overwrite replaces it: pass one of them")
-        run_path = Path(resume)
-        saved = load_run_config(run_path)
-        state = load_training_state(run_path / "checkpoints")  # a corrupt state fails here, before any work
-        info = state[1]
-        try:
-            at_save = from_dict(info.get("config") or {})
-        except ConfigError:
-            raise CheckpointError(f"the training state in {run_path} records a config this version cannot read; "
-                                  "the run cannot be resumed") from None
-        edited = _differences(at_save, saved, all_kwargs=True)
-        if edited:
-            raise CheckpointError(f"{run_path / RUN_MARKER} no longer matches the config its training state was saved "
-                                  f"with: {edited}; put it back or start a new run")
-        cfg = resume_config(saved, cfg, run_path, info.get("epochs_done", 0))
-        _refuse_finished(run_path, cfg, info)
-    assert cfg is not None
-    get_spec(cfg.model.name)  # fail fast on an unknown model, before loading data
+
+def _prepare(cfg: RunConfig | None, resumed: RunDir | None) -> tuple[RunConfig, SavedState | None]:
+    """The config to train with, and the saved state to continue from when resuming (checked before any work)."""
+    if resumed is None:
+        assert cfg is not None
+        get_spec(cfg.model.name)  # fail fast on an unknown model, before loading data
+        return cfg, None
+    path = resumed.path
+    saved_cfg = load_run_config(path)
+    state = load_training_state(path / "checkpoints")  # a corrupt state fails here, before any work
+    info = state[1]
+    try:
+        at_save = from_dict(info.get("config") or {})
+    except ConfigError:
+        raise CheckpointError(f"the training state in {path} records a config this version cannot read; "
+                              "the run cannot be resumed") from None
+    edited = config_differences(at_save, saved_cfg, all_kwargs=True)
+    if edited:
+        raise CheckpointError(f"{path / RUN_MARKER} no longer matches the config its training state was saved "
+                              f"with: {edited}; put it back or start a new run")
+    cfg = resume_config(saved_cfg, cfg, path, info.get("epochs_done", 0))
+    _refuse_finished(path, cfg, info)
+    return cfg, state
+
+
+def _setup(cfg: RunConfig) -> torch.device:
+    """Threads, seeds, deterministic kernels; the device to train on. Also checks the settings the loss needs."""
+    if (cfg.data.mixup_alpha or cfg.data.cutmix_alpha) and cfg.train.loss != "ce":
+        raise ConfigError(f"mixup/cutmix need train.loss=ce (their soft targets), not {cfg.train.loss!r}")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    device = resolve_device(cfg.train.device)
+    return resolve_device(cfg.train.device)
 
-    check_augmentation(trivial_augment=cfg.data.trivial_augment, rand_augment=cfg.data.rand_augment,
-                       mixup_alpha=cfg.data.mixup_alpha, cutmix_alpha=cfg.data.cutmix_alpha, prefix="data.")
-    if (cfg.data.mixup_alpha or cfg.data.cutmix_alpha) and cfg.train.loss != "ce":
-        raise ConfigError(f"mixup/cutmix need train.loss=ce (their soft targets), not {cfg.train.loss!r}")
-    streamed = _streamed_folder(cfg, device)
-    if streamed is not None:
-        train_loader, test_loader = streamed
-        train_split = test_split = None
-    else:
-        data_kw = dict(root=cfg.data.root, download=cfg.data.download, image_size=_folder_size(cfg),
-                       max_per_class=cfg.data.max_per_class)
-        train_split = get_dataset(cfg.data.name, "train", **data_kw)
-        test_split = get_dataset(cfg.data.name, "test", **data_kw)
-    if train_split is not None:
-        if cfg.data.train_subset:
-            train_split = subset(train_split, cfg.data.train_subset, seed=cfg.train.seed)
-        if cfg.data.test_subset:
-            test_split = subset(test_split, cfg.data.test_subset, seed=0)
-        spec = train_split.spec
-        if cfg.data.mean is not None or cfg.data.std is not None:
-            spec = dataclasses.replace(spec, mean=tuple(cfg.data.mean or spec.mean),
-                                       std=tuple(cfg.data.std or spec.std))
-            train_split = dataclasses.replace(train_split, spec=spec)
-            test_split = dataclasses.replace(test_split, spec=spec)
-        loader_kw = dict(device=device, pad=cfg.data.pad, channels_last=cfg.data.channels_last)
-        train_loader = TensorLoader(train_split, batch_size=cfg.data.batch_size, train=True, flip=cfg.data.flip,
-                                    crop_padding=cfg.data.crop_padding, cutout=cfg.data.cutout,
-                                    trivial_augment=cfg.data.trivial_augment, rand_augment=cfg.data.rand_augment,
-                                    rand_magnitude=cfg.data.rand_magnitude, mixup_alpha=cfg.data.mixup_alpha,
-                                    cutmix_alpha=cfg.data.cutmix_alpha, seed=cfg.train.seed, **loader_kw)
-        test_loader = TensorLoader(test_split, batch_size=cfg.data.eval_batch_size, train=False, **loader_kw)
-    spec = train_loader.spec
-    cfg.model.kwargs = _fill_model_kwargs(cfg, spec.num_classes, spec.in_chans)
-    model = create_model(cfg.model.name, **cfg.model.kwargs).to(device)
-    memory_format = torch.channels_last if cfg.data.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    input_size = (spec.in_chans, *test_loader.img_size)  # (C, H, W) after pad/resize, as the batches come out
 
-    if state is not None:
-        run = RunDir(Path(resume))  # type: ignore[arg-type]
-        remove_leftovers(run.path)
-        remove_leftovers(run.ckpt_dir)
-        run.truncate_metrics(state[1].get("metrics_bytes", run.metrics_size()))
-        run.write_text(RUN_MARKER, to_yaml(cfg))  # the resumable keys may have changed (more epochs)
-        run.log({"kind": "resume", "step": state[1]["step"], "epochs_done": state[1]["epochs_done"],
-                 "time": datetime.now().isoformat(timespec="seconds")})
-    else:
-        run = RunDir.create(Path(cfg.out_dir) / (cfg.name or default_run_name(cfg)), overwrite=overwrite)
-        run.write_text(RUN_MARKER, to_yaml(cfg))
-    env = environment()
-    meta_base = {
+def _build_model(cfg: RunConfig, spec: Any, device: torch.device) -> nn.Module:
+    """The model, with ``num_classes``/``in_chans`` filled in from the data where the recipe leaves them out."""
+    kwargs = dict(cfg.model.kwargs)
+    options = model_options(cfg.model.name)
+    if "num_classes" in options:
+        kwargs.setdefault("num_classes", spec.num_classes)
+    if "in_chans" in options:
+        kwargs.setdefault("in_chans", spec.in_chans)
+    cfg.model.kwargs = kwargs
+    model = create_model(cfg.model.name, **kwargs).to(device)
+    return model.to(memory_format=torch.channels_last if cfg.data.channels_last else torch.contiguous_format)
+
+
+def _checkpoint_meta(cfg: RunConfig, spec: Any, input_size: tuple[int, ...]) -> dict[str, Any]:
+    """What every checkpoint of the run records so that it can be rebuilt and fed."""
+    return {
         "model": cfg.model.name,
         "model_kwargs": cfg.model.kwargs,
         "data": {"name": cfg.data.name, "full_name": spec.full_name, "variant": spec.variant, "note": spec.note,
@@ -479,58 +342,64 @@ def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite
                  "in_chans": spec.in_chans, "img_size": list(spec.img_size), "pad": cfg.data.pad,
                  "input_size": list(input_size)},
         "config": cfg.to_dict(),
-        "environment": env,
+        "environment": environment(),
     }
-    saved_step: list[int] = [state[1]["step"]] if state is not None else []
 
-    def save(tag: str, record: dict[str, Any], module: nn.Module) -> None:
-        save_checkpoint(run.ckpt_dir / tag, module, {**meta_base, "epoch": record["epoch"], "step": record["step"],
-                                                     "test_acc": record["test_acc"]})
 
-    def save_state(tensors: dict[str, Tensor], info: dict[str, Any]) -> None:
-        info = {**info, "model": cfg.model.name, "metrics_bytes": run.metrics_size(),
-                "saved_at": datetime.now().isoformat(timespec="seconds"), "config": cfg.to_dict()}
-        try:
-            save_training_state(run.ckpt_dir, tensors, info)
-        except RunDirError as e:
-            why = getattr(e.__cause__, "strerror", None) or str(e)
-            raise _StateNotSaved(f"could not save the training state in {run.ckpt_dir}: {why}; "
-                                 f"{_kept(run, saved_step)}") from None
-        saved_step[:] = [info["step"]]
+def _start_run_files(run: RunDir, cfg: RunConfig, saved: SavedState | None) -> None:
+    """Write ``config.yaml``; when resuming, first clear what a killed process left and cut the metrics back."""
+    if saved is not None:
+        remove_leftovers(run.path)
+        remove_leftovers(run.ckpt_dir)
+        run.truncate_metrics(saved[1].get("metrics_bytes", run.metrics_size()))
+    run.write_text(RUN_MARKER, to_yaml(cfg))  # the resumable keys may have changed (more epochs)
+    if saved is not None:
+        run.log({"kind": "resume", "step": saved[1]["step"], "epochs_done": saved[1]["epochs_done"],
+                 "time": datetime.now().isoformat(timespec="seconds")})
 
+
+def _fit(state: TrainState, test_loader: Any, cfg: RunConfig, callbacks: list[Callback],
+         handle_signals: bool) -> History:
+    """:func:`fit` with signals turned into a saved stop, and errors that say what was kept."""
+    writer = callbacks[0]
+    assert isinstance(writer, RunWriter)
     signals = stop_on_signals() if handle_signals else contextlib.nullcontext(None)
     try:
         with signals as stop:
-            history = fit(model, train_loader, test_loader, cfg, device=device, log=run.log, save=save,
-                          save_state=save_state, resume=state, stop=stop, on_step=on_step, start_time=start)
+            return fit(state, test_loader, cfg, callbacks=callbacks, stop=stop)
     except TrainingInterrupted as e:
-        resume_hint = f"resume with: milestones train --resume {run.path}"
-        if saved_step == [e.step]:
-            how = f"the state is saved: {resume_hint}"
-        elif saved_step:
-            how = f"the state after step {saved_step[0]} is kept (later steps will be trained again): {resume_hint}"
+        hint = f"resume with: milestones train --resume {writer.run.path}"
+        if writer.saved_step == e.step:
+            how = f"the state is saved: {hint}"
+        elif writer.saved_step is not None:
+            how = f"the state after step {writer.saved_step} is kept (later steps will be trained again): {hint}"
         else:
             how = "no training state was saved yet, so the run must start again"
         raise TrainingInterrupted(f"{e}; {how}", signal_name=e.signal_name, step=e.step) from None
     except NonFiniteLossError as e:
-        kept = f"; the last good training state (step {saved_step[0]}) is kept in {run.ckpt_dir}" if saved_step else ""
+        kept = "" if writer.saved_step is None else (
+            f"; the last good training state (step {writer.saved_step}) is kept in {writer.run.ckpt_dir}")
         raise NonFiniteLossError(f"{e}, then start a new run{kept}") from None
     except _StateNotSaved:
         raise
     except RunDirError as e:
-        raise RunDirError(f"{e}; {_kept(run, saved_step)}") from None
+        raise RunDirError(f"{e}; {writer.kept()}") from None
 
-    params = count_params(model)
+
+def _summarise(run: RunDir, cfg: RunConfig, state: TrainState, spec: Any, input_size: tuple[int, ...],
+               saved: SavedState | None) -> dict[str, Any]:
+    """Write ``summary.json`` and ``curves.png``; returns the summary."""
+    history, env = state.history, environment()
     with torch.device("meta"):
         macs = count_macs(create_model(cfg.model.name, **cfg.model.kwargs), input_size)
-    wall = time.perf_counter() - start
     final = history.final
     train_seconds = sum(e["train_seconds"] for e in history.epochs)
     images = sum(e["train_seconds"] * e["img_per_s"] for e in history.epochs)
+    device = state.device
     summary = {
         "model": cfg.model.name,
         "dataset": spec.full_name,  # e.g. "cifar10 (jpeg-q75)": a result on a lossy copy says so
-        "params": params,
+        "params": count_params(state.model),
         "macs": macs,
         "epochs": len(history.epochs),
         "final_test_acc": final.get("test_acc"),
@@ -539,7 +408,7 @@ def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite
         "final_train_acc": final.get("train_acc"),
         "time_to_target": history.reached_target_at,
         "target_accuracy": cfg.train.target_accuracy,
-        "wall_seconds": wall + (state[1]["elapsed"] if state is not None else 0.0),
+        "wall_seconds": state.elapsed,
         "train_seconds": train_seconds,
         "img_per_s": images / train_seconds if train_seconds else 0.0,
         "device": str(device) if device.type != "cuda" else f"cuda ({env['cuda']})",
@@ -547,8 +416,8 @@ def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite
         **{k: env[k] for k in ("python", "torch", "torchvision", "platform", "processor", "cpu_count",
                                "torch_threads", "git_commit")},
     }
-    if state is not None:
-        summary["resumed_from_step"] = state[1]["step"]
+    if saved is not None:
+        summary["resumed_from_step"] = saved[1]["step"]
     if "ema_test_acc" in final:
         summary["final_ema_test_acc"] = final["ema_test_acc"]
     run.write_text("summary.json", json.dumps(summary, indent=2))
@@ -557,52 +426,7 @@ def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite
     except OSError as e:
         raise RunDirError(f"could not write {run.path / 'curves.png'}: {e.strerror or e}; the run itself is complete"
                           ) from None
-    return RunResult(run, history, summary, model, state[1]["step"] if state is not None else None)
-
-
-def _streamed_folder(cfg: RunConfig, device: torch.device) -> tuple[Any, Any] | None:
-    """Train and test loaders for an image folder too large for memory (or with ``data.in_memory: false``), streamed
-    through DataLoader workers; None when the data is held in memory (every other case)."""
-    from ..data.folder import folder_loader, is_folder_name
-
-    if not is_folder_name(cfg.data.name) or cfg.data.in_memory:
-        return None
-    size = _folder_size(cfg)
-    unsupported = [k for k in ("trivial_augment", "rand_augment", "mixup_alpha", "cutmix_alpha", "train_subset",
-                               "test_subset", "mean", "std", "pad") if getattr(cfg.data, k)]
-    kw = dict(image_size=size, in_memory=cfg.data.in_memory, workers=cfg.data.workers, root=cfg.data.root,
-              max_per_class=cfg.data.max_per_class, device=device, channels_last=cfg.data.channels_last)
-    train = folder_loader(cfg.data.name, "train", batch_size=cfg.data.batch_size, train=True, flip=cfg.data.flip,
-                          crop_padding=cfg.data.crop_padding, cutout=cfg.data.cutout, seed=cfg.train.seed,
-                          decide_only=True, **kw)
-    if train is None:
-        return None  # it fits: the in-memory path loads it (through the decode cache) with every option
-    if unsupported:
-        raise ConfigError(f"a streamed image folder supports crop_padding, flip and cutout only, not data."
-                          f"{unsupported[0]}; set data.in_memory=true if the decoded images fit in memory")
-    test = folder_loader(cfg.data.name, "test", batch_size=cfg.data.eval_batch_size, train=False, **kw)
-    return train, test
-
-
-def _folder_size(cfg: RunConfig) -> int | tuple[int, ...] | None:
-    """``data.image_size``, else for an image folder the model's input size (folders mix image sizes)."""
-    from ..data.folder import is_folder_name
-
-    if cfg.data.image_size or not is_folder_name(cfg.data.name):
-        return cfg.data.image_size
-    return tuple(get_spec(cfg.model.name).input_size[1:])
-
-
-class _StateNotSaved(RunDirError):
-    """Saving the training state failed; the message already says what survived."""
-
-
-def _kept(run: RunDir, saved_step: list[int]) -> str:
-    """What survives a failed save, and how to go on from it."""
-    if not saved_step:
-        return "no training state was saved yet, so the run must start again"
-    return (f"the training state after step {saved_step[0]} is intact: free some space, then resume with: "
-            f"milestones train --resume {run.path}")
+    return summary
 
 
 def _refuse_finished(path: Path, cfg: RunConfig, info: dict[str, Any]) -> None:

@@ -1,0 +1,226 @@
+"""The training loop's extension points, and the callbacks that experiments use most.
+
+``fit`` calls each :class:`Callback` at fixed points of a step (see :class:`Callback`); a callback sees the live
+:class:`~milestones.train.state.TrainState` and may read anything in it. The run directory's writer, the CLI's
+progress bar and the measurements below are all callbacks, so the loop itself stays a plain loop.
+
+    >>> norms = GradNorms(every=10)                  # per-layer gradient norms, every 10th step
+    >>> acts = Activations(["features.0", "features.3"], every=50)   # statistics of chosen outputs
+    >>> run_training(cfg, callbacks=[StepMetrics(), norms, acts])
+    >>> norms.records[0]                              # {"step": 10, "features.0.weight": 0.41, ...}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .state import TrainState
+
+
+@dataclass
+class StepInfo:
+    """What :meth:`Callback.on_step` sees after each optimiser step. ``loss`` is read from the device on first use,
+    so a callback that ignores it costs no synchronisation."""
+
+    step: int
+    epoch: int
+    lr: float
+    loss_tensor: Tensor
+    logits: Tensor
+    inputs: Tensor
+    targets: Tensor
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+    @property
+    def loss(self) -> float:
+        return float(self.loss_tensor)
+
+
+class Callback:
+    """Override what you need; every method does nothing by default.
+
+    Order within a step: ``on_backward`` (gradients computed, before clipping and the optimiser step), then
+    ``on_step`` (after the step; ``.grad`` still holds this step's, clipped, gradients). ``on_record`` receives every
+    metrics record (``kind`` ``step`` every ``train.log_every`` steps, ``epoch`` after each evaluation).
+    ``on_epoch_end`` follows the epoch record with the test accuracy's verdict; ``on_checkpoint`` is where the full
+    state is saved (epoch ends, every ``train.checkpoint_every`` steps, on a stop). ``on_fit_end`` runs even when
+    training fails or is interrupted.
+    """
+
+    def on_fit_start(self, state: TrainState, total_steps: int) -> None: ...
+
+    def on_backward(self, state: TrainState) -> None: ...
+
+    def on_step(self, info: StepInfo) -> None: ...
+
+    def on_record(self, record: dict[str, Any]) -> None: ...
+
+    def on_epoch_end(self, record: dict[str, Any], improved: bool, state: TrainState) -> None: ...
+
+    def on_checkpoint(self, state: TrainState) -> None: ...
+
+    def on_fit_end(self, state: TrainState) -> None: ...
+
+
+class CallbackList(Callback):
+    """Calls each callback in order; ``on_fit_end`` reaches every one even if one of them fails."""
+
+    def __init__(self, callbacks: Sequence[Callback] = ()) -> None:
+        self.callbacks = list(callbacks)
+
+    def on_fit_start(self, state: TrainState, total_steps: int) -> None:
+        for c in self.callbacks:
+            c.on_fit_start(state, total_steps)
+
+    def on_backward(self, state: TrainState) -> None:
+        for c in self.callbacks:
+            c.on_backward(state)
+
+    def on_step(self, info: StepInfo) -> None:
+        for c in self.callbacks:
+            c.on_step(info)
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        for c in self.callbacks:
+            c.on_record(record)
+
+    def on_epoch_end(self, record: dict[str, Any], improved: bool, state: TrainState) -> None:
+        for c in self.callbacks:
+            c.on_epoch_end(record, improved, state)
+
+    def on_checkpoint(self, state: TrainState) -> None:
+        for c in self.callbacks:
+            c.on_checkpoint(state)
+
+    def on_fit_end(self, state: TrainState) -> None:
+        with contextlib.ExitStack() as stack:
+            for c in reversed(self.callbacks):
+                stack.callback(c.on_fit_end, state)
+
+
+class StepMetrics(Callback):
+    """Training loss and error of every step (or every ``every``-th): ``records`` of ``{"step", "epoch", "loss",
+    "error", "lr"}``. The error is that of the batch before the step (with mixup/cutmix: against the larger share's
+    label). Reads the loss from the device each time it records."""
+
+    def __init__(self, every: int = 1) -> None:
+        self.every = every
+        self.records: list[dict[str, float]] = []
+
+    def on_step(self, info: StepInfo) -> None:
+        if info.step % self.every:
+            return
+        y = info.targets if info.targets.ndim == 1 else info.targets.argmax(1)
+        error = float((info.logits.argmax(1) != y).float().mean())
+        self.records.append({"step": info.step, "epoch": info.epoch + 1, "loss": info.loss, "error": error,
+                             "lr": info.lr})
+
+
+def grad_norms(model: nn.Module) -> dict[str, float]:
+    """The L2 norm of each parameter's gradient (parameters without one are left out), plus ``"total"``."""
+    norms = {name: p.grad.detach().float().norm() for name, p in model.named_parameters() if p.grad is not None}
+    if not norms:
+        return {}
+    values = torch.stack(list(norms.values())).cpu()  # one transfer for all of them
+    out = dict(zip(norms, values.tolist(), strict=True))
+    out["total"] = math.sqrt(sum(v * v for v in out.values()))
+    return out
+
+
+class GradNorms(Callback):
+    """Per-parameter gradient norms every ``every`` steps, taken before clipping and the optimiser step:
+    ``records`` of ``{"step": s, "<parameter name>": norm, ..., "total": norm}``. ``only`` keeps the parameters whose
+    names start with one of its prefixes (e.g. the first layers, to watch vanishing gradients)."""
+
+    def __init__(self, every: int = 1, only: Sequence[str] | None = None) -> None:
+        self.every = every
+        self.only = tuple(only) if only else None
+        self.records: list[dict[str, float]] = []
+
+    def on_backward(self, state: TrainState) -> None:
+        step = state.step + 1  # the step these gradients are for, as on_step will number it
+        if step % self.every:
+            return
+        norms = grad_norms(state.model)
+        if self.only is not None:
+            norms = {k: v for k, v in norms.items() if k == "total" or k.startswith(self.only)}
+        self.records.append({"step": step, **norms})
+
+
+def activation_stats(t: Tensor) -> dict[str, float]:
+    """Mean, standard deviation and the fraction of exact zeros (dead ReLUs) of a tensor."""
+    t = t.detach().float()
+    return {"mean": float(t.mean()), "std": float(t.std()) if t.numel() > 1 else 0.0,
+            "zero_frac": float((t == 0).float().mean())}
+
+
+@contextlib.contextmanager
+def record_activations(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, Tensor]]:
+    """While active, every forward pass stores the output of each named submodule (detached) in the yielded dict.
+    The hooks are removed on exit, also after an error.
+
+        >>> with record_activations(model, ["features.0"]) as acts:
+        ...     model(x)
+        >>> acts["features.0"].shape
+    """
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        raise ValueError(f"model has no submodule {unknown[0]!r}; names look like "
+                         f"{', '.join(list(n for n in modules if n)[:4])}")
+    out: dict[str, Tensor] = {}
+
+    def hook(name: str):
+        def store(module: nn.Module, args: Any, output: Any) -> None:
+            if isinstance(output, Tensor):
+                out[name] = output.detach()
+        return store
+
+    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+    try:
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class Activations(Callback):
+    """Statistics (:func:`activation_stats`) of the outputs of the named submodules on the training batch of every
+    ``every``-th step: ``records`` of ``{"step": s, "<name>": {"mean", "std", "zero_frac"}}``. The hooks are on only
+    for the steps recorded."""
+
+    def __init__(self, names: Sequence[str], every: int = 1) -> None:
+        self.names, self.every = list(names), every
+        self.records: list[dict[str, Any]] = []
+        self._stack: contextlib.ExitStack | None = None
+        self._acts: dict[str, Tensor] = {}
+
+    def _arm(self, done: int, model: nn.Module) -> None:
+        """Hooks on if the step after step ``done`` is one to record."""
+        if (done + 1) % self.every == 0:
+            self._stack = contextlib.ExitStack()
+            self._acts = self._stack.enter_context(record_activations(model, self.names))
+
+    def on_fit_start(self, state: TrainState, total_steps: int) -> None:
+        self._arm(state.step, state.model)
+
+    def on_step(self, info: StepInfo) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+            self.records.append({"step": info.step, **{n: activation_stats(a) for n, a in self._acts.items()}})
+        self._arm(info.step, info.model)
+
+    def on_fit_end(self, state: TrainState) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None

@@ -1,0 +1,195 @@
+"""Everything that decides the next training step, in one object that can be saved and loaded.
+
+:class:`TrainState` holds the model, the optimizer, the EMA of the weights, the training loader (its position and
+generator), the step, the epoch tally, the history and the clock. Its :meth:`TrainState.state_dict` returns
+``(tensors, info)``: named tensors for a safetensors file and plain JSON for the rest (``checkpoint.py`` writes both
+atomically and never unpickles anything); :meth:`TrainState.load_state_dict` puts them back, the global RNGs
+(Python, NumPy, torch, CUDA) included. Restoring all of it is what makes a resumed deterministic run end with the same
+weights, bit for bit, as one never interrupted: the learning rate is a pure function of the step, and the loader
+serves the rest of its epoch from its saved generator state.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+
+from ..errors import CheckpointError
+from .checkpoint import load_weights_into, pack, unpack
+
+
+@dataclass
+class History:
+    """Per-epoch records (the same dicts written to ``metrics.jsonl``) and the best test accuracy."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    best_acc: float = 0.0
+    best_epoch: int = -1
+    reached_target_at: float | None = None
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.epochs[-1] if self.epochs else {}
+
+    def add(self, record: dict[str, Any], target: float | None) -> bool:
+        """Append an epoch record; returns whether its test accuracy is the best so far."""
+        self.epochs.append(record)
+        improved = record["test_acc"] > self.best_acc
+        if improved:
+            self.best_acc, self.best_epoch = record["test_acc"], record["epoch"]
+        if target is not None and record["test_acc"] >= target:
+            self.reached_target_at = record["elapsed"]
+        return improved
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        return cls(**data)
+
+
+@dataclass
+class EpochTally:
+    """Running sums of the epoch in progress, saved with a mid-epoch state so that its metrics come out whole."""
+
+    loss_sum: Tensor
+    correct: Tensor
+    seen: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    """Training seconds of this epoch before the current process took over (a resumed epoch counts them too)."""
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def zero(cls, device: torch.device) -> EpochTally:
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
+
+    def add(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        n = y.shape[0]
+        self.loss_sum += loss.detach() * n
+        hard = y if y.ndim == 1 else y.argmax(1)  # mixup/cutmix: the larger share's label
+        self.correct += (logits.detach().argmax(1) == hard).sum()
+        self.seen += n
+        self.batches += 1
+
+    def elapsed(self) -> float:
+        return self.seconds + time.perf_counter() - self.started
+
+    def summary(self) -> dict[str, float]:
+        seconds = self.elapsed()
+        return {"train_loss": float(self.loss_sum) / max(self.seen, 1),
+                "train_acc": float(self.correct) / max(self.seen, 1), "train_seconds": seconds,
+                "img_per_s": self.seen / seconds if seconds > 0 else 0.0}
+
+
+@dataclass
+class TrainState:
+    """The live objects of a training run and its progress; ``step`` counts optimiser steps from the start."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: Any
+    device: torch.device
+    ema: AveragedModel | None = None
+    step: int = 0
+    epochs_done: int = 0
+    tally: EpochTally | None = None
+    history: History = field(default_factory=History)
+    started: float = field(default_factory=time.perf_counter)
+    """``time.perf_counter()`` when the run started (data loading included), moved back by a resumed run's time."""
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def can_save_mid_epoch(self) -> bool:
+        """Mid-epoch states need a loader that saves its position (``TensorLoader``); others resume at epoch ends."""
+        return hasattr(self.loader, "state_dict")
+
+    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """``(tensors, info)``: tensors named ``model.*``, ``optimizer.*``, ``ema.*``, ``loader.*``, ``rng.*`` and
+        ``tally.*``; ``info`` holds the progress, the history and the structure of the optimizer and loader states
+        with their tensors replaced by those names."""
+        tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        info: dict[str, Any] = {
+            "step": self.step,
+            "epochs_done": self.epochs_done,
+            "batch": self.tally.batches if self.tally is not None else 0,
+            "optimizer": pack(self.optimizer.state_dict(), "optimizer", tensors),
+            "loader": pack(self.loader.state_dict(), "loader", tensors) if self.can_save_mid_epoch else None,
+            "ema": self.ema is not None,
+            "history": self.history.to_dict(),
+            "elapsed": self.elapsed,
+            "rng": _rng_state(tensors),
+        }
+        if self.tally is not None:
+            tensors["tally.loss_sum"], tensors["tally.correct"] = self.tally.loss_sum, self.tally.correct
+            info["tally"] = {"seen": self.tally.seen, "batches": self.tally.batches, "seconds": self.tally.elapsed()}
+        return tensors, info
+
+    def load_state_dict(self, state: tuple[dict[str, Tensor], dict[str, Any]], *, model_name: str,
+                        source: str = "the training state") -> None:
+        """Put a :meth:`state_dict` back. The global RNGs are restored too, so call this right before training."""
+        tensors, info = state
+
+        def part(prefix: str) -> dict[str, Tensor]:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        load_weights_into(self.model, part("model."), source=source, model_name=model_name)
+        if info.get("ema") != (self.ema is not None):
+            raise CheckpointError(f"{source} was saved {'with' if info.get('ema') else 'without'} an EMA of the "
+                                  "weights but the config asks otherwise (train.ema_decay)")
+        if self.ema is not None:
+            load_weights_into(self.ema, part("ema."), source=f"{source} (EMA)", model_name=model_name)
+        try:
+            self.optimizer.load_state_dict(unpack(info["optimizer"], tensors))
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{source} holds an optimizer state that does not fit ({str(e)[:80]})") from None
+        self.tally = None
+        if info.get("batch"):
+            if info.get("loader") is None or not self.can_save_mid_epoch:
+                raise CheckpointError(f"{source} was taken mid-epoch, which needs a data loader that saves its "
+                                      "position")
+            t = info["tally"]
+            self.tally = EpochTally(tensors["tally.loss_sum"].to(self.device),
+                                    tensors["tally.correct"].to(self.device), t["seen"], t["batches"], t["seconds"])
+        if info.get("loader") is not None and self.can_save_mid_epoch:
+            self.loader.load_state_dict(unpack(info["loader"], tensors))
+        self.step, self.epochs_done = info["step"], info["epochs_done"]
+        self.history = History.from_dict(info["history"])
+        self.history.reached_target_at = None
+        self.started -= info["elapsed"]  # the time before the interruption counts too
+        _set_rng_state(tensors, info["rng"])
+
+
+def _rng_state(tensors: dict[str, Tensor]) -> dict[str, Any]:
+    tensors["rng.torch"] = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    for i, s in enumerate(cuda):
+        tensors[f"rng.cuda.{i}"] = s
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    return {"numpy": [name, keys.tolist(), pos, has_gauss, gauss], "python": [version, list(internal), py_gauss],
+            "cuda_devices": len(cuda)}
+
+
+def _set_rng_state(tensors: dict[str, Tensor], info: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[f"rng.cuda.{i}"] for i in range(info.get("cuda_devices", 0))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    name, keys, pos, has_gauss, gauss = info["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, py_gauss = info["python"]
+    random.setstate((version, tuple(internal), py_gauss))
