@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from milestones.train.run import RunDir
+from milestones.train.rundir import RunDir
 
 
 def main() -> None:
