@@ -114,7 +114,7 @@ def progress_bar() -> object:
         def on_record(self, record: dict) -> None:
             if record["kind"] == "step":
                 self.bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
-            else:
+            elif record["kind"] == "epoch":
                 self.bar.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, test accuracy "
                                f"{100 * record['test_acc']:.2f}%, {record['img_per_s']:.0f} img/s", file=sys.stderr)
 

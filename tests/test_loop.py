@@ -147,10 +147,12 @@ def test_callbacks_measure_without_changing_the_run(data_root: Path, tmp_path: P
     assert all(math.isclose(m["loss"], r["loss"], rel_tol=1e-6) for m, r in zip(metrics.records, steps, strict=True))
     assert all(0.0 <= m["error"] <= 1.0 for m in metrics.records)
     assert [r["step"] for r in norms.records] == list(range(2, 13, 2))
-    assert set(norms.records[0]) == {"step", "c1.weight", "c1.bias", "total"}
+    assert set(norms.records[0]) == {"kind", "step", "c1.weight", "c1.bias", "total"}
     assert all(r["total"] >= r["c1.weight"] > 0 for r in norms.records)
     assert [r["step"] for r in acts.records] == [3, 6, 9, 12]
-    assert set(acts.records[0]) == {"step", "c1", "s2"} and acts.records[0]["c1"]["std"] > 0
+    assert set(acts.records[0]) == {"kind", "step", "c1", "s2"} and acts.records[0]["c1"]["std"] > 0
+    for c in (metrics, norms, acts):  # the run directory holds them too, for analyses that read runs from disk
+        assert measured.run.records(c.kind) == c.records
     assert seen == ["start 12", "epoch 1 True", "epoch 2 True", "end"]
     assert not any(m._forward_hooks for m in measured.model.modules())
 

@@ -7,7 +7,8 @@ progress bar and the measurements below are all callbacks, so the loop itself st
     >>> norms = GradNorms(every=10)                  # per-layer gradient norms, every 10th step
     >>> acts = Activations(["features.0", "features.3"], every=50)   # statistics of chosen outputs
     >>> run_training(cfg, callbacks=[StepMetrics(), norms, acts])
-    >>> norms.records[0]                              # {"step": 10, "features.0.weight": 0.41, ...}
+    >>> norms.records[0]              # {"kind": "grad_norms", "step": 10, "features.0.weight": 0.41, ...}
+    >>> RunDir(path).records("grad_norms")            # the same, from the run's metrics.jsonl
 """
 
 from __future__ import annotations
@@ -54,13 +55,17 @@ class Callback:
     ``on_epoch_end`` follows the epoch record with the test accuracy's verdict; ``on_checkpoint`` is where the full
     state is saved (epoch ends, every ``train.checkpoint_every`` steps, on a stop). ``on_fit_end`` runs even when
     training fails or is interrupted.
+
+    A record (a dict with a ``kind``) returned by ``on_backward`` or ``on_step`` goes to every callback's
+    ``on_record``: in a run directory it lands in ``metrics.jsonl``, which a resumed run cuts back to the saved step,
+    so measurements survive interruptions exactly as the losses do.
     """
 
     def on_fit_start(self, state: TrainState, total_steps: int) -> None: ...
 
-    def on_backward(self, state: TrainState) -> None: ...
+    def on_backward(self, state: TrainState) -> dict[str, Any] | None: ...
 
-    def on_step(self, info: StepInfo) -> None: ...
+    def on_step(self, info: StepInfo) -> dict[str, Any] | None: ...
 
     def on_record(self, record: dict[str, Any]) -> None: ...
 
@@ -82,12 +87,15 @@ class CallbackList(Callback):
             c.on_fit_start(state, total_steps)
 
     def on_backward(self, state: TrainState) -> None:
-        for c in self.callbacks:
-            c.on_backward(state)
+        self._log([c.on_backward(state) for c in self.callbacks])
 
     def on_step(self, info: StepInfo) -> None:
-        for c in self.callbacks:
-            c.on_step(info)
+        self._log([c.on_step(info) for c in self.callbacks])
+
+    def _log(self, records: list[dict[str, Any] | None]) -> None:
+        for record in records:
+            if record is not None:
+                self.on_record(record)
 
     def on_record(self, record: dict[str, Any]) -> None:
         for c in self.callbacks:
@@ -108,21 +116,25 @@ class CallbackList(Callback):
 
 
 class StepMetrics(Callback):
-    """Training loss and error of every step (or every ``every``-th): ``records`` of ``{"step", "epoch", "loss",
-    "error", "lr"}``. The error is that of the batch before the step (with mixup/cutmix: against the larger share's
-    label). Reads the loss from the device each time it records."""
+    """Training loss and error of every step (or every ``every``-th): records of ``{"kind": "step_metrics", "step",
+    "epoch", "loss", "error", "lr"}``. The error is that of the batch before the step (with mixup/cutmix: against
+    the larger share's label). Reads the loss from the device each time it records."""
 
     def __init__(self, every: int = 1) -> None:
         self.every = every
         self.records: list[dict[str, float]] = []
 
-    def on_step(self, info: StepInfo) -> None:
+    kind = "step_metrics"
+
+    def on_step(self, info: StepInfo) -> dict[str, Any] | None:
         if info.step % self.every:
-            return
+            return None
         y = info.targets if info.targets.ndim == 1 else info.targets.argmax(1)
         error = float((info.logits.argmax(1) != y).float().mean())
-        self.records.append({"step": info.step, "epoch": info.epoch + 1, "loss": info.loss, "error": error,
-                             "lr": info.lr})
+        record = {"kind": self.kind, "step": info.step, "epoch": info.epoch + 1, "loss": info.loss, "error": error,
+                  "lr": info.lr}
+        self.records.append(record)
+        return record
 
 
 def grad_norms(model: nn.Module) -> dict[str, float]:
@@ -146,14 +158,18 @@ class GradNorms(Callback):
         self.only = tuple(only) if only else None
         self.records: list[dict[str, float]] = []
 
-    def on_backward(self, state: TrainState) -> None:
+    kind = "grad_norms"
+
+    def on_backward(self, state: TrainState) -> dict[str, Any] | None:
         step = state.step + 1  # the step these gradients are for, as on_step will number it
         if step % self.every:
-            return
+            return None
         norms = grad_norms(state.model)
         if self.only is not None:
             norms = {k: v for k, v in norms.items() if k == "total" or k.startswith(self.only)}
-        self.records.append({"step": step, **norms})
+        record = {"kind": self.kind, "step": step, **norms}
+        self.records.append(record)
+        return record
 
 
 def activation_stats(t: Tensor) -> dict[str, float]:
@@ -213,12 +229,18 @@ class Activations(Callback):
     def on_fit_start(self, state: TrainState, total_steps: int) -> None:
         self._arm(state.step, state.model)
 
-    def on_step(self, info: StepInfo) -> None:
+    kind = "activations"
+
+    def on_step(self, info: StepInfo) -> dict[str, Any] | None:
+        record = None
         if self._stack is not None:
             self._stack.close()
             self._stack = None
-            self.records.append({"step": info.step, **{n: activation_stats(a) for n, a in self._acts.items()}})
+            record = {"kind": self.kind, "step": info.step,
+                      **{n: activation_stats(a) for n, a in self._acts.items()}}
+            self.records.append(record)
         self._arm(info.step, info.model)
+        return record
 
     def on_fit_end(self, state: TrainState) -> None:
         if self._stack is not None:
