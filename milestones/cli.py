@@ -372,6 +372,45 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiments import MODES, list_experiments, run_experiment
+
+    if args.action == "list":
+        if args.name or args.report_dir or args.out:
+            from .errors import ConfigError
+
+            raise ConfigError("'milestones experiment list' takes no experiment name or folders")
+        rows = [[e.name, f"~{e.quick_minutes:g} min", e.full_cost, e.question, e.source]
+                for e in list_experiments()]
+        print(_table(["name", "quick (2 CPU cores)", "full", "question", "paper's claim from"], rows))
+        print(f"\nmodes: {', '.join(MODES)} (quick: at most 15 minutes on 2 CPU cores; full: paper scale, for a GPU; "
+              "smoke: seconds, what the tests run)")
+        return 0
+    if not args.name:
+        from .errors import ConfigError
+
+        raise ConfigError("name the experiment to run: milestones experiment run NAME (see 'milestones experiment "
+                          "list')")
+    from .train.loop import TrainingInterrupted
+
+    def event(what: str, p, i: int, n: int) -> None:
+        words = {"skip": "finished earlier, skipped", "skip-failed": "failed earlier, skipped", "start": "training",
+                 "resume": "resuming", "failed": "FAILED (recorded; the experiment goes on)", "done": "done"}
+        print(f"[{i + 1}/{n}] {p.title}: {words[what]}", flush=True)
+
+    try:
+        result = run_experiment(args.name, mode=args.mode, out=args.out, seeds=args.seeds, device=args.device,
+                                data_root=args.data_root, report_dir=args.report_dir, on_event=event,
+                                callbacks=[] if args.no_progress else [progress_bar()])
+    except TrainingInterrupted as e:
+        print(f"{e}\nthe experiment stopped; run the same command again to go on", file=sys.stderr)
+        return e.exit_code
+    a = result.analysis
+    print(f"{result.experiment.name} ({result.mode}): {a.verdict}. {a.reason}")
+    print(f"report: {result.report} ({result.seconds:.0f} s)")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from .compare import list_suites
     from .config import list_recipes
@@ -434,6 +473,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     s = sub.add_parser("recipes", help="list the shipped training recipes and compare suites")
+
+    s = sub.add_parser("experiment", help="list or run the experiments that test the papers' claims",
+                       description="'milestones experiment list' shows every experiment with its question, source and "
+                       "cost; 'milestones experiment run NAME' trains what it needs (finished runs are skipped, an "
+                       "interrupted one resumes), analyses it and writes report.md, results.csv and figures.")
+    s.add_argument("action", choices=["list", "run"])
+    s.add_argument("name", nargs="?", help="the experiment to run")
+    s.add_argument("--mode", default="quick", help="quick (CPU, minutes), full (paper scale, GPU) or smoke (seconds)")
+    s.add_argument("--out", help="the experiment's folder (default: runs/experiments/NAME-MODE)")
+    s.add_argument("--report-dir", help="also write report.md, results.csv and the figures here")
+    s.add_argument("--seeds", type=int, help="seeds per run (default: the mode's)")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the recipes')")
+    s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     s = sub.add_parser("eval", help="evaluate a run or checkpoint on its dataset")
     s.add_argument("checkpoint", help="run directory or .safetensors file")
@@ -503,7 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         handler = {"list": cmd_list, "info": cmd_info, "eval": cmd_eval, "predict": cmd_predict,
                    "convert": cmd_convert, "report": cmd_report, "bench": cmd_bench,
-                   "export": cmd_export, "compare": cmd_compare, "recipes": cmd_recipes}[args.command]
+                   "export": cmd_export, "compare": cmd_compare, "recipes": cmd_recipes,
+                   "experiment": cmd_experiment}[args.command]
         return handler(args)
     except MilestonesError as e:
         print(f"error: {e}", file=sys.stderr)

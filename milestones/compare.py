@@ -167,10 +167,12 @@ def load_suite(name: str | Path) -> Suite:
                  description=str(data.get("description") or ""), source=str(path))
 
 
-def plan(suite: Suite, out: str | Path, *, settings: Mapping[str, Any] | None = None) -> list[Planned]:
+def plan(suite: Suite, out: str | Path, *, settings: Mapping[str, Any] | None = None,
+         runs_dir: Path | None = None) -> list[Planned]:
     """Every (run, seed) with its config: recipe <- suite overrides <- run overrides <- seed <- ``settings`` (the
-    command line's: data root, device, progress), run by run, seed within run."""
-    root = Path(out) / suite.name / "runs"
+    command line's: data root, device, progress), run by run, seed within run. The runs live in ``runs_dir``,
+    default ``out/<suite name>/runs``."""
+    root = runs_dir if runs_dir is not None else Path(out) / suite.name / "runs"
     out_planned = []
     for run in suite.runs:
         for seed in suite.seeds:
@@ -245,18 +247,20 @@ Event = Callable[[str, Planned, int, int], None]
 
 
 def run_suite(suite: Suite, out: str | Path, *, settings: Mapping[str, Any] | None = None, retry_failed: bool = False,
-              on_event: Event | None = None, callbacks: Sequence[Callback] = ()) -> list[Outcome]:
+              on_event: Event | None = None,
+              callbacks: Sequence[Callback] | Callable[[Planned], Sequence[Callback]] = (),
+              runs_dir: Path | None = None) -> list[Outcome]:
     """Train every planned run not finished yet, in order; return the outcome of each.
 
     ``on_event(what, planned, index, total)`` is called with ``what`` in ``skip``, ``start``, ``resume``, ``done``,
     ``failed``, ``skip-failed`` (for the CLI's progress lines). Interruptions (Ctrl-C, SIGTERM) propagate after the
     current run has saved its state; calling again continues where it stopped. ``callbacks`` go to every run
-    (:func:`~milestones.train.run.run_training`).
+    (:func:`~milestones.train.run.run_training`), or are made for each planned run when a function.
     """
     from .train.loop import NonFiniteLossError
     from .train.run import run_training
 
-    planned = plan(suite, out, settings=settings)
+    planned = plan(suite, out, settings=settings, runs_dir=runs_dir)
     states = [status(p) for p in planned]
     for p, st in zip(planned, states, strict=True):  # all must match the suite before anything trains or is replaced
         if st == "changed":
@@ -278,10 +282,11 @@ def run_suite(suite: Suite, out: str | Path, *, settings: Mapping[str, Any] | No
             st = status(p)
         emit("resume" if st == "partial" else "start", p, i, len(planned))
         try:
+            extra = callbacks(p) if callable(callbacks) else callbacks
             if st == "partial":
-                result = run_training(dataclasses.replace(p.cfg), resume=p.path, callbacks=callbacks)
+                result = run_training(dataclasses.replace(p.cfg), resume=p.path, callbacks=extra)
             else:
-                result = run_training(p.cfg, overwrite=p.path.exists(), callbacks=callbacks)
+                result = run_training(p.cfg, overwrite=p.path.exists(), callbacks=extra)
         except NonFiniteLossError as e:
             if not p.path.is_dir():
                 raise

@@ -1,0 +1,38 @@
+"""Experiments that answer the questions the landmark papers raise, each rerunnable in a quick (CPU, minutes) and a
+full (paper-scale, GPU) mode; ``milestones experiment list`` shows them, ``milestones experiment run NAME`` runs one.
+
+    >>> from milestones.experiments import run_experiment
+    >>> result = run_experiment("degradation", mode="quick", data_root="../shared/data")
+    >>> result.analysis.verdict, result.report
+"""
+
+from __future__ import annotations
+
+from . import degradation  # noqa: F401  (registers)
+from .base import (
+    MODES,
+    Analysis,
+    Context,
+    Experiment,
+    ExperimentResult,
+    Figure,
+    RunSpec,
+    Setup,
+    get_experiment,
+    list_experiments,
+    run_experiment,
+)
+
+__all__ = [
+    "MODES",
+    "Analysis",
+    "Context",
+    "Experiment",
+    "ExperimentResult",
+    "Figure",
+    "RunSpec",
+    "Setup",
+    "get_experiment",
+    "list_experiments",
+    "run_experiment",
+]
