@@ -274,7 +274,7 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: r.get(k, "") for k in columns})
+        w.writerow({k: "" if r.get(k) is None else r[k] for k in columns})
     return buf.getvalue()
 
 
