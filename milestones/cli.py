@@ -34,7 +34,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         s = get_spec(n)
         c = s.counts
         rows.append([n, s.family, s.paper.year, f"{c.params:,}" if c else "-",
-                     _fmt_count(c.gmacs * 1e9) if c else "-",
+                     _fmt_count(c.macs) if c else "-",
                      f"{short_authors(s.paper)}, {s.paper.title}"])
     print(_table(["name", "family", "year", "params", "MACs", "paper"], rows))
     return 0

@@ -108,13 +108,13 @@ REPORTED = {
                          source="Table 1 params; Table 2, JFT-300M pre-training, fine-tuned at higher resolution"),
 }
 COUNTS = {
-    "vit_ti16": Counts(params=5_717_416,   gmacs=1.2537, source="timm vit_tiny_patch16_224"),
-    "vit_s16":  Counts(params=22_050_664,  gmacs=4.5989, source="timm vit_small_patch16_224"),
-    "vit_b16":  Counts(params=86_567_656,  gmacs=17.564, source="torchvision vit_b_16"),
-    "vit_b32":  Counts(params=88_224_232,  gmacs=4.4092, source="torchvision vit_b_32"),
-    "vit_l16":  Counts(params=304_326_632, gmacs=61.555, source="torchvision vit_l_16"),
-    "vit_l32":  Counts(params=306_535_400, gmacs=15.378, source="torchvision vit_l_32"),
-    "vit_h14":  Counts(params=632_045_800, gmacs=167.30, source="torchvision vit_h_14"),
+    "vit_ti16": Counts(params=5_717_416,   macs=1_253_683_200,   source="timm vit_tiny_patch16_224"),
+    "vit_s16":  Counts(params=22_050_664,  macs=4_598_882_304,   source="timm vit_small_patch16_224"),
+    "vit_b16":  Counts(params=86_567_656,  macs=17_563_828_224,  source="torchvision vit_b_16"),
+    "vit_b32":  Counts(params=88_224_232,  macs=4_409_186_304,   source="torchvision vit_b_32"),
+    "vit_l16":  Counts(params=304_326_632, macs=61_554_712_576,  source="torchvision vit_l_16"),
+    "vit_l32":  Counts(params=306_535_400, macs=15_377_539_072,  source="torchvision vit_l_32"),
+    "vit_h14":  Counts(params=632_045_800, macs=167_295_109_120, source="torchvision vit_h_14"),
 }
 # fmt: on
 
