@@ -7,10 +7,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import MilestonesError
 from .report import format_count as _fmt_count
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -89,10 +93,11 @@ def _split_overrides(extra: Sequence[str]) -> list[str]:
     return overrides
 
 
-def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+def train_config(args: argparse.Namespace, extra: Sequence[str]) -> RunConfig:
+    """The config ``milestones train`` would run with these arguments: recipe, shortcuts and ``--key=value``
+    overrides resolved (an unknown key or a bad value raises :class:`ConfigError`); nothing is loaded or trained.
+    With ``--resume`` it is the run's own config.yaml plus the overrides."""
     from .config import build_config
-    from .train.loop import TrainingInterrupted
-    from .train.run import run_training
 
     overrides = _split_overrides(extra)
     shortcuts = {"epochs": "train.epochs", "data_root": "data.root", "out": "out_dir", "name": "name",
@@ -122,8 +127,15 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         if args.data:
             overrides.append(f"--data.name={args.data}")
         apply_overrides(cfg, overrides)
-    else:
-        cfg = build_config(model=args.model, data=args.data, config_file=args.config, overrides=overrides)
+        return cfg
+    return build_config(model=args.model, data=args.data, config_file=args.config, overrides=overrides)
+
+
+def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .train.loop import TrainingInterrupted
+    from .train.run import run_training
+
+    cfg = train_config(args, extra)
     try:
         result = run_training(cfg, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as e:  # not an error: one line saying how to go on, exit 130 (SIGINT) / 143 (SIGTERM)
