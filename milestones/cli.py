@@ -93,11 +93,10 @@ def _split_overrides(extra: Sequence[str]) -> list[str]:
     return overrides
 
 
-def train_config(args: argparse.Namespace, extra: Sequence[str]) -> RunConfig:
-    """The config ``milestones train`` would run with these arguments: recipe, shortcuts and ``--key=value``
-    overrides resolved (an unknown key or a bad value raises :class:`ConfigError`); nothing is loaded or trained.
-    With ``--resume`` it is the run's own config.yaml plus the overrides."""
+def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .config import build_config
+    from .train.loop import TrainingInterrupted
+    from .train.run import run_training
 
     overrides = _split_overrides(extra)
     shortcuts = {"epochs": "train.epochs", "data_root": "data.root", "out": "out_dir", "name": "name",
@@ -127,15 +126,10 @@ def train_config(args: argparse.Namespace, extra: Sequence[str]) -> RunConfig:
         if args.data:
             overrides.append(f"--data.name={args.data}")
         apply_overrides(cfg, overrides)
-        return cfg
-    return build_config(model=args.model, data=args.data, config_file=args.config, overrides=overrides)
-
-
-def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from .train.loop import TrainingInterrupted
-    from .train.run import run_training
-
-    cfg = train_config(args, extra)
+    else:
+        cfg = build_config(model=args.model, data=args.data, config_file=args.config, overrides=overrides)
+    if args.dry_run:
+        return _show_config(cfg)
     try:
         result = run_training(cfg, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as e:  # not an error: one line saying how to go on, exit 130 (SIGINT) / 143 (SIGTERM)
@@ -150,6 +144,19 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if s.get("time_to_target") is not None:
         print(f"reached {100 * s['target_accuracy']:.2f}% after {s['time_to_target']:.1f} s")
     print(f"run directory: {result.run.path}")
+    return 0
+
+
+def _show_config(cfg: RunConfig) -> int:
+    """``train --dry-run``: check the model's options (on the meta device, free) and print the resolved config."""
+    import torch
+
+    from .config import to_yaml
+    from .models import create_model
+
+    with torch.device("meta"):
+        create_model(cfg.model.name, **cfg.model.kwargs)
+    print(to_yaml(cfg), end="")
     return 0
 
 
@@ -390,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
     s.add_argument("--seed", type=int)
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config (recipe and overrides) and check the model's options; train nothing")
 
     s = sub.add_parser("compare", help="train a suite of models x seeds (resumable) and write a leaderboard",
                        description="Train every run of SUITE (a YAML file, or a shipped suite: quick, full) that has "

@@ -9,9 +9,11 @@ family COUNTS tables, and a fresh meta-device measurement.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import importlib.util
+import io
 import itertools
 import json
 import re
@@ -20,12 +22,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
 from milestones import cli, compare
-from milestones.config import build_config
 from milestones.errors import ConfigError
-from milestones.models import PaperRef, create_model, get_spec, list_models
+from milestones.models import PaperRef, get_spec, list_models
 from milestones.report import REGENERATE, models_markdown, short_cite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -298,23 +298,27 @@ def _documented_commands(markdown: str) -> list[str]:
 RESULTS_COMMANDS = _documented_commands((ROOT / "docs" / "results.md").read_text(encoding="utf-8"))
 
 
-def _parse(parser: object, argv: list[str], *, known: bool = False) -> object:
+def _parse(parser: object, argv: list[str]) -> object:
     try:
-        return parser.parse_known_args(argv) if known else parser.parse_args(argv)
+        return parser.parse_args(argv)
     except SystemExit:
         raise ConfigError(f"{' '.join(argv)!r} does not parse") from None
 
 
 def _check_cli(argv: list[str], tmp: Path) -> None:
-    """A `milestones` command: parsed, and for train/compare every config resolved (unknown keys raise)."""
-    args, extra = _parse(cli.build_parser(), argv, known=True)
-    if args.command == "train":
-        cfg = cli.train_config(args, extra)
-        with torch.device("meta"):
-            create_model(cfg.model.name, **cfg.model.kwargs)
+    """A `milestones` command, parsed; `train` runs with --dry-run (config resolved, model options checked on the
+    meta device, nothing trained), `compare` resolves every run's config of its suite."""
+    if argv[0] == "train":
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            try:
+                rc = cli.main([*argv, "--dry-run"])
+            except SystemExit as e:  # argparse
+                rc = e.code
+        if rc != 0:
+            raise ConfigError(f"{' '.join(argv)!r}: {err.getvalue().strip()}")
         return
-    if extra:
-        raise ConfigError(f"unrecognised arguments {extra} in {' '.join(argv)!r}")
+    args = _parse(cli.build_parser(), argv)
     if args.command == "compare":
         compare.plan(compare.load_suite(args.suite), tmp)
 
@@ -336,11 +340,13 @@ def check_command(cmd: str, tmp: Path) -> None:
     elif argv[0] == "python" and argv[1].startswith("benchmarks/"):
         name = Path(argv[1]).stem
         parser = _script(name).build_parser()
-        if name == "time_to_accuracy":  # its extra arguments are training overrides
-            args, extra = _parse(parser, argv[2:], known=True)
-            cfg = build_config(model=args.model, data=args.data, overrides=extra)
-            with torch.device("meta"):
-                create_model(cfg.model.name, **cfg.model.kwargs)
+        if name == "time_to_accuracy":  # it runs `milestones train MODEL --data DATA ... EXTRA` per run
+            try:
+                args, extra = parser.parse_known_args(argv[2:])
+            except SystemExit:
+                raise ConfigError(f"{cmd!r} does not parse") from None
+            _check_cli(["train", args.model, "--data", args.data, f"--train.target_accuracy={args.target}", *extra],
+                       tmp)
         elif name == "recipe_sweep":  # every grid entry is a `milestones train --config RECIPE ...` run
             args = _parse(parser, argv[2:])
             grid = json.loads((ROOT / args.grid).read_text(encoding="utf-8"))
@@ -366,6 +372,8 @@ def test_results_md_command_parses(cmd: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("cmd", [
     "milestones train vit_ti16 --data cifar10 --data.mixup=0",
+    "milestones train vit_ti16 --data cifar10 --model.kwargs.patch=4",
+    "milestones train resnet20 --data cifar10 --epochs ten",
     "milestones train resnet20 --data cifar10 --optim.lr=fast",
     "milestones eval --tta",
     "milestones compare quick --dry-rnu",
