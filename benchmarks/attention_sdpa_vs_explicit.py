@@ -112,7 +112,7 @@ def _run(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["vit_b16", "cswin_t"])
     parser.add_argument("--size", type=int, default=224)
@@ -122,7 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="batch 2 and 2 reps, for a CPU")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
         return

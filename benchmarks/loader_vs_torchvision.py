@@ -158,7 +158,7 @@ def plain_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
                            weight_decay=cfg["weight_decay"])
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=sorted(TASKS), default="cifar10")
     ap.add_argument("--data-root", type=Path, required=True)
@@ -169,7 +169,11 @@ def main() -> None:
     ap.add_argument("--as-shipped", action="store_true",
                     help="each way as its user runs it (torchvision: NCHW, torch.optim defaults; milestones: the "
                     "recipe's channels-last and fused optimizer), instead of the data path alone")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     torch.set_num_threads(args.threads)
 
     from milestones.config import OptimConfig

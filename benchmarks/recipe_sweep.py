@@ -25,7 +25,7 @@ from pathlib import Path
 from milestones.train.rundir import RunDir
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("grid", type=Path, help="JSON file: {recipe, runs: {name: [train args]}}")
     ap.add_argument("--data-root", required=True)
@@ -34,7 +34,11 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=0, help="runs at once (default: all)")
     ap.add_argument("--overwrite", action="store_true", help="redo finished runs")
     ap.add_argument("--json", type=Path, help="also write the table as JSON here")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     grid = json.loads(args.grid.read_text())
     recipe, runs = grid["recipe"], grid["runs"]

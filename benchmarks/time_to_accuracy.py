@@ -21,13 +21,18 @@ import time
 from pathlib import Path
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options; anything else on its command line is passed on as overrides, e.g. --optim.lr=0.003."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("--data", default="mnist")
     ap.add_argument("--target", type=float, default=0.99)
     ap.add_argument("--runs", type=int, default=3)
-    args, extra = ap.parse_known_args()  # anything else is passed on as overrides, e.g. --optim.lr=0.003
+    return ap
+
+
+def main() -> None:
+    args, extra = build_parser().parse_known_args()
     reached, totals = [], []
     with tempfile.TemporaryDirectory() as out:
         for i in range(args.runs):

@@ -7,10 +7,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import MilestonesError
 from .report import format_count as _fmt_count
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -34,7 +38,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         s = get_spec(n)
         c = s.counts
         rows.append([n, s.family, s.paper.year, f"{c.params:,}" if c else "-",
-                     _fmt_count(c.gmacs * 1e9) if c else "-",
+                     _fmt_count(c.macs) if c else "-",
                      f"{short_authors(s.paper)}, {s.paper.title}"])
     print(_table(["name", "family", "year", "params", "MACs", "paper"], rows))
     return 0
@@ -161,6 +165,8 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         apply_overrides(cfg, overrides)
     else:
         cfg = build_config(model=args.model, data=args.data, config_file=args.config, overrides=overrides)
+    if args.dry_run:
+        return _show_config(cfg)
     try:
         result = run_training(cfg, resume=args.resume, overwrite=args.overwrite,
                               callbacks=[progress_bar()] if cfg.train.progress else [])
@@ -176,6 +182,19 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if s.get("time_to_target") is not None:
         print(f"reached {100 * s['target_accuracy']:.2f}% after {s['time_to_target']:.1f} s")
     print(f"run directory: {result.run.path}")
+    return 0
+
+
+def _show_config(cfg: RunConfig) -> int:
+    """``train --dry-run``: check the model's options (on the meta device, free) and print the resolved config."""
+    import torch
+
+    from .config import to_yaml
+    from .models import create_model
+
+    with torch.device("meta"):
+        create_model(cfg.model.name, **cfg.model.kwargs)
+    print(to_yaml(cfg), end="")
     return 0
 
 
@@ -456,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
     s.add_argument("--seed", type=int)
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config (recipe and overrides) and check the model's options; train nothing")
 
     s = sub.add_parser("compare", help="train a suite of models x seeds (resumable) and write a leaderboard",
                        description="Train every run of SUITE (a YAML file, or a shipped suite: quick, full) that has "

@@ -92,7 +92,7 @@ def _row(spec: ModelSpec) -> list[str]:
         "x".join(str(v) for v in spec.input_size),
         f"{c.params:,}" if c else "-",
         _num(r.params_m),
-        f"{c.gmacs:.4g}" if c else "-",
+        f"{c.macs / 1e9:.4g}" if c else "-",
         _num(r.gmacs),
         r.dataset if has_error else "-",
         _num(r.top1_err),

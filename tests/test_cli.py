@@ -104,6 +104,22 @@ def test_unknown_model_option(capsys, tmp_path) -> None:
     assert_one_line_error(code, err, "'depth'", "num_classes")
 
 
+def test_train_dry_run_prints_the_config_and_trains_nothing(capsys, tmp_path) -> None:
+    """`train --dry-run`: the resolved config as YAML (recipe, then overrides), no data read, no run directory; a
+    misspelt model option still fails, as it would in a real run."""
+    import yaml
+
+    code, out, err = run_cli(capsys, "train", "resnet20", "--data", "cifar10", "--optim.lr=0.1", "--epochs", "3",
+                             "--data-root", str(tmp_path / "nothing-here"), "--out", str(tmp_path), "--dry-run")
+    assert (code, err) == (0, "")
+    cfg = yaml.safe_load(out)
+    assert cfg["model"]["name"] == "resnet20" and cfg["data"]["name"] == "cifar10"
+    assert cfg["optim"]["lr"] == 0.1 and cfg["train"]["epochs"] == 3 and cfg["data"]["crop_padding"] == 4
+    assert list(tmp_path.iterdir()) == []
+    code, _, err = run_cli(capsys, "train", "lenet5", "--data", "digits", "--model.kwargs.depth=3", "--dry-run")
+    assert_one_line_error(code, err, "'depth'", "num_classes")
+
+
 def test_missing_data_says_where_to_put_which_files(capsys, tmp_path) -> None:
     code, _, err = run_cli(capsys, "train", "lenet5", "--data", "mnist", "--data-root", str(tmp_path / "empty"),
                            "--out", str(tmp_path))

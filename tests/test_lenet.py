@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from milestones import count_params, create_model
+from milestones import count_macs, count_params, create_model
+from milestones.models import get_spec
 from milestones.models.lenet import C3_TABLE, digit_prototypes, squash
 from milestones.train.losses import lenet_map_loss
 
@@ -29,6 +30,17 @@ def test_paper_parameter_count_per_layer() -> None:
     assert per_layer == {"c1": 156, "s2": 12, "c3": 1516, "s4": 32, "c5": 48120, "f6": 10164, "head": 0}
     assert count_params(model) == 60_000
     assert not any(p.requires_grad for p in model.head.parameters())
+
+
+def test_macs_closed_form() -> None:
+    """The counter's multiply-adds, layer by layer from the shapes: C1 28x28x6x25, C3 (dense) 10x10x16x6x25, C5 120x400,
+    F6 84x120; lenet5_modern adds its 84x10 linear output. Subsampling and the RBF distances are not counted."""
+    dense = 28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 120 * 400 + 84 * 120
+    assert dense == 415_680
+    for name, expected in (("lenet5", dense), ("lenet5_modern", dense + 84 * 10)):
+        with torch.device("meta"):
+            model = create_model(name)
+        assert count_macs(model, (1, 32, 32)) == expected == get_spec(name).counts.macs, name
 
 
 def test_c3_connections_are_table_i() -> None:

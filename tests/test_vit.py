@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer as TVViT
 from torchvision.models.vision_transformer import interpolate_embeddings
 
-from milestones.models import create_model, get_converter
+from milestones.models import create_model, get_converter, vit
 from milestones.models._layers import explicit_attention
 from milestones.models.vit import resize_pos_embed
 
@@ -251,3 +252,17 @@ def test_official_dropout_per_variant() -> None:
 
     assert {n for n, c in VARIANTS.items() if c.dropout} == {"vit_l16", "vit_h14"}
     assert all(c.dropout in (0.0, 0.1) and c.attn_dropout == 0 for c in VARIANTS.values())
+
+
+def test_docstring_errors_cite_the_reported_table() -> None:
+    """Each docstring row's top-1 error cites the same table(s) as REPORTED's source (ViT Table 5 / Table 2, DeiT
+    Table 5), checked against the paper's Appendix C and §4.2 tables."""
+    rows = {line.split("|")[1].strip(): line for line in (vit.__doc__ or "").splitlines() if line.startswith("| vit_")}
+    assert set(rows) == set(vit.REPORTED)
+    for name, r in vit.REPORTED.items():
+        cell = rows[name].split("|")[-2]
+        assert cell.strip().startswith(f"{r.top1_err} ("), name
+        refs = re.findall(r"(?:DeiT )?Table \d+", cell)
+        assert refs, f"{name}: the docstring row names no table"
+        for ref in refs:
+            assert ref.removeprefix("DeiT ") in r.source and ("DeiT" in r.source) == ref.startswith("DeiT"), name

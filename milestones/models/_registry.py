@@ -55,15 +55,27 @@ class Reported:
 
 @dataclass(frozen=True)
 class Counts:
-    """Our exact, measured numbers at the default input size (checked by tests).
+    """Our exact, measured numbers at the default input size, as integers (``tests/test_models.py`` re-measures both).
 
-    ``params`` counts trainable parameters; ``gmacs`` is ``torch.utils.flop_counter`` FLOPs / 2 / 1e9 for batch 1.
-    ``source`` says what the exact count agrees with ("paper", "authors' code", "torchvision").
+    ``params`` counts trainable parameters; ``macs`` is ``torch.utils.flop_counter`` FLOPs / 2 for batch 1 (see
+    :func:`milestones.measure.count_macs`). Both are exact integers, never rounded, so a stale entry cannot hide
+    inside a tolerance. ``source`` says what the exact count agrees with ("paper", "authors' code", "torchvision").
     """
 
     params: int
-    gmacs: float
+    macs: int
     source: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("params", "macs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise TypeError(f"Counts.{name} must be a non-negative int (an exact count), got {value!r}")
+
+    @property
+    def gmacs(self) -> float:
+        """``macs`` in billions, for display."""
+        return self.macs / 1e9
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,8 @@ REPORTED = {
     ),
 }
 COUNTS = {
-    "alexnet":     Counts(params=60_965_224, gmacs=0.7244068, source="paper layer sizes (Figure 2, §3.5)"),
-    "alexnet_owt": Counts(params=61_100_840, gmacs=0.7141885, source="torchvision alexnet"),
+    "alexnet":     Counts(params=60_965_224, macs=724_406_816, source="paper layer sizes (Figure 2, §3.5)"),
+    "alexnet_owt": Counts(params=61_100_840, macs=714_188_480, source="torchvision alexnet"),
 }
 
 # Figure 2 / §3.5: kernel, stride and padding of conv1..conv5 (conv1's padding is in the config).

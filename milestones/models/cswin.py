@@ -100,10 +100,10 @@ REPORTED = {
 }
 
 COUNTS = {
-    "cswin_t": Counts(params=22_320_552, gmacs=4.3242, source="authors' code (params exact; torch counter)"),
-    "cswin_s": Counts(params=34_643_304, gmacs=6.8007, source="authors' code (params exact; torch counter)"),
-    "cswin_b": Counts(params=77_382_184, gmacs=14.955, source="authors' code (params exact; torch counter)"),
-    "cswin_l": Counts(params=173_262_664, gmacs=33.130, source="authors' code (params exact; torch counter)"),
+    "cswin_t": Counts(params=22_320_552,  macs=4_324_203_008,  source="authors' code (params exact; torch counter)"),
+    "cswin_s": Counts(params=34_643_304,  macs=6_800_714_752,  source="authors' code (params exact; torch counter)"),
+    "cswin_b": Counts(params=77_382_184,  macs=14_955_348_480, source="authors' code (params exact; torch counter)"),
+    "cswin_l": Counts(params=173_262_664, macs=33_130_144_512, source="authors' code (params exact; torch counter)"),
 }
 
 Orientation = Literal["vertical", "horizontal", "global"]

@@ -111,8 +111,8 @@ REPORTED = {
     ),
 }
 COUNTS = {
-    "googlenet":    Counts(params=6_998_552, gmacs=1.5827, source="paper Table 1 layers, PAPERS.md §1.4"),
-    "googlenet_tv": Counts(params=6_624_904, gmacs=1.4984, source="torchvision googlenet(aux_logits=False)"),
+    "googlenet":    Counts(params=6_998_552, macs=1_582_671_872, source="paper Table 1 layers, PAPERS.md §1.4"),
+    "googlenet_tv": Counts(params=6_624_904, macs=1_498_376_192, source="torchvision googlenet(aux_logits=False)"),
 }
 
 # Paper Table 1: (name, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), one tuple per grid (28, 14, 7 at 224).

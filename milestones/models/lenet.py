@@ -2,7 +2,7 @@
 
 | variant       | params paper | params ours | MACs ours (32x32) | MNIST test err paper          | MNIST test err ours |
 |---------------|--------------|-------------|-------------------|-------------------------------|---------------------|
-| lenet5        | 60,000       | 60,000      | 0.4165 M          | 0.95 (§III-C, no distortions) | docs/results.md     |
+| lenet5        | 60,000       | 60,000      | 0.4157 M          | 0.95 (§III-C, no distortions) | docs/results.md     |
 | lenet5_modern | -            | 61,706      | 0.4165 M          | -                             | docs/results.md     |
 
 ``lenet5`` is the network as published: C1 6@5x5; S2 trainable subsampling (the 2x2 sum times one trainable
@@ -14,8 +14,10 @@ parameters: C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164 = 60,000; the 8
 C3 holds exactly the 60 kernels of Table I's connections (1,516 parameters with the biases); each forward pass
 scatters them into a dense 16x6 kernel with zeros for the absent connections, because one dense convolution is 5-10x
 faster on a CPU than grouped convolutions over gathered maps. MACs are counted by ``torch.utils.flop_counter``, which
-therefore counts C3 densely (240,000 instead of the sparse 150,000): 0.4165 M in all. The sparse count of the layers it
-sees is 0.3257 M; the paper's hand count, with subsampling and the RBF, is about 0.33 M.
+therefore counts C3 densely (240,000 instead of the sparse 150,000): 415,680 in all (C1 117,600, C3 240,000, C5
+48,000, F6 10,080; the subsampling and the RBF distances are not matrix products, so it does not count them). The
+sparse count of the same layers is 325,680; the paper's hand count, with subsampling and the RBF, is about 0.33 M.
+``lenet5_modern`` adds its 84x10 linear output: 416,520.
 
 ``lenet5_modern`` is the form most tutorials call LeNet (dense C3, ReLU, max-pooling, a linear output layer trained
 with cross-entropy): the comparison for the "why ReLU, why max-pool" experiments.
@@ -65,8 +67,8 @@ REPORTED = {
     "lenet5": Reported(params_m=0.06, top1_err=0.95, dataset="MNIST", source="§II-B parameter count; §III-C, Fig. 14"),
 }
 COUNTS = {
-    "lenet5":        Counts(params=60_000, gmacs=0.00041652, source="paper §II-B per-layer counts"),
-    "lenet5_modern": Counts(params=61_706, gmacs=0.00041652, source="dense C3 + 84x10 linear output"),
+    "lenet5":        Counts(params=60_000, macs=415_680, source="paper §II-B per-layer counts"),
+    "lenet5_modern": Counts(params=61_706, macs=416_520, source="dense C3 + 84x10 linear output"),
 }
 
 # Paper Table I: the S2 maps each C3 map reads, grouped by the four row blocks of the table.

@@ -138,26 +138,26 @@ REPORTED = {
     **{f"plain{d}": Reported(dataset="CIFAR-10", source="Fig. 6, curves only") for d in (20, 32, 44, 56, 110)},
 }
 
-# Params: torchvision's resnet* for the ImageNet nets, PAPERS.md §1.5 recounts for the CIFAR nets. GMACs: ours, v1.
+# Params: torchvision's resnet* for the ImageNet nets, PAPERS.md §1.5 recounts for the CIFAR nets. MACs: ours, v1.
 _TV = "params = torchvision; GMACs with version='v1.5' = torchvision"
 _CF = "params = PAPERS.md 1.5 recount (akamaster-style option A)"
 COUNTS = {
-    "resnet18":   Counts(11_689_512, 1.814,   _TV),
-    "resnet34":   Counts(21_797_672, 3.664,   _TV),
-    "resnet50":   Counts(25_557_032, 3.858,   _TV),
-    "resnet101":  Counts(44_549_160, 7.570,   _TV),
-    "resnet152":  Counts(60_192_808, 11.282,  _TV),
-    "resnet20":   Counts(269_722,    0.04055, _CF),
-    "resnet32":   Counts(464_154,    0.06886, _CF),
-    "resnet44":   Counts(658_586,    0.09717, _CF),
-    "resnet56":   Counts(853_018,    0.1255,  _CF),
-    "resnet110":  Counts(1_727_962,  0.2529,  _CF),
-    "resnet1202": Counts(19_421_274, 2.829,   _CF),
-    "plain20":    Counts(269_722,    0.04055, _CF),
-    "plain32":    Counts(464_154,    0.06886, _CF),
-    "plain44":    Counts(658_586,    0.09717, _CF),
-    "plain56":    Counts(853_018,    0.1255,  _CF),
-    "plain110":   Counts(1_727_962,  0.2529,  _CF),
+    "resnet18":   Counts(11_689_512, 1_814_073_344,  _TV),
+    "resnet34":   Counts(21_797_672, 3_663_761_408,  _TV),
+    "resnet50":   Counts(25_557_032, 3_857_973_248,  _TV),
+    "resnet101":  Counts(44_549_160, 7_570_194_432,  _TV),
+    "resnet152":  Counts(60_192_808, 11_282_415_616, _TV),
+    "resnet20":   Counts(269_722,    40_551_040,     _CF),
+    "resnet32":   Counts(464_154,    68_862_592,     _CF),
+    "resnet44":   Counts(658_586,    97_174_144,     _CF),
+    "resnet56":   Counts(853_018,    125_485_696,    _CF),
+    "resnet110":  Counts(1_727_962,  252_887_680,    _CF),
+    "resnet1202": Counts(19_421_274, 2_829_238_912,  _CF),
+    "plain20":    Counts(269_722,    40_551_040,     _CF),
+    "plain32":    Counts(464_154,    68_862_592,     _CF),
+    "plain44":    Counts(658_586,    97_174_144,     _CF),
+    "plain56":    Counts(853_018,    125_485_696,    _CF),
+    "plain110":   Counts(1_727_962,  252_887_680,    _CF),
 }
 # fmt: on
 

@@ -75,9 +75,9 @@ REPORTED = {
     "swin_b": Reported(params_m=88, gmacs=15.4, top1_err=16.5, source="Table 1(a), ImageNet-1K, 224x224, single crop"),
 }
 COUNTS = {
-    "swin_t": Counts(params=28_288_354, gmacs=4.4906, source="torchvision swin_t (params and GMACs)"),
-    "swin_s": Counts(params=49_606_258, gmacs=8.7409, source="torchvision swin_s (params and GMACs)"),
-    "swin_b": Counts(params=87_768_224, gmacs=15.431, source="torchvision swin_b (params and GMACs)"),
+    "swin_t": Counts(params=28_288_354, macs=4_490_566_656,  source="torchvision swin_t (params and GMACs)"),
+    "swin_s": Counts(params=49_606_258, macs=8_740_875_264,  source="torchvision swin_s (params and GMACs)"),
+    "swin_b": Counts(params=87_768_224, macs=15_430_946_816, source="torchvision swin_b (params and GMACs)"),
 }
 
 # Added to the logits of query/key pairs from different regions of a shifted window (authors' code; torchvision).

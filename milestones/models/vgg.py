@@ -100,16 +100,16 @@ REPORTED = {
     "vgg19":     Reported(params_m=144, top1_err=25.5, top5_err=8.0,  source=f"{_SINGLE}, S in [256,512], Q=384"),
 }
 COUNTS = {
-    "vgg11":     Counts(params=132_863_336, gmacs=7.609090, source="torchvision vgg11"),
-    "vgg11_lrn": Counts(params=132_863_336, gmacs=7.609090, source="A + LRN (no parameters)"),
-    "vgg13":     Counts(params=133_047_848, gmacs=11.30847, source="torchvision vgg13"),
-    "vgg16_c":   Counts(params=133_638_952, gmacs=11.77089, source="D with three 3x3 convs made 1x1"),
-    "vgg16":     Counts(params=138_357_544, gmacs=15.47026, source="torchvision vgg16"),
-    "vgg19":     Counts(params=143_667_240, gmacs=19.63206, source="torchvision vgg19"),
-    "vgg11_bn":  Counts(params=132_868_840, gmacs=7.609090, source="torchvision vgg11_bn"),
-    "vgg13_bn":  Counts(params=133_053_736, gmacs=11.30847, source="torchvision vgg13_bn"),
-    "vgg16_bn":  Counts(params=138_365_992, gmacs=15.47026, source="torchvision vgg16_bn"),
-    "vgg19_bn":  Counts(params=143_678_248, gmacs=19.63206, source="torchvision vgg19_bn"),
+    "vgg11":     Counts(params=132_863_336, macs=7_609_090_048,  source="torchvision vgg11"),
+    "vgg11_lrn": Counts(params=132_863_336, macs=7_609_090_048,  source="A + LRN (no parameters)"),
+    "vgg13":     Counts(params=133_047_848, macs=11_308_466_176, source="torchvision vgg13"),
+    "vgg16_c":   Counts(params=133_638_952, macs=11_770_888_192, source="D with three 3x3 convs made 1x1"),
+    "vgg16":     Counts(params=138_357_544, macs=15_470_264_320, source="torchvision vgg16"),
+    "vgg19":     Counts(params=143_667_240, macs=19_632_062_464, source="torchvision vgg19"),
+    "vgg11_bn":  Counts(params=132_868_840, macs=7_609_090_048,  source="torchvision vgg11_bn"),
+    "vgg13_bn":  Counts(params=133_053_736, macs=11_308_466_176, source="torchvision vgg13_bn"),
+    "vgg16_bn":  Counts(params=138_365_992, macs=15_470_264_320, source="torchvision vgg16_bn"),
+    "vgg19_bn":  Counts(params=143_678_248, macs=19_632_062_464, source="torchvision vgg19_bn"),
 }
 
 
