@@ -71,6 +71,10 @@ class CSWinConfig:
         split_size: stripe width ``sw`` per stage, in tokens: (1, 2, 7, 7) at 224, (1, 2, 12, 12) at 384.
         mlp_ratio: MLP hidden width over ``dim``.
         drop_path_rate: stochastic depth of the last block; it grows linearly from 0 over all blocks.
+        img_size: the input size the structure is built for (int or (H, W)); it only decides which stages attend
+            globally. Any input size runs.
+        drop_rate: dropout in the MLPs.
+        attn_drop_rate: dropout on the attention weights.
     """
 
     dim: int
@@ -79,6 +83,9 @@ class CSWinConfig:
     split_size: tuple[int, ...] = (1, 2, 7, 7)
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.0
+    img_size: int | tuple[int, int] = 224
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
 
 
 # fmt: off
@@ -322,29 +329,18 @@ class CSWinTransformer(nn.Module):
     """CSWin Transformer: conv token embedding, stages of cross-shaped-window blocks with conv merging, GAP head.
 
     Args:
-        cfg: the variant.
+        cfg: the variant (its ``img_size`` decides which stages attend globally).
         num_classes: classifier outputs; 0 gives an identity head.
         in_chans: input channels.
-        img_size: the input size the structure is built for (int or (H, W)); it only decides which stages attend
-            globally. Any input size runs.
-        drop_rate: dropout in the MLPs.
-        attn_drop_rate: dropout on attention weights.
     """
 
-    def __init__(
-        self,
-        cfg: CSWinConfig,
-        *,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        img_size: int | tuple[int, int] = 224,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-    ) -> None:
+    def __init__(self, cfg: CSWinConfig, *, num_classes: int = 1000, in_chans: int = 3) -> None:
         super().__init__()
         if not len(cfg.depths) == len(cfg.num_heads) == len(cfg.split_size):
             raise ConfigError("depths, num_heads and split_size need one entry per stage")
-        h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+        self.cfg = cfg
+        h, w = (cfg.img_size, cfg.img_size) if isinstance(cfg.img_size, int) else cfg.img_size
+        self.img_size = (int(h), int(w))
         gh, gw = _grid_after_stem(h), _grid_after_stem(w)
         self.stem = ConvEmbed(in_chans, cfg.dim)
         rates = iter(drop_path_rates(cfg.drop_path_rate, cfg.depths))
@@ -363,8 +359,8 @@ class CSWinTransformer(nn.Module):
                     sw,
                     global_attention=global_attention,
                     mlp_ratio=cfg.mlp_ratio,
-                    drop=drop_rate,
-                    attn_drop=attn_drop_rate,
+                    drop=cfg.drop_rate,
+                    attn_drop=cfg.attn_drop_rate,
                     drop_path=next(rates),
                 )
                 for _ in range(depth)
@@ -471,21 +467,6 @@ def convert_official_cswin(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     input_size=(3, 224, 224),
     small_input=(3, 64, 64),
 )
-def cswin(
-    cfg: CSWinConfig,
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 224,
-    drop_rate: float = 0.0,
-    attn_drop_rate: float = 0.0,
-) -> CSWinTransformer:
-    """Build a CSWin Transformer; see :class:`CSWinTransformer` for the options."""
-    return CSWinTransformer(
-        cfg,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=img_size,
-        drop_rate=drop_rate,
-        attn_drop_rate=attn_drop_rate,
-    )
+def cswin(cfg: CSWinConfig, *, num_classes: int = 1000, in_chans: int = 3) -> CSWinTransformer:
+    """Build a CSWin Transformer; every :class:`CSWinConfig` field is a ``create_model`` option too."""
+    return CSWinTransformer(cfg, num_classes=num_classes, in_chans=in_chans)
