@@ -532,8 +532,10 @@ def convert_official_cswin(checkpoint: Mapping[str, Any], model: CSWinTransforme
             raise CheckpointError(f"{key!r} is not a key of the authors' CSWin model")
         out[name.replace(".get_v.", ".lepe.")] = value
     for i, stage in enumerate(model.stages):
-        branches = 2 if any(k.startswith(f"stages.{i}.blocks.0.attns.1.") for k in out) else 1
-        if stage.blocks and branches != len(stage.blocks[0].attns):
+        if f"stages.{i}.blocks.0.attns.0.lepe.weight" not in out or not stage.blocks:
+            continue  # a stage missing on either side is left to load_state_dict's own error
+        branches = 2 if f"stages.{i}.blocks.0.attns.1.lepe.weight" in out else 1
+        if branches != len(stage.blocks[0].attns):
             raise CheckpointError(
                 f"stage {i + 1} of the checkpoint has {branches} attention branch(es), the model's "
                 f"{len(stage.blocks[0].attns)}: they were built with different split_size or img_size "
