@@ -59,8 +59,7 @@ def _worker(spec: dict) -> dict:
     import torch
     from torch.nn import functional as F
 
-    from milestones.models import create_model
-    from milestones.models._layers import explicit_attention
+    from milestones.models import create_model, explicit_attention
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])

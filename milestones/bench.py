@@ -53,8 +53,7 @@ from torch.nn import functional as F
 from .errors import ConfigError
 from .export import ExportError, _first_line, export_onnx
 from .measure import count_macs
-from .models import create_model, get_converter, get_spec, list_converters, model_options
-from .models._layers import explicit_attention
+from .models import create_model, explicit_attention, get_converter, get_spec, list_converters, model_options
 
 log = logging.getLogger(__name__)
 

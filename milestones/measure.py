@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models._layers import explicit_attention
+from .models import explicit_attention
 
 
 def count_params(model: nn.Module, *, trainable_only: bool = True) -> int:

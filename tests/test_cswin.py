@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -9,9 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from milestones import count_macs, count_params
 from milestones.errors import CheckpointError
-from milestones.models import create_model, get_spec
+from milestones.models import create_model, get_spec, list_models
 from milestones.models._layers import explicit_attention
-from milestones.models.cswin import LePEAttention, convert_official_cswin
+from milestones.models.cswin import OFFICIAL_NAMES, LePEAttention, convert_official_cswin
 
 
 def _tiny(**kwargs):
@@ -177,12 +179,12 @@ def test_official_keys_round_trip() -> None:
     assert "stage4.0.attns.1.get_v.weight" not in official
     checkpoint = {"state_dict_ema": {f"module.{k}": v for k, v in official.items()}}
     fresh = create_model("cswin_t").eval()
-    fresh.load_state_dict(convert_official_cswin(checkpoint), strict=True)
+    fresh.load_state_dict(convert_official_cswin(checkpoint, fresh), strict=True)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(fresh(x), ours(x))
     with pytest.raises(CheckpointError):
-        convert_official_cswin({"patch_embed.proj.weight": torch.zeros(1)})
+        convert_official_cswin({"patch_embed.proj.weight": torch.zeros(1)}, fresh)
 
 
 def test_global_stage_rule() -> None:
@@ -228,3 +230,61 @@ def test_init_and_drop_path() -> None:
     assert rates[12] == pytest.approx(0.1)
     model.reset_classifier(0)
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 512)
+
+
+def test_384_variants_are_the_authors() -> None:
+    """cswin_b_384 / cswin_l_384 are B / L with the authors' 384 stripe widths, built for 384 (their models/cswin.py:
+    CSWin_96_24322_base_384, CSWin_144_24322_large_384); every authors' name maps to a variant."""
+    for ours, base in (("cswin_b_384", "cswin_b"), ("cswin_l_384", "cswin_l")):
+        cfg, base_cfg = get_spec(ours).config, get_spec(base).config
+        assert cfg.split_size == (1, 2, 12, 12) and cfg.img_size == 384
+        assert (cfg.dim, cfg.depths, cfg.num_heads) == (base_cfg.dim, base_cfg.depths, base_cfg.num_heads)
+        assert get_spec(ours).input_size == (3, 384, 384)
+        assert get_spec(ours).counts.params == get_spec(base).counts.params
+    assert get_spec("cswin_b_384").reported.top1_err == pytest.approx(100 - 85.4)  # the paper's headline
+    assert sorted(OFFICIAL_NAMES.values()) == sorted(list_models(family="cswin"))
+
+
+def test_384_weights_load_into_224_stripes_and_compute_something_else() -> None:
+    """Why the variant matters: the state dicts are interchangeable, the functions are not (stage 3 at 384 is a
+    24 x 24 grid: stripes of 12 vs 7, the latter padded)."""
+    torch.manual_seed(0)
+    right = create_model("cswin_b_384", depths=(1, 1, 1, 1)).eval()
+    wrong = create_model("cswin_b", img_size=384, depths=(1, 1, 1, 1)).eval()
+    wrong.load_state_dict(right.state_dict(), strict=True)
+    x = torch.randn(1, 3, 384, 384)
+    with torch.no_grad():
+        assert not torch.allclose(right(x), wrong(x), atol=1e-4)
+
+
+def test_converter_refuses_a_checkpoint_for_other_stripes() -> None:
+    """The authors' training checkpoints record the model name (arch, args.model) and args.img_size: converting one
+    into a model with other stripe widths, heads or input size is a one-line error naming both."""
+    with torch.device("meta"):
+        b224, b384 = create_model("cswin_b"), create_model("cswin_b_384")
+        b384_as_b = create_model("cswin_b", img_size=384)
+    official = _to_official(b384.state_dict())
+    checkpoint = {"arch": "CSWin_96_24322_base_384", "state_dict_ema": official}
+    assert convert_official_cswin(checkpoint, b384).keys() == b384.state_dict().keys()
+    for target in (b224, b384_as_b):
+        with pytest.raises(CheckpointError) as info:
+            convert_official_cswin(checkpoint, target)
+        message = str(info.value)
+        assert "\n" not in message and "CSWin_96_24322_base_384" in message
+        assert "split_size (1, 2, 12, 12)" in message and "split_size (1, 2, 7, 7)" in message
+        assert "create_model('cswin_b_384')" in message
+    # args (an argparse namespace in the authors' files) wins over arch; its img_size is checked too
+    args = argparse.Namespace(model="CSWin_96_24322_base_224", img_size=112)
+    with pytest.raises(CheckpointError, match=r"img_size \(112, 112\).*img_size \(224, 224\)"):
+        convert_official_cswin({"arch": "cswin_b", "args": args, "state_dict": _to_official(b224.state_dict())}, b224)
+    # a bare state dict names no model: the tensors are the same for every stripe width, so it converts
+    assert convert_official_cswin(official, b224).keys() == b224.state_dict().keys()
+
+
+def test_converter_refuses_other_global_stages() -> None:
+    """Which stages attend globally (one branch) follows from split_size and img_size and shows in the keys."""
+    with torch.device("meta"):
+        paper = create_model("cswin_t")
+        covered = create_model("cswin_t", split_size=(1, 2, 14, 7))  # stage 3 global at 224
+    with pytest.raises(CheckpointError, match="stage 3 of the checkpoint has 1 attention branch"):
+        convert_official_cswin(_to_official(covered.state_dict()), paper)

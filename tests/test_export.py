@@ -31,7 +31,7 @@ CASES = {
     "vit": ("vit_ti16", {"img_size": 32}, (3, 32, 32)),
     # Fewer and narrower blocks; every stage, its padding/masking and the shifted windows (swin) stay.
     "cswin": ("cswin_t", {"img_size": 64, "dim": 32, "depths": (1, 2, 2, 1), "num_heads": (2, 2, 4, 8)}, (3, 64, 64)),
-    "swin": ("swin_t", {"embed_dim": 32, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 4, 8)}, (3, 64, 64)),
+    "swin": ("swin_t", {"dim": 32, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 4, 8)}, (3, 64, 64)),
 }
 TOL = 1e-4
 

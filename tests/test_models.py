@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from milestones import count_macs, count_params
-from milestones.models import Counts, create_model, get_spec, list_models
+from milestones.errors import ConfigError
+from milestones.models import Counts, create_model, get_spec, list_models, model_options
 
 ALL = list_models()
 
@@ -90,3 +91,37 @@ def test_model_api(name: str) -> None:
         assert feats.ndim == 2 and feats.shape[0] == 1
         model.reset_classifier(3)
         assert model(x).shape == (1, 3)
+
+
+TRANSFORMERS = ["vit_ti16", "swin_t", "cswin_t"]
+
+
+def test_transformers_share_one_spelling() -> None:
+    """The options the three transformer families have in common are spelt alike (issue 12), and their blocks expose
+    attention weights through the same method."""
+    shared = {"dim", "num_heads", "mlp_ratio", "drop_rate", "attn_drop_rate", "drop_path_rate", "num_classes"}
+    for name in TRANSFORMERS:
+        assert shared <= set(model_options(name)), name
+        with torch.device("meta"):
+            model = create_model(name)
+        assert callable(model.attention_maps)
+        blocks = [m for m in model.modules() if hasattr(m, "drop_path") and hasattr(m, "mlp")]
+        assert blocks and all(callable(getattr(b, "forward_with_attention", None)) for b in blocks), name
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new"),
+    [
+        ("swin_t", "embed_dim", "dim"),
+        ("vit_ti16", "dropout", "drop_rate"),
+        ("vit_ti16", "attn_dropout", "attn_drop_rate"),
+        ("cswin_t", "drop_path", "drop_path_rate"),
+        ("vit_ti16", "image_size", "img_size"),
+    ],
+)
+def test_old_spelling_is_a_one_line_error_naming_the_new_one(name: str, old: str, new: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        create_model(name, **{old: 1})
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"no option {old!r} (did you mean {new!r}?); valid options: " in message

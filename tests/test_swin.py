@@ -129,7 +129,7 @@ def test_shift_mask_blocks_attention_across_wrapped_regions(grid: tuple[int, int
     attn = ShiftedWindowAttention(8, heads, window_size=window, shift_size=shift).eval()
     torch.nn.init.normal_(attn.relative_position_bias_table, std=0.5)
     with torch.no_grad():
-        _, weights = attn.forward_with_weights(torch.randn(2, *grid, 8))
+        _, weights = attn(torch.randn(2, *grid, 8), need_weights=True)
     regions = _shifted_regions(*grid, window, shift)  # (nW, N)
     assert weights.shape == (2, regions.shape[0], heads, window**2, window**2)
     other = (regions[:, :, None] != regions[:, None, :])[None, :, None].expand_as(weights)  # query i, key j
@@ -142,7 +142,7 @@ def test_shift_mask_blocks_attention_across_wrapped_regions(grid: tuple[int, int
 def test_unshifted_windows_are_not_masked() -> None:
     attn = ShiftedWindowAttention(8, 2, window_size=4, shift_size=0).eval()
     with torch.no_grad():
-        _, weights = attn.forward_with_weights(torch.randn(1, 8, 8, 8))
+        _, weights = attn(torch.randn(1, 8, 8, 8), need_weights=True)
     assert weights.min().item() > 1e-4
 
 
@@ -163,7 +163,7 @@ def test_shifted_windows_equal_naive_shifted_partition(grid: tuple[int, int]) ->
     torch.nn.init.normal_(attn.relative_position_bias_table, std=0.5)
     x = torch.randn(1, H, W, C)
     with torch.no_grad():
-        actual = attn(x)
+        actual, _ = attn(x)
         q, k, v = attn.qkv(x[0]).view(H, W, 3, heads, C // heads).unbind(2)  # (H, W, h, d) each
         expected = torch.empty(H, W, C)
         for (r0, r1), (c0, c1) in itertools.product(_bands(H, M, s), _bands(W, M, s)):

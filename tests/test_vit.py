@@ -250,8 +250,8 @@ def test_official_dropout_per_variant() -> None:
     """vit_jax configs: dropout 0.1 for L/16 and H/14, 0 elsewhere; never attention dropout."""
     from milestones.models.vit import VARIANTS
 
-    assert {n for n, c in VARIANTS.items() if c.dropout} == {"vit_l16", "vit_h14"}
-    assert all(c.dropout in (0.0, 0.1) and c.attn_dropout == 0 for c in VARIANTS.values())
+    assert {n for n, c in VARIANTS.items() if c.drop_rate} == {"vit_l16", "vit_h14"}
+    assert all(c.drop_rate in (0.0, 0.1) and c.attn_drop_rate == 0 for c in VARIANTS.values())
 
 
 def test_docstring_errors_cite_the_reported_table() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from ._layers import explicit_attention
 from ._registry import (
     Converter,
     Counts,
@@ -37,6 +38,7 @@ __all__ = [
     "PaperRef",
     "Reported",
     "create_model",
+    "explicit_attention",
     "get_spec",
     "list_models",
     "model_options",

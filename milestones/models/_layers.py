@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -60,20 +61,29 @@ def local_response_norm(size: int = 5, alpha: float = 1e-4, beta: float = 0.75, 
     return nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)
 
 
-
-
-_EXPLICIT_ATTENTION = False
+# Whether :func:`attend` takes the explicit path. A ContextVar rather than a module global: it is set only through
+# :func:`explicit_attention`, which always restores it, and each thread (and asyncio task) sees its own value.
+# torch.compile guards on it, so a compiled model recompiles rather than silently keeping the other path.
+_explicit: ContextVar[bool] = ContextVar("milestones_explicit_attention", default=False)
 
 
 @contextmanager
 def explicit_attention(enabled: bool = True) -> Iterator[None]:
-    """Route :func:`attend` through the textbook softmax(QK^T)V instead of SDPA (for benchmarks and checks)."""
-    global _EXPLICIT_ATTENTION
-    previous, _EXPLICIT_ATTENTION = _EXPLICIT_ATTENTION, enabled
+    """Inside the block, :func:`attend` computes softmax(QK^T)V explicitly instead of calling SDPA.
+
+    For FLOP counting (the counter sees the two matmuls on any device), benchmarks and equivalence checks. The previous
+    setting comes back when the block exits, also on an exception; ``enabled=False`` forces SDPA inside an outer block.
+    """
+    token = _explicit.set(enabled)
     try:
         yield
     finally:
-        _EXPLICIT_ATTENTION = previous
+        _explicit.reset(token)
+
+
+def explicit_attention_enabled() -> bool:
+    """Whether :func:`attend` currently takes the explicit path (True only inside :func:`explicit_attention`)."""
+    return _explicit.get()
 
 
 def attend(
@@ -92,7 +102,7 @@ def attend(
     kernels. With ``need_weights=True`` (visualisation) or inside :func:`explicit_attention` it computes
     softmax(q k^T * scale + bias) v explicitly; the weights are returned only when asked for.
     """
-    if need_weights or _EXPLICIT_ATTENTION:
+    if need_weights or _explicit.get():
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         weights = (q * scale) @ k.transpose(-2, -1)
         if bias is not None:

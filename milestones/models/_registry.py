@@ -181,20 +181,41 @@ def model_options(name: str) -> list[str]:
     return fields + [e for e in extra if e not in fields]
 
 
+# Spellings of other libraries (and our own before issue 12) -> ours. Only used to suggest the right name in the error
+# for an unknown option; none of them is accepted.
+_OTHER_SPELLINGS = {
+    "embed_dim": "dim",
+    "hidden_dim": "dim",
+    "dropout": "drop_rate",
+    "attn_dropout": "attn_drop_rate",
+    "attention_dropout": "attn_drop_rate",
+    "drop_path": "drop_path_rate",
+    "stochastic_depth_prob": "drop_path_rate",
+    "image_size": "img_size",
+    "in_channels": "in_chans",
+}
+
+
+def _suggest(option: str, valid: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for an unknown option, or nothing when no valid option is close."""
+    known = _OTHER_SPELLINGS.get(option)
+    close = [known] if known in valid else difflib.get_close_matches(option, valid, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered model.
 
     Keyword arguments either override fields of the variant's config dataclass or are passed to the builder
-    (``num_classes``, ``in_chans``, ...). Anything else is an error listing the valid options: a misspelt keyword is
-    never silently dropped.
+    (``num_classes``, ``in_chans``, ...). Anything else is an error that suggests the closest option and lists the
+    valid ones: a misspelt keyword is never silently dropped.
     """
     spec = get_spec(name)
     valid = model_options(name)
     unknown = [k for k in overrides if k not in valid]
     if unknown:
-        raise ConfigError(
-            f"model {name!r} has no option {', '.join(repr(k) for k in unknown)}; valid options: {', '.join(valid)}"
-        )
+        named = ", ".join(f"{k!r}{_suggest(k, valid)}" for k in unknown)
+        raise ConfigError(f"model {name!r} has no option {named}; valid options: {', '.join(valid)}")
     fields = {f.name for f in dataclasses.fields(spec.config)}
     cfg = dataclasses.replace(spec.config, **{k: v for k, v in overrides.items() if k in fields})
     kwargs = {k: v for k, v in overrides.items() if k not in fields}

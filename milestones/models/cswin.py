@@ -8,15 +8,23 @@ globally. Positions enter through LePE, a depthwise 3x3 conv on V added to the a
 
 | variant | params paper | params ours | GMACs paper | GMACs ours (torch counter; fvcore) | top-1 err paper | source |
 |---|---|---|---|---|---|---|
-| cswin_t | 23M  | 22,320,552  | 4.3  | 4.324 (4.34)   | 17.3 | Table 2, 224, single crop |
-| cswin_s | 35M  | 34,643,304  | 6.9  | 6.801 (6.83)   | 16.4 | Table 2, 224, single crop |
-| cswin_b | 78M  | 77,382,184  | 15.0 | 14.955 (15.00) | 15.8 | Table 2, 224, single crop |
-| cswin_l | 173M | 173,262,664 | 31.5 | 33.130 (33.19) | 13.5 | README, ImageNet-22k pre-training, 224 |
+| cswin_t     | 23M  | 22,320,552  | 4.3  | 4.324 (4.34)    | 17.3 | Table 2, 224, single crop |
+| cswin_s     | 35M  | 34,643,304  | 6.9  | 6.801 (6.83)    | 16.4 | Table 2, 224, single crop |
+| cswin_b     | 78M  | 77,382,184  | 15.0 | 14.955 (15.00)  | 15.8 | Table 2, 224, single crop |
+| cswin_l     | 173M | 173,262,664 | 31.5 | 33.130 (33.19)  | 13.5 | README, ImageNet-22k pre-training, 224 |
+| cswin_b_384 | 78M  | 77,382,184  | 47.0 | 46.964 (47.08)  | 14.6 | Table 2 and abstract (85.4%), 384, single crop |
+| cswin_l_384 | 173M | 173,262,664 | 96.8 | 101.88 (102.06) | 12.5 | README, abstract: ImageNet-22k pre-training, 384 |
 
 Our parameter counts equal the authors' code exactly; the paper and README round T up to 23M and B to 78M. Our GMACs
 are ``torch.utils.flop_counter`` on the meta device, where SDPA decomposes into the two matmuls the authors' explicit
 attention performs (both paths count the same; tests check it). fvcore, which the authors used, also counts a few
-element-wise ops; the authors' 31.5G for L is below what their own code gives.
+element-wise ops; the authors' 31.5G and 96.8G for L are below what their own code gives.
+
+The 384 variants are the authors' ``CSWin_96_24322_base_384`` and ``CSWin_144_24322_large_384`` (their only 384
+models): B and L with stripe widths (1, 2, 12, 12), built for 384 x 384 (token grids 96, 48, 24, 12). They have exactly
+the parameters of ``cswin_b`` / ``cswin_l``, so a 384 checkpoint also loads, strictly, into ``cswin_b`` built with
+``img_size=384``, which keeps sw = 7 and computes something else; :func:`convert_official_cswin` refuses that pairing
+when the checkpoint says which model it is. The README lists B-384 at 85.5% (the paper's 85.4%) and L-384 at 87.5%.
 
 Differences from the paper and the authors' code:
   * Branch order follows the authors' code: branch 0 (channels ``[:C/2]`` of q, k, v) is the **vertical** stripes
@@ -31,9 +39,10 @@ Differences from the paper and the authors' code:
     the module structure (``attns.0`` vs ``attns.0/1``): the parameter count is the same either way, and two stripe
     branches over a grid they cover compute exactly what one global branch does.
   * ``drop_rate`` acts in the MLP only: the authors build a ``proj_drop`` but never call it. Stochastic depth defaults
-    to the README's training values (T 0.2, S 0.4, B 0.5; L 0.2 from its ImageNet-1k fine-tuning command).
+    to the README's training values (T 0.2, S 0.4, B 0.5; B-384 0.7 and L 0.2 from their fine-tuning commands; L-384,
+    which has none, keeps L's 0.2).
   * ``reset_classifier`` works (the authors' version moves the head with ``.cuda()``).
-  * :func:`convert_official_cswin` renames the authors' checkpoint keys to ours.
+  * :func:`convert_official_cswin` renames the authors' checkpoint keys to ours and checks the target model.
 """
 
 from __future__ import annotations
@@ -71,6 +80,10 @@ class CSWinConfig:
         split_size: stripe width ``sw`` per stage, in tokens: (1, 2, 7, 7) at 224, (1, 2, 12, 12) at 384.
         mlp_ratio: MLP hidden width over ``dim``.
         drop_path_rate: stochastic depth of the last block; it grows linearly from 0 over all blocks.
+        img_size: the input size the structure is built for (int or (H, W)); it only decides which stages attend
+            globally. Any input size runs.
+        drop_rate: dropout in the MLPs.
+        attn_drop_rate: dropout on the attention weights.
     """
 
     dim: int
@@ -79,14 +92,22 @@ class CSWinConfig:
     split_size: tuple[int, ...] = (1, 2, 7, 7)
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.0
+    img_size: int | tuple[int, int] = 224
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
 
 
 # fmt: off
 VARIANTS = {
-    "cswin_t": CSWinConfig(dim=64,  depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16),   drop_path_rate=0.2),
-    "cswin_s": CSWinConfig(dim=64,  depths=(2, 4, 32, 2), num_heads=(2, 4, 8, 16),   drop_path_rate=0.4),
-    "cswin_b": CSWinConfig(dim=96,  depths=(2, 4, 32, 2), num_heads=(4, 8, 16, 32),  drop_path_rate=0.5),
-    "cswin_l": CSWinConfig(dim=144, depths=(2, 4, 32, 2), num_heads=(6, 12, 24, 24), drop_path_rate=0.2),
+    "cswin_t":     CSWinConfig(dim=64,  depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16),   drop_path_rate=0.2),
+    "cswin_s":     CSWinConfig(dim=64,  depths=(2, 4, 32, 2), num_heads=(2, 4, 8, 16),   drop_path_rate=0.4),
+    "cswin_b":     CSWinConfig(dim=96,  depths=(2, 4, 32, 2), num_heads=(4, 8, 16, 32),  drop_path_rate=0.5),
+    "cswin_l":     CSWinConfig(dim=144, depths=(2, 4, 32, 2), num_heads=(6, 12, 24, 24), drop_path_rate=0.2),
+    # the authors' 384 models; B-384's drop path is the README's fine-tuning value (L-384 has no published command)
+    "cswin_b_384": CSWinConfig(dim=96,  depths=(2, 4, 32, 2), num_heads=(4, 8, 16, 32),  drop_path_rate=0.7,
+                               split_size=(1, 2, 12, 12), img_size=384),
+    "cswin_l_384": CSWinConfig(dim=144, depths=(2, 4, 32, 2), num_heads=(6, 12, 24, 24), drop_path_rate=0.2,
+                               split_size=(1, 2, 12, 12), img_size=384),
 }
 # fmt: on
 
@@ -97,13 +118,24 @@ REPORTED = {
     "cswin_l": Reported(
         params_m=173, gmacs=31.5, top1_err=13.5, source="README main results, ImageNet-22k pre-training, 224"
     ),
+    "cswin_b_384": Reported(
+        params_m=78, gmacs=47.0, top1_err=14.6,
+        source="Table 2 and abstract (85.4%), 384, single crop; README main results: 85.5%",
+    ),
+    "cswin_l_384": Reported(
+        params_m=173, gmacs=96.8, top1_err=12.5,
+        source="README main results and abstract (87.5%), ImageNet-22k pre-training, 384",
+    ),
 }
 
+_MEASURED = "authors' code (params exact; torch counter)"
 COUNTS = {
-    "cswin_t": Counts(params=22_320_552,  macs=4_324_203_008,  source="authors' code (params exact; torch counter)"),
-    "cswin_s": Counts(params=34_643_304,  macs=6_800_714_752,  source="authors' code (params exact; torch counter)"),
-    "cswin_b": Counts(params=77_382_184,  macs=14_955_348_480, source="authors' code (params exact; torch counter)"),
-    "cswin_l": Counts(params=173_262_664, macs=33_130_144_512, source="authors' code (params exact; torch counter)"),
+    "cswin_t":     Counts(params=22_320_552,  macs=4_324_203_008,   source=_MEASURED),
+    "cswin_s":     Counts(params=34_643_304,  macs=6_800_714_752,   source=_MEASURED),
+    "cswin_b":     Counts(params=77_382_184,  macs=14_955_348_480,  source=_MEASURED),
+    "cswin_l":     Counts(params=173_262_664, macs=33_130_144_512,  source=_MEASURED),
+    "cswin_b_384": Counts(params=77_382_184,  macs=46_963_660_800,  source=_MEASURED),
+    "cswin_l_384": Counts(params=173_262_664, macs=101_881_930_752, source=_MEASURED),
 }
 
 Orientation = Literal["vertical", "horizontal", "global"]
@@ -322,29 +354,18 @@ class CSWinTransformer(nn.Module):
     """CSWin Transformer: conv token embedding, stages of cross-shaped-window blocks with conv merging, GAP head.
 
     Args:
-        cfg: the variant.
+        cfg: the variant (its ``img_size`` decides which stages attend globally).
         num_classes: classifier outputs; 0 gives an identity head.
         in_chans: input channels.
-        img_size: the input size the structure is built for (int or (H, W)); it only decides which stages attend
-            globally. Any input size runs.
-        drop_rate: dropout in the MLPs.
-        attn_drop_rate: dropout on attention weights.
     """
 
-    def __init__(
-        self,
-        cfg: CSWinConfig,
-        *,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        img_size: int | tuple[int, int] = 224,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-    ) -> None:
+    def __init__(self, cfg: CSWinConfig, *, num_classes: int = 1000, in_chans: int = 3) -> None:
         super().__init__()
         if not len(cfg.depths) == len(cfg.num_heads) == len(cfg.split_size):
             raise ConfigError("depths, num_heads and split_size need one entry per stage")
-        h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+        self.cfg = cfg
+        h, w = (cfg.img_size, cfg.img_size) if isinstance(cfg.img_size, int) else cfg.img_size
+        self.img_size = (int(h), int(w))
         gh, gw = _grid_after_stem(h), _grid_after_stem(w)
         self.stem = ConvEmbed(in_chans, cfg.dim)
         rates = iter(drop_path_rates(cfg.drop_path_rate, cfg.depths))
@@ -363,8 +384,8 @@ class CSWinTransformer(nn.Module):
                     sw,
                     global_attention=global_attention,
                     mlp_ratio=cfg.mlp_ratio,
-                    drop=drop_rate,
-                    attn_drop=attn_drop_rate,
+                    drop=cfg.drop_rate,
+                    attn_drop=cfg.attn_drop_rate,
                     drop_path=next(rates),
                 )
                 for _ in range(depth)
@@ -432,22 +453,73 @@ _OFFICIAL_RULES = [
 ]
 
 
-def convert_official_cswin(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Rename a state dict of the authors' ``models/cswin.py`` (microsoft/CSWin-Transformer) to our keys.
+# The authors' registered names (their models/cswin.py) -> ours. timm's CheckpointSaver, which their training scripts
+# use, records the name as the checkpoint's "arch" and the argparse namespace (with img_size) as "args".
+OFFICIAL_NAMES = {
+    "CSWin_64_12211_tiny_224": "cswin_t",
+    "CSWin_64_24322_small_224": "cswin_s",
+    "CSWin_96_24322_base_224": "cswin_b",
+    "CSWin_144_24322_large_224": "cswin_l",
+    "CSWin_96_24322_base_384": "cswin_b_384",
+    "CSWin_144_24322_large_384": "cswin_l_384",
+}
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _check_official_metadata(checkpoint: Mapping[str, Any], model: CSWinTransformer) -> None:
+    """Refuse a checkpoint whose recorded model (``arch``, ``args.model``, ``args.img_size``) is not ``model``'s.
+
+    The weights themselves cannot tell: no tensor depends on the stripe widths, the heads or the input size.
+    """
+    args = checkpoint.get("args")
+
+    def arg(name: str) -> Any:
+        return args.get(name) if isinstance(args, Mapping) else getattr(args, name, None)
+
+    arch = arg("model") or checkpoint.get("arch")
+    if arch not in OFFICIAL_NAMES:
+        return
+    ours = OFFICIAL_NAMES[arch]
+    expected = VARIANTS[ours]
+    img_size = arg("img_size") or expected.img_size
+    theirs = {"num_heads": expected.num_heads, "split_size": expected.split_size, "img_size": _pair(img_size)}
+    have = {"num_heads": model.cfg.num_heads, "split_size": model.cfg.split_size, "img_size": model.img_size}
+    wrong = [k for k in theirs if tuple(theirs[k]) != tuple(have[k])]
+    if wrong:
+        raise CheckpointError(
+            f"the checkpoint is the authors' {arch} ({', '.join(f'{k} {theirs[k]}' for k in wrong)}) but the model has "
+            f"{', '.join(f'{k} {have[k]}' for k in wrong)}; build it with create_model({ours!r}"
+            + (f", img_size={img_size}" if _pair(img_size) != _pair(expected.img_size) else "")
+            + ")"
+        )
+
+
+def convert_official_cswin(checkpoint: Mapping[str, Any], model: CSWinTransformer) -> dict[str, Any]:
+    """Rename a state dict of the authors' ``models/cswin.py`` (microsoft/CSWin-Transformer) to ``model``'s keys.
 
     ``stage1_conv_embed.{0,2}`` -> ``stem.{conv,norm}``; ``stage{i}.{j}`` -> ``stages.{i-1}.blocks.{j}``;
     ``merge{i}`` -> ``stages.{i}.merge``; ``attns.{k}.get_v`` -> ``attns.{k}.lepe``. Branch order and the qkv/proj
     layouts are the same in both, so no tensor changes. A checkpoint wrapped as the authors save it
-    (``state_dict_ema``, ``state_dict`` or ``model``) or with DataParallel's ``module.`` prefix is unwrapped. Build
-    the target with the checkpoint's ``split_size`` and ``img_size`` (e.g. (1, 2, 12, 12) and 384 for the 384
-    models) so the global stages agree.
+    (``state_dict_ema``, ``state_dict`` or ``model``) or with DataParallel's ``module.`` prefix is unwrapped.
+
+    The stripe widths, heads and input size are in no tensor: B at 224 and at 384 have the same state dict, so a 384
+    checkpoint would load, strictly, into ``cswin_b`` and compute something else. What can be checked is:
+    the authors' model name and ``img_size`` when the checkpoint records them (their training scripts save
+    ``arch``/``args``), against ``model``'s config; and which stages attend globally (one branch), a structure that
+    follows from the stripe widths and input size, against ``model``'s. A bare state dict carries no name, so there
+    the right variant is the caller's choice: ``cswin_b_384`` / ``cswin_l_384`` for the 384 weights.
 
     Raises:
-        CheckpointError: a key that is not part of the authors' model.
+        CheckpointError: a key that is not part of the authors' model, or a checkpoint made for another variant.
     """
+    _check_official_metadata(checkpoint, model)
+    state_dict = checkpoint
     for wrapper in ("state_dict_ema", "state_dict", "model"):
-        if isinstance(state_dict.get(wrapper), Mapping):
-            state_dict = state_dict[wrapper]
+        if isinstance(checkpoint.get(wrapper), Mapping):
+            state_dict = checkpoint[wrapper]
             break
     out = {}
     for key, value in state_dict.items():
@@ -460,6 +532,16 @@ def convert_official_cswin(state_dict: Mapping[str, Any]) -> dict[str, Any]:
         else:
             raise CheckpointError(f"{key!r} is not a key of the authors' CSWin model")
         out[name.replace(".get_v.", ".lepe.")] = value
+    for i, stage in enumerate(model.stages):
+        if f"stages.{i}.blocks.0.attns.0.lepe.weight" not in out or not stage.blocks:
+            continue  # a stage missing on either side is left to load_state_dict's own error
+        branches = 2 if f"stages.{i}.blocks.0.attns.1.lepe.weight" in out else 1
+        if branches != len(stage.blocks[0].attns):
+            raise CheckpointError(
+                f"stage {i + 1} of the checkpoint has {branches} attention branch(es), the model's "
+                f"{len(stage.blocks[0].attns)}: they were built with different split_size or img_size "
+                f"(the model: {model.cfg.split_size}, {model.img_size})"
+            )
     return out
 
 
@@ -468,24 +550,11 @@ def convert_official_cswin(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     paper=PAPER,
     reported=REPORTED,
     counts=COUNTS,
-    input_size=(3, 224, 224),
+    input_size={name: (3, *_pair(cfg.img_size)) for name, cfg in VARIANTS.items()},
+    # The 384 variants only differ from B / L in split_size and img_size: test them with 2 blocks per stage.
+    small={name: {"depths": (2, 2, 2, 2)} for name in ("cswin_b_384", "cswin_l_384")},
     small_input=(3, 64, 64),
 )
-def cswin(
-    cfg: CSWinConfig,
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    img_size: int | tuple[int, int] = 224,
-    drop_rate: float = 0.0,
-    attn_drop_rate: float = 0.0,
-) -> CSWinTransformer:
-    """Build a CSWin Transformer; see :class:`CSWinTransformer` for the options."""
-    return CSWinTransformer(
-        cfg,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        img_size=img_size,
-        drop_rate=drop_rate,
-        attn_drop_rate=attn_drop_rate,
-    )
+def cswin(cfg: CSWinConfig, *, num_classes: int = 1000, in_chans: int = 3) -> CSWinTransformer:
+    """Build a CSWin Transformer; every :class:`CSWinConfig` field is a ``create_model`` option too."""
+    return CSWinTransformer(cfg, num_classes=num_classes, in_chans=in_chans)

@@ -51,22 +51,36 @@ PAPER = PaperRef(
 
 @dataclass(frozen=True)
 class SwinConfig:
-    """One Swin variant (paper §3.3): ``embed_dim`` is C, the width of stage 1; widths double at every stage."""
+    """One Swin variant (paper §3.3).
 
-    embed_dim: int
+    Args:
+        dim: C, the width of stage 1; widths double at every stage.
+        depths: blocks per stage.
+        num_heads: attention heads per stage.
+        drop_path_rate: stochastic depth of the last block, linear from 0 (paper §4.1: 0.2 / 0.3 / 0.5 for T / S / B).
+        patch_size: side of the patches of the stem (4 in the paper).
+        window_size: M, the side of the attention windows (7 in the paper).
+        mlp_ratio: MLP hidden width over the block's width.
+        drop_rate: dropout after the attention projection and in the MLP (0 in the paper).
+        attn_drop_rate: dropout on the attention weights (0 in the paper).
+    """
+
+    dim: int
     depths: tuple[int, ...]
     num_heads: tuple[int, ...]
-    drop_path_rate: float  # paper §4.1: 0.2 / 0.3 / 0.5 for T / S / B
+    drop_path_rate: float
     patch_size: int = 4
     window_size: int = 7
     mlp_ratio: float = 4.0
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
 
 
 # fmt: off
 VARIANTS = {
-    "swin_t": SwinConfig(embed_dim=96,  depths=(2, 2, 6, 2),  num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
-    "swin_s": SwinConfig(embed_dim=96,  depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3),
-    "swin_b": SwinConfig(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
+    "swin_t": SwinConfig(dim=96,  depths=(2, 2, 6, 2),  num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
+    "swin_s": SwinConfig(dim=96,  depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3),
+    "swin_b": SwinConfig(dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
 }
 # fmt: on
 REPORTED = {
@@ -167,14 +181,21 @@ class ShiftedWindowAttention(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_heads: int, window_size: int, shift_size: int, *, attn_drop: float = 0.0, drop: float = 0.0
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int,
+        *,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_heads, self.window_size, self.shift_size = num_heads, window_size, shift_size
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(drop)
+        self.proj_drop = nn.Dropout(proj_drop)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         # derived from window_size, so not part of the state dict
         self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
@@ -183,10 +204,7 @@ class ShiftedWindowAttention(nn.Module):
         """The bias B of Eq. 4, ``(heads, N, N)``, gathered from the learned table."""
         return self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, H, W, C) -> (B, H, W, C)
-        return self.forward_with_weights(x, need_weights=False)[0]
-
-    def forward_with_weights(self, x: Tensor, *, need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, *, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         """Output ``(B, H, W, C)`` and, if asked for, the weights ``(B, nW, heads, N, N)`` of the padded grid's windows.
 
         Windows are numbered row-major over the padded and (for SW-MSA) cyclically shifted grid; N = window_size^2.
@@ -238,27 +256,32 @@ class SwinBlock(nn.Module):
         window_size: int,
         shift_size: int,
         *,
-        mlp_ratio: float,
-        drop: float,
-        attn_drop: float,
-        drop_path: float,
+        mlp_ratio: float = 4.0,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = ShiftedWindowAttention(dim, num_heads, window_size, shift_size, attn_drop=attn_drop, drop=drop)
+        self.attn = ShiftedWindowAttention(dim, num_heads, window_size, shift_size, attn_drop=attn_drop, proj_drop=drop)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, H, W, C) -> (B, H, W, C)
-        return self.forward_with_weights(x, need_weights=False)[0]
-
-    def forward_with_weights(self, x: Tensor, *, need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
-        """The block's output and its attention weights (see :meth:`ShiftedWindowAttention.forward_with_weights`)."""
-        y, weights = self.attn.forward_with_weights(self.norm1(x), need_weights=need_weights)
+    def _forward(self, x: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        y, weights = self.attn(self.norm1(x), need_weights=need_weights)
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, weights
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, H, W, C) -> (B, H, W, C)
+        return self._forward(x, need_weights=False)[0]
+
+    def forward_with_attention(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The block's output and its attention weights (see :meth:`ShiftedWindowAttention.forward`)."""
+        out, weights = self._forward(x, need_weights=True)
+        assert weights is not None
+        return out, weights
 
 
 class SwinStage(nn.Module):
@@ -274,8 +297,6 @@ class SwinStage(nn.Module):
         *,
         downsample: bool,
         drop_paths: list[float],
-        drop: float,
-        attn_drop: float,
     ) -> None:
         super().__init__()
         self.downsample = PatchMerging(dim // 2) if downsample else nn.Identity()
@@ -287,8 +308,8 @@ class SwinStage(nn.Module):
                     cfg.window_size,
                     0 if i % 2 == 0 else cfg.window_size // 2,
                     mlp_ratio=cfg.mlp_ratio,
-                    drop=drop,
-                    attn_drop=attn_drop,
+                    drop=cfg.drop_rate,
+                    attn_drop=cfg.attn_drop_rate,
                     drop_path=drop_paths[i],
                 )
                 for i in range(depth)
@@ -306,40 +327,23 @@ class SwinTransformer(nn.Module):
         cfg: the variant.
         num_classes: outputs of the head.
         in_chans: input channels.
-        drop_rate: dropout after the attention projection and in the MLP (0 in the paper).
-        attn_drop_rate: dropout on the attention weights (0 in the paper).
     """
 
-    def __init__(
-        self,
-        cfg: SwinConfig,
-        *,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-    ) -> None:
+    def __init__(self, cfg: SwinConfig, *, num_classes: int = 1000, in_chans: int = 3) -> None:
         super().__init__()
         if len(cfg.depths) != len(cfg.num_heads):
             raise ValueError(f"depths {cfg.depths} and num_heads {cfg.num_heads} differ in length")
-        self.stem = PatchEmbed(in_chans, cfg.embed_dim, cfg.patch_size)
+        self.stem = PatchEmbed(in_chans, cfg.dim, cfg.patch_size)
         rates = drop_path_rates(cfg.drop_path_rate, cfg.depths)
         stages, start = [], 0
         for i, (depth, heads) in enumerate(zip(cfg.depths, cfg.num_heads, strict=True)):
             stage = SwinStage(
-                cfg.embed_dim * 2**i,
-                depth,
-                heads,
-                cfg,
-                downsample=i > 0,
-                drop_paths=rates[start : start + depth],
-                drop=drop_rate,
-                attn_drop=attn_drop_rate,
+                cfg.dim * 2**i, depth, heads, cfg, downsample=i > 0, drop_paths=rates[start : start + depth]
             )
             stages.append(stage)
             start += depth
         self.stages = nn.Sequential(*stages)
-        self.num_features = cfg.embed_dim * 2 ** (len(cfg.depths) - 1)
+        self.num_features = cfg.dim * 2 ** (len(cfg.depths) - 1)
         self.norm = nn.LayerNorm(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes)
         self.init_weights()
@@ -376,7 +380,7 @@ class SwinTransformer(nn.Module):
         for stage in self.stages:
             x = stage.downsample(x)
             for block in stage.blocks:
-                x, weights = block.forward_with_weights(x)
+                x, weights = block.forward_with_attention(x)
                 maps.append(weights)
         return maps
 
@@ -401,18 +405,9 @@ def _init_linear(m: nn.Linear) -> None:
     counts=COUNTS,
     small_input=(3, 64, 64),  # grids 16, 8, 4, 2: padding and the shift mask in stage 1, padding in stages 3-4
 )
-def swin(
-    cfg: SwinConfig,
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    drop_rate: float = 0.0,
-    attn_drop_rate: float = 0.0,
-) -> SwinTransformer:
-    """Build a Swin Transformer variant (see :class:`SwinTransformer` for the options)."""
-    return SwinTransformer(
-        cfg, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate
-    )
+def swin(cfg: SwinConfig, *, num_classes: int = 1000, in_chans: int = 3) -> SwinTransformer:
+    """Build a Swin Transformer variant; every :class:`SwinConfig` field is a ``create_model`` option too."""
+    return SwinTransformer(cfg, num_classes=num_classes, in_chans=in_chans)
 
 
 # a v1 block's parameters under torchvision's names: features.<odd index>.<block>.<name>; anything else (e.g. v2's

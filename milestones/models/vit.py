@@ -70,8 +70,8 @@ class ViTConfig:
         classifier: ``"token"`` (class token, the paper's default) or ``"gap"`` (mean of the normed tokens, App. D.3).
         representation_size: width of the optional pre-logits Linear + tanh (used for ImageNet-21k / JFT
             pre-training and dropped at fine-tuning); ``None`` for none.
-        dropout: dropout after the position embedding, inside the MLP and after attention (0.1 for L/16 and H/14).
-        attn_dropout: dropout on the attention weights (0 in every official config).
+        drop_rate: dropout after the position embedding, inside the MLP and after attention (0.1 for L/16 and H/14).
+        attn_drop_rate: dropout on the attention weights (0 in every official config).
         drop_path_rate: stochastic depth at the last block, linear from 0 (not in the paper; DeiT uses 0.1).
     """
 
@@ -82,8 +82,8 @@ class ViTConfig:
     mlp_ratio: float = 4.0
     classifier: Literal["token", "gap"] = "token"
     representation_size: int | None = None
-    dropout: float = 0.0
-    attn_dropout: float = 0.0
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
 
 
@@ -93,9 +93,9 @@ VARIANTS = {
     "vit_s16":  ViTConfig(patch_size=16, dim=384,  depth=12, num_heads=6),
     "vit_b16":  ViTConfig(patch_size=16, dim=768,  depth=12, num_heads=12),
     "vit_b32":  ViTConfig(patch_size=32, dim=768,  depth=12, num_heads=12),
-    "vit_l16":  ViTConfig(patch_size=16, dim=1024, depth=24, num_heads=16, dropout=0.1),
+    "vit_l16":  ViTConfig(patch_size=16, dim=1024, depth=24, num_heads=16, drop_rate=0.1),
     "vit_l32":  ViTConfig(patch_size=32, dim=1024, depth=24, num_heads=16),
-    "vit_h14":  ViTConfig(patch_size=14, dim=1280, depth=32, num_heads=16, dropout=0.1),
+    "vit_h14":  ViTConfig(patch_size=14, dim=1280, depth=32, num_heads=16, drop_rate=0.1),
 }
 _TABLE5 = "Table 5 (App. C), ImageNet-1k pre-training, fine-tuned at 384"
 _DEIT = "DeiT (arXiv:2012.12877) Table 5, ImageNet-1k, 224"
@@ -208,24 +208,36 @@ class Block(nn.Module):
     """Pre-norm Transformer encoder block: x + MSA(LN(x)), then x + MLP(LN(x)) (paper Eq. 2-3)."""
 
     def __init__(
-        self, dim: int, num_heads: int, mlp_hidden: int, *, dropout: float, attn_dropout: float, drop_path: float
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mlp_ratio: float = 4.0,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)  # flax's default eps, kept by the official code
-        self.attn = Attention(dim, num_heads, attn_drop=attn_dropout, proj_drop=dropout)
+        self.attn = Attention(dim, num_heads, attn_drop=attn_drop, proj_drop=drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, mlp_hidden, drop=dropout)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.drop_path = DropPath(drop_path)
 
-    def forward_with_attention(self, x: Tensor, need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
-        """The block's output and, when ``need_weights``, its ``(B, heads, N, N)`` attention weights."""
+    def _forward(self, x: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         y, weights = self.attn(self.norm1(x), need_weights=need_weights)
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, weights
 
     def forward(self, x: Tensor) -> Tensor:  # (B, N, D) -> (B, N, D)
-        return self.forward_with_attention(x, need_weights=False)[0]
+        return self._forward(x, need_weights=False)[0]
+
+    def forward_with_attention(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The block's output and its ``(B, heads, N, N)`` attention weights."""
+        out, weights = self._forward(x, need_weights=True)
+        assert weights is not None
+        return out, weights
 
 
 class VisionTransformer(nn.Module):
@@ -260,21 +272,22 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if self.num_prefix_tokens else None
         num_tokens = self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
-        self.pos_drop = nn.Dropout(cfg.dropout)
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
         rates = drop_path_rates(cfg.drop_path_rate, [cfg.depth])
         self.stages = nn.Sequential(
             *(
                 Block(
                     dim,
                     cfg.num_heads,
-                    int(dim * cfg.mlp_ratio),
-                    dropout=cfg.dropout,
-                    attn_dropout=cfg.attn_dropout,
+                    mlp_ratio=cfg.mlp_ratio,
+                    drop=cfg.drop_rate,
+                    attn_drop=cfg.attn_drop_rate,
                     drop_path=r,
                 )
                 for r in rates
             )
         )
+        self.num_features = dim
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         rep = cfg.representation_size
         self.pre_logits = nn.Linear(dim, rep) if rep else None
@@ -357,7 +370,7 @@ class VisionTransformer(nn.Module):
         x = self._embed(x)
         maps = []
         for block in self.stages:
-            x, weights = block.forward_with_attention(x, need_weights=True)
+            x, weights = block.forward_with_attention(x)
             maps.append(weights)
         return maps
 
@@ -371,7 +384,7 @@ class VisionTransformer(nn.Module):
         if drop_pre_logits:
             self.pre_logits = None
         ref = self.head.weight
-        in_features = self.pre_logits.out_features if self.pre_logits is not None else self.cfg.dim
+        in_features = self.pre_logits.out_features if self.pre_logits is not None else self.num_features
         self.head = nn.Linear(in_features, num_classes, device=ref.device, dtype=ref.dtype)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -408,8 +421,9 @@ def vit(cfg: ViTConfig, *, num_classes: int = 1000, in_chans: int = 3, img_size:
     """Build a Vision Transformer.
 
     Args:
-        cfg: the variant (``patch_size``, ``classifier``, ``representation_size`` and the dropouts can be overridden
-            through ``create_model``, e.g. ``create_model("vit_s16", img_size=32, patch_size=4)`` for CIFAR-10).
+        cfg: the variant (``patch_size``, ``depth``, ``classifier``, ``representation_size``, ``drop_rate``,
+            ``attn_drop_rate`` and ``drop_path_rate`` can be overridden through ``create_model``, e.g.
+            ``create_model("vit_s16", img_size=32, patch_size=4)`` for CIFAR-10).
         num_classes: outputs of the head.
         in_chans: input channels.
         img_size: input size, an int or ``(H, W)``; must be a multiple of the patch size.
