@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from ..errors import DataError
 from . import augment, cache
 from .loader import TensorLoader
-from .spec import DataSpec, ImageSplit
+from .spec import DataSpec, ImageSplit, size_hw
 
 PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
@@ -204,13 +204,6 @@ def index_folder(
         files += chosen
         labels += [label] * len(chosen)
     return FolderIndex(source, split, tuple(class_names), tuple(files), tuple(labels))
-
-
-def _size2(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    return int(h), int(w)
 
 
 def resize_center_crop(image: Tensor, size: tuple[int, int]) -> Tensor:
@@ -380,7 +373,7 @@ def decode_folder(
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    size = _size2(image_size)
+    size = size_hw(image_size)
     identity = cache.fingerprint(source, parts=() if source.is_file() else (split,))
     params = {"split": split, "size": size, "channels": channels, "max_per_class": max_per_class}
     if source.is_dir() and (source / "train").is_dir():  # another split takes its class list from train's folders
@@ -460,7 +453,7 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def __init__(self, index: FolderIndex, *, image_size: int | Sequence[int] | None, channels: int = 3) -> None:
         self.index = index
-        self.size = _size2(image_size)
+        self.size = size_hw(image_size)
         self.channels = channels
         self._reader = _Reader(index.source)
 
@@ -610,7 +603,7 @@ def folder_loader(
         A :class:`~milestones.data.loader.TensorLoader` or a :class:`StreamingLoader`.
     """
     source = resolve_folder(name, root)
-    size = _size2(image_size)
+    size = size_hw(image_size)
     dataset = None
     if not in_memory:  # streaming, or undecided: list the files once, to measure them and to stream them
         dataset = FolderDataset(
