@@ -28,7 +28,7 @@ import pytest
 import torch
 from PIL import Image
 
-from milestones.data import SOURCES, TensorLoader, get_dataset
+from milestones.data import SOURCES, BatchAugment, TensorLoader, get_dataset
 from milestones.data import cache as cache_mod
 from milestones.data.cifar import (
     CIFAR10_CLASSES,
@@ -479,13 +479,10 @@ def test_streaming_matches_in_memory(folder: dict, tmp_path: Path, workers: int)
         assert torch.equal(ym, ys) and torch.allclose(xm, xs, atol=1e-6)
     train = StreamingLoader(
         FolderDataset(index_folder(source, "train"), image_size=(9, 11)),
-        memory.spec,
         batch_size=8,
         train=True,
+        augment=BatchAugment.for_spec(memory.spec, flip=True, crop_padding=2, cutout=4),
         workers=workers,
-        flip=True,
-        crop_padding=2,
-        cutout=4,
         seed=0,
     )
     batches = list(train)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from milestones.data import (
     SOURCES,
+    BatchAugment,
     DataSpec,
     ImageSplit,
     TensorLoader,
@@ -341,6 +342,10 @@ def _epoch(loader: TensorLoader) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(x.clone(), y.clone()) for x, y in loader]
 
 
+def _aug(split: ImageSplit, **options) -> BatchAugment:
+    return BatchAugment.for_spec(split.spec, **options)
+
+
 def test_loader_batches_and_len() -> None:
     split = _ids_split(50)
     train = TensorLoader(split, batch_size=16, train=True)
@@ -363,22 +368,25 @@ def test_loader_options_shapes() -> None:
     assert x.shape == (8, 1, 32, 32)
     x, _ = next(iter(TensorLoader(split, batch_size=8, train=False, target_size=32)))
     assert x.shape == (8, 1, 32, 32)
-    loader = TensorLoader(_ids_split(8), batch_size=4, train=True, channels_last=True, dtype=torch.bfloat16)
+    split8 = _ids_split(8)
+    loader = TensorLoader(split8, batch_size=4, train=True, channels_last=True,
+                          augment=_aug(split8, dtype=torch.bfloat16))
     x, _ = next(iter(loader))
     assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
-    x, _ = next(iter(TensorLoader(split, batch_size=8, train=False, normalise=False)))
+    x, _ = next(iter(TensorLoader(split, batch_size=8, train=False, augment=_aug(split, normalise=False))))
     assert torch.allclose(x, split.images.float() / 255, rtol=0, atol=1e-7)
 
 
 def test_flip_is_a_flip() -> None:
     split = _ids_split(64)
-    loader = TensorLoader(split, batch_size=64, train=True, flip=True, normalise=False, seed=3)
+    loader = TensorLoader(split, batch_size=64, train=True, augment=_aug(split, flip=True, normalise=False), seed=3)
     x, y = next(iter(loader))
     x, original = _bytes(x), split.images[y]
     same = (x == original).flatten(1).all(1)
     mirrored = (x == original.flip(3)).flatten(1).all(1)
     assert bool((same | mirrored).all()) and 10 < int(mirrored.sum()) < 54
-    eval_x, _ = next(iter(TensorLoader(split, batch_size=64, train=False, flip=True, normalise=False)))
+    eval_loader = TensorLoader(split, batch_size=64, train=False, augment=_aug(split, flip=True, normalise=False))
+    eval_x, _ = next(iter(eval_loader))
     assert torch.equal(_bytes(eval_x), split.images)  # no augmentation at eval
 
 
@@ -386,7 +394,8 @@ def test_flip_is_a_flip() -> None:
 def test_crop_keeps_content_inside_the_padding(flip: bool) -> None:
     p = 3
     split = _ids_split(40)
-    loader = TensorLoader(split, batch_size=40, train=True, crop_padding=p, flip=flip, normalise=False, seed=1)
+    augment = _aug(split, crop_padding=p, flip=flip, normalise=False)
+    loader = TensorLoader(split, batch_size=40, train=True, augment=augment, seed=1)
     x, y = next(iter(loader))
     x = _bytes(x)
     padded = F.pad(split.images.float(), (p,) * 4, mode="reflect").to(torch.uint8)  # torch's reflect padding
@@ -426,7 +435,7 @@ def test_random_crop_and_flip_functions() -> None:
 
 def test_same_seed_same_order_and_epochs_differ() -> None:
     split = _ids_split(50)
-    kwargs = dict(batch_size=10, train=True, flip=True, crop_padding=2)
+    kwargs = dict(batch_size=10, train=True, augment=_aug(split, flip=True, crop_padding=2))
     a, b = TensorLoader(split, seed=5, **kwargs), TensorLoader(split, seed=5, **kwargs)
     ea, eb = _epoch(a), _epoch(b)
     assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(ea, eb, strict=True))
@@ -439,7 +448,7 @@ def test_same_seed_same_order_and_epochs_differ() -> None:
 @pytest.mark.parametrize("stop", [0, 2, 5])  # epoch start, mid-epoch, epoch end
 def test_state_dict_round_trip_resumes_the_same_batches(stop: int) -> None:
     split = _ids_split(50)
-    kwargs = dict(batch_size=10, train=True, flip=True, crop_padding=2)
+    kwargs = dict(batch_size=10, train=True, augment=_aug(split, flip=True, crop_padding=2))
     a = TensorLoader(split, seed=7, **kwargs)
     _epoch(a)  # epoch 0
     it = iter(a)
@@ -516,7 +525,8 @@ def test_loader_copies_nothing_on_cpu_without_pad() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_loader_matches_cpu() -> None:
     split = _ids_split(50)
-    kwargs = dict(batch_size=16, train=True, flip=True, crop_padding=2, pad=1, channels_last=True, seed=4)
+    kwargs = dict(batch_size=16, train=True, augment=_aug(split, flip=True, crop_padding=2), pad=1, channels_last=True,
+                  seed=4)
     cpu = _epoch(TensorLoader(split, device="cpu", **kwargs))
     gpu = _epoch(TensorLoader(split, device="cuda", **kwargs))
     assert all(xg.is_cuda and yg.is_cuda for xg, yg in gpu)

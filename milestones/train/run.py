@@ -391,8 +391,7 @@ def run_training(
 
 def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite: bool,
                   on_step: Callable[[StepInfo], None] | None, handle_signals: bool) -> RunResult:
-    from ..data import TensorLoader, get_dataset, subset
-    from ..data.loader import check_augmentation
+    from ..data import make_loaders
 
     start = time.perf_counter()
     state: tuple[dict[str, Tensor], dict[str, Any]] | None = None
@@ -421,38 +420,10 @@ def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
 
-    check_augmentation(trivial_augment=cfg.data.trivial_augment, rand_augment=cfg.data.rand_augment,
-                       mixup_alpha=cfg.data.mixup_alpha, cutmix_alpha=cfg.data.cutmix_alpha, prefix="data.")
     if (cfg.data.mixup_alpha or cfg.data.cutmix_alpha) and cfg.train.loss != "ce":
         raise ConfigError(f"mixup/cutmix need train.loss=ce (their soft targets), not {cfg.train.loss!r}")
-    streamed = _streamed_folder(cfg, device)
-    if streamed is not None:
-        train_loader, test_loader = streamed
-        train_split = test_split = None
-    else:
-        data_kw = dict(root=cfg.data.root, download=cfg.data.download, image_size=_folder_size(cfg),
-                       max_per_class=cfg.data.max_per_class)
-        train_split = get_dataset(cfg.data.name, "train", **data_kw)
-        test_split = get_dataset(cfg.data.name, "test", **data_kw)
-    if train_split is not None:
-        if cfg.data.train_subset:
-            train_split = subset(train_split, cfg.data.train_subset, seed=cfg.train.seed)
-        if cfg.data.test_subset:
-            test_split = subset(test_split, cfg.data.test_subset, seed=0)
-        spec = train_split.spec
-        if cfg.data.mean is not None or cfg.data.std is not None:
-            spec = dataclasses.replace(spec, mean=tuple(cfg.data.mean or spec.mean),
-                                       std=tuple(cfg.data.std or spec.std))
-            train_split = dataclasses.replace(train_split, spec=spec)
-            test_split = dataclasses.replace(test_split, spec=spec)
-        loader_kw = dict(device=device, pad=cfg.data.pad, channels_last=cfg.data.channels_last)
-        train_loader = TensorLoader(train_split, batch_size=cfg.data.batch_size, train=True, flip=cfg.data.flip,
-                                    crop_padding=cfg.data.crop_padding, cutout=cfg.data.cutout,
-                                    trivial_augment=cfg.data.trivial_augment, rand_augment=cfg.data.rand_augment,
-                                    rand_magnitude=cfg.data.rand_magnitude, mixup_alpha=cfg.data.mixup_alpha,
-                                    cutmix_alpha=cfg.data.cutmix_alpha, seed=cfg.train.seed, **loader_kw)
-        test_loader = TensorLoader(test_split, batch_size=cfg.data.eval_batch_size, train=False, **loader_kw)
-    spec = train_loader.spec
+    train_loader, test_loader, spec = make_loaders(cfg.data, device, seed=cfg.train.seed,
+                                                   default_image_size=get_spec(cfg.model.name).input_size[1:])
     cfg.model.kwargs = _fill_model_kwargs(cfg, spec.num_classes, spec.in_chans)
     model = create_model(cfg.model.name, **cfg.model.kwargs).to(device)
     memory_format = torch.channels_last if cfg.data.channels_last else torch.contiguous_format
@@ -558,39 +529,6 @@ def _run_training(cfg: RunConfig | None, *, resume: str | Path | None, overwrite
         raise RunDirError(f"could not write {run.path / 'curves.png'}: {e.strerror or e}; the run itself is complete"
                           ) from None
     return RunResult(run, history, summary, model, state[1]["step"] if state is not None else None)
-
-
-def _streamed_folder(cfg: RunConfig, device: torch.device) -> tuple[Any, Any] | None:
-    """Train and test loaders for an image folder too large for memory (or with ``data.in_memory: false``), streamed
-    through DataLoader workers; None when the data is held in memory (every other case)."""
-    from ..data.folder import folder_loader, is_folder_name
-
-    if not is_folder_name(cfg.data.name) or cfg.data.in_memory:
-        return None
-    size = _folder_size(cfg)
-    unsupported = [k for k in ("trivial_augment", "rand_augment", "mixup_alpha", "cutmix_alpha", "train_subset",
-                               "test_subset", "mean", "std", "pad") if getattr(cfg.data, k)]
-    kw = dict(image_size=size, in_memory=cfg.data.in_memory, workers=cfg.data.workers, root=cfg.data.root,
-              max_per_class=cfg.data.max_per_class, device=device, channels_last=cfg.data.channels_last)
-    train = folder_loader(cfg.data.name, "train", batch_size=cfg.data.batch_size, train=True, flip=cfg.data.flip,
-                          crop_padding=cfg.data.crop_padding, cutout=cfg.data.cutout, seed=cfg.train.seed,
-                          decide_only=True, **kw)
-    if train is None:
-        return None  # it fits: the in-memory path loads it (through the decode cache) with every option
-    if unsupported:
-        raise ConfigError(f"a streamed image folder supports crop_padding, flip and cutout only, not data."
-                          f"{unsupported[0]}; set data.in_memory=true if the decoded images fit in memory")
-    test = folder_loader(cfg.data.name, "test", batch_size=cfg.data.eval_batch_size, train=False, **kw)
-    return train, test
-
-
-def _folder_size(cfg: RunConfig) -> int | tuple[int, ...] | None:
-    """``data.image_size``, else for an image folder the model's input size (folders mix image sizes)."""
-    from ..data.folder import is_folder_name
-
-    if cfg.data.image_size or not is_folder_name(cfg.data.name):
-        return cfg.data.image_size
-    return tuple(get_spec(cfg.model.name).input_size[1:])
 
 
 class _StateNotSaved(RunDirError):
