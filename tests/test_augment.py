@@ -14,8 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from milestones.config import DataConfig
 from milestones.data import BatchAugment, DataSpec, ImageSplit, TensorLoader
 from milestones.data import augment as A
+from milestones.errors import ConfigError
 
 
 def _images(b: int = 8, c: int = 3, h: int = 12, w: int = 10, seed: int = 0, low: int = 0) -> torch.Tensor:
@@ -412,3 +414,36 @@ def test_loader_rand_augment_is_randaugment_at_its_magnitude() -> None:
     with pytest.raises(ValueError, match="not both"):
         _loader(split, trivial_augment=True, rand_augment=1, **base)
 
+
+# ---------------------------------------------------------------- the one batch-augmentation object
+
+
+def test_batch_augment_from_config_and_plain_batches() -> None:
+    """The data.* keys become its options; data.std overrides the dataset's; without draws a batch is only
+    normalised; bad option sets name their data.* keys."""
+    spec = _split().spec
+    cfg = DataConfig(flip=True, crop_padding=2, cutout=3, rand_augment=1, rand_magnitude=5, mixup_alpha=0.2,
+                     std=[0.5, 0.5, 0.5])
+    aug = BatchAugment.from_config(cfg, spec)
+    assert (aug.flip, aug.crop_padding, aug.cutout, aug.rand_augment, aug.rand_magnitude) == (True, 2, 3, 1, 5)
+    assert (aug.mixup_alpha, aug.cutmix_alpha, aug.trivial_augment) == (0.2, 0.0, False)
+    assert aug.mean == spec.mean and aug.std == (0.5,) * 3 and aug.num_classes == spec.num_classes
+    x, y = _images(), torch.arange(8)
+    out, labels = aug(x, y)
+    assert torch.equal(out, A.normalise(x, aug.mean, aug.std)) and labels is y
+    with pytest.raises(ConfigError, match=r"data\.mixup_alpha"):
+        BatchAugment.from_config(DataConfig(mixup_alpha=-1.0), spec)
+    with pytest.raises(ValueError, match="num_classes"):
+        BatchAugment((0.5,), (0.25,), cutmix_alpha=1.0)
+
+
+def test_per_batch_draws_are_the_random_wrappers() -> None:
+    """The streaming loader draws per batch: its batch is random_crop, random_flip and random_cutout (after
+    normalising) in a row on one generator, as it was before both loaders shared the augmentation."""
+    x, y = _images(16), torch.arange(16)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    aug = BatchAugment(mean, std, flip=True, crop_padding=2, cutout=4)
+    out, _ = aug(x, y, aug.draw(16, (12, 10), torch.Generator().manual_seed(3), batches=1, batch_size=16))
+    g = torch.Generator().manual_seed(3)
+    ref = A.random_cutout(A.normalise(A.random_flip(A.random_crop(x, 2, g), g), mean, std), 4, g)
+    assert torch.equal(out, ref)

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from milestones.config import DataConfig
 from milestones.data import (
     SOURCES,
     BatchAugment,
@@ -27,6 +28,7 @@ from milestones.data import (
     get_data_spec,
     get_dataset,
     list_datasets,
+    make_loaders,
     normalise,
     random_crop,
     random_flip,
@@ -35,7 +37,7 @@ from milestones.data import (
     subset,
 )
 from milestones.data.sources import digits_test_mask
-from milestones.errors import DataError, MilestonesError
+from milestones.errors import ConfigError, DataError, MilestonesError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -138,6 +140,28 @@ def test_torchvision_layout(mnist: dict[str, ImageSplit], mnist_dir: Path, tmp_p
     # torchvision's own reader agrees on the same files
     assert torch.equal(read_image_file(str(raw / "t10k-images-idx3-ubyte")), test.images[:, 0])
     assert torch.equal(read_label_file(str(raw / "t10k-labels-idx1-ubyte")), test.labels)
+
+
+def test_make_loaders_from_a_data_config(data_root: Path, mnist_dir: Path) -> None:
+    """Subsets (the test subset whatever the seed), normalisation overrides recorded in the spec, pad, soft targets
+    under mixup; the model's default image size is for image folders only."""
+    cfg = DataConfig(name="mnist", root=str(data_root), pad=2, train_subset=600, test_subset=100, batch_size=64,
+                     eval_batch_size=60, mean=[0.5], std=[0.25], crop_padding=2, mixup_alpha=0.2)
+    train, test, spec = make_loaders(cfg, "cpu", seed=1, default_image_size=(99, 99))
+    assert spec.mean == (0.5,) and spec.std == (0.25,) and train.spec == test.spec == spec
+    assert (len(train), len(test), train.img_size, test.img_size) == (9, 2, (32, 32), (32, 32))
+    x, y = next(iter(train))
+    assert x.shape == (64, 1, 32, 32) and y.shape == (64, 10) and torch.allclose(y.sum(1), torch.ones(64))
+    tx, ty = next(iter(test))
+    assert ty.dtype == torch.int64 and torch.allclose(tx[:, :, :2], torch.full_like(tx[:, :, :2], -2.0))  # 0 -> -2
+    other = make_loaders(cfg, "cpu", seed=2)
+    assert torch.equal(other.test.images, test.images) and not torch.equal(other.train.images, train.images)
+
+
+def test_make_loaders_checks_augmentation_before_any_data_loads(tmp_path: Path) -> None:
+    cfg = DataConfig(name="mnist", root=str(tmp_path / "nowhere"), trivial_augment=True, rand_augment=2)
+    with pytest.raises(ConfigError, match="data.trivial_augment and data.rand_augment"):
+        make_loaders(cfg, "cpu", seed=0)
 
 
 def test_loader_normalises_mnist_to_zero_mean_unit_std(mnist: dict[str, ImageSplit]) -> None:
