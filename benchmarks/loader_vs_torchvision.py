@@ -127,7 +127,7 @@ def epoch_torchvision(task: str, tv_root: Path, model, opt, workers: int, limit:
 
 
 def epoch_milestones(task: str, root: Path, model, opt, seed: int, limit: int | None) -> float:
-    from milestones.data import TensorLoader, get_dataset, subset
+    from milestones.data import BatchAugment, TensorLoader, get_dataset, subset
 
     start = time.perf_counter()
     train = get_dataset(task, "train", root=root)
@@ -136,7 +136,7 @@ def epoch_milestones(task: str, root: Path, model, opt, seed: int, limit: int | 
     if task == "mnist":
         kw = {"pad": 2}
     else:
-        kw = {"crop_padding": 4, "flip": True}
+        kw = {"augment": BatchAugment.for_spec(train.spec, crop_padding=4, flip=True)}
     loader = TensorLoader(train, batch_size=BATCH, train=True, seed=seed, channels_last=True, **kw)
     train_epoch(loader, model, opt, convert=False)
     return time.perf_counter() - start

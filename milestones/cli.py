@@ -199,18 +199,15 @@ def _show_config(cfg: RunConfig) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .data import TensorLoader, get_dataset
+    from .data import make_test_loader
     from .train.checkpoint import restore_model
     from .train.loop import evaluate
 
     model, meta = restore_model(args.checkpoint, prefer=args.which)
-    d = meta["data"]
-    split = get_dataset(args.data or d["name"], args.split, root=args.data_root)
-    loader = TensorLoader(split, batch_size=1000, train=False, device="cpu", pad=d.get("pad", 0), mean=d["mean"],
-                          std=d["std"])
+    loader = make_test_loader(meta["data"], split=args.split, name=args.data, root=args.data_root)
     res = evaluate(model, loader, flip_tta=args.tta)
     tta = ", flip TTA" if args.tta else ""
-    print(f"{meta['model']} on {split.spec.full_name} ({args.split}, {res['n']} images{tta}): top-1 "
+    print(f"{meta['model']} on {loader.spec.full_name} ({args.split}, {res['n']} images{tta}): top-1 "
           f"{100 * res['acc']:.2f}%, top-5 {100 * res['acc5']:.2f}%, loss {res['loss']:.4f}")
     return 0
 

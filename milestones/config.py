@@ -35,7 +35,7 @@ class ModelConfig:
 class DataConfig:
     """Dataset, batching and augmentation. ``mean``/``std`` override the dataset's normalisation when set.
 
-    Augmentations (training only, batched on the data's device; see :class:`~milestones.data.TensorLoader`):
+    Augmentations (training only, batched on the data's device; see :class:`~milestones.data.BatchAugment`):
     ``crop_padding`` (reflect-pad + random crop), ``flip``, ``cutout`` (side), ``trivial_augment`` or
     ``rand_augment`` (number of operations, at bin ``rand_magnitude``), ``mixup_alpha`` / ``cutmix_alpha`` (0: off).
 

@@ -14,8 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from milestones.data import DataSpec, ImageSplit, TensorLoader
+from milestones.config import DataConfig
+from milestones.data import BatchAugment, DataSpec, ImageSplit, TensorLoader
 from milestones.data import augment as A
+from milestones.errors import ConfigError
 
 
 def _images(b: int = 8, c: int = 3, h: int = 12, w: int = 10, seed: int = 0, low: int = 0) -> torch.Tensor:
@@ -30,6 +32,13 @@ def _split(n: int = 40, h: int = 12, w: int = 10) -> ImageSplit:
 
 def _epoch(loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(iter(loader))
+
+
+def _loader(split: ImageSplit, *, batch_size: int, train: bool, seed: int = 0, normalise: bool = True,
+            **options) -> TensorLoader:
+    """A TensorLoader whose BatchAugment takes ``options`` (``normalise=False``: batches are ``x / 255``)."""
+    augment = BatchAugment.for_spec(split.spec, normalise=normalise, **options)
+    return TensorLoader(split, batch_size=batch_size, train=train, seed=seed, augment=augment)
 
 
 # ---------------------------------------------------------------- crop, flip, cutout
@@ -91,7 +100,7 @@ def test_random_cutout_is_seeded_and_anywhere() -> None:
 
 def test_loader_cutout_cuts_one_square_in_normalised_space() -> None:
     split = _split()
-    raw = _epoch(TensorLoader(split, batch_size=40, train=True, cutout=4, seed=3, normalise=False))
+    raw = _epoch(_loader(split, batch_size=40, train=True, cutout=4, seed=3, normalise=False))
     x, y = raw[0]
     original = split.images[y].float() / 255
     changed = ((x - original).abs() > 1e-6).any(1)  # (B, H, W)
@@ -100,9 +109,9 @@ def test_loader_cutout_cuts_one_square_in_normalised_space() -> None:
         rows, cols = changed[b].any(1).nonzero(), changed[b].any(0).nonzero()
         assert 1 <= len(rows) <= 4 and 1 <= len(cols) <= 4
         assert int(changed[b].sum()) == len(rows) * len(cols)  # a (clipped) rectangle of the square
-    normed, _ = _epoch(TensorLoader(split, batch_size=40, train=True, cutout=4, seed=3))[0]
+    normed, _ = _epoch(_loader(split, batch_size=40, train=True, cutout=4, seed=3))[0]
     assert torch.equal(normed == 0, x == 0)  # 0 after normalising: the mean colour, as DeVries & Taylor cut
-    eval_x, _ = _epoch(TensorLoader(split, batch_size=40, train=False, cutout=4, normalise=False))[0]
+    eval_x, _ = _epoch(_loader(split, batch_size=40, train=False, cutout=4, normalise=False))[0]
     assert torch.allclose(eval_x, split.images.float() / 255)  # no augmentation at eval
 
 
@@ -110,8 +119,8 @@ def test_new_options_leave_the_old_draws_alone() -> None:
     """Cutout and TrivialAugment draw after order, crop and flip, so enabling them changes nothing else."""
     split = _split()
     base = dict(batch_size=8, train=True, flip=True, crop_padding=2, seed=5, normalise=False)
-    plain = _epoch(TensorLoader(split, **base))
-    cut = _epoch(TensorLoader(split, cutout=3, **base))
+    plain = _epoch(_loader(split, **base))
+    cut = _epoch(_loader(split, cutout=3, **base))
     for (xp, yp), (xc, yc) in zip(plain, cut, strict=True):
         assert torch.equal(yp, yc)
         same = (xp == xc).all(1)
@@ -122,13 +131,13 @@ def test_new_options_leave_the_old_draws_alone() -> None:
 def test_resume_with_cutout_and_trivial_augment(stop: int) -> None:
     split = _split()
     kwargs = dict(batch_size=8, train=True, flip=True, crop_padding=2, cutout=4, trivial_augment=True)
-    a = TensorLoader(split, seed=7, **kwargs)
+    a = _loader(split, seed=7, **kwargs)
     it = iter(a)
     for _ in range(stop):
         next(it)
     state = a.state_dict()
     expected = list(it) + _epoch(a)
-    b = TensorLoader(split, seed=99, **kwargs)
+    b = _loader(split, seed=99, **kwargs)
     b.load_state_dict(state)
     got = _epoch(b) + _epoch(b)
     assert len(got) == len(expected)
@@ -308,11 +317,11 @@ def test_policies_are_seeded_and_cover_every_operation() -> None:
 
 def test_loader_trivial_augment_changes_training_batches_only() -> None:
     split = _split(h=16, w=16)
-    x, y = _epoch(TensorLoader(split, batch_size=40, train=True, trivial_augment=True, seed=0, normalise=False))[0]
+    x, y = _epoch(_loader(split, batch_size=40, train=True, trivial_augment=True, seed=0, normalise=False))[0]
     original = split.images[y].float() / 255
     changed = ((x - original).abs() > 1e-6).flatten(1).any(1)
     assert 0.7 < changed.float().mean() < 1.0  # identity, and a few no-op draws, leave some images alone
-    eval_x, _ = _epoch(TensorLoader(split, batch_size=40, train=False, trivial_augment=True, normalise=False))[0]
+    eval_x, _ = _epoch(_loader(split, batch_size=40, train=False, trivial_augment=True, normalise=False))[0]
     assert torch.allclose(eval_x, split.images.float() / 255)
 
 
@@ -344,7 +353,7 @@ def test_loader_mixing_matches_its_labels(kind: str) -> None:
     """Each mixed image is lam parts of one image and 1 - lam of another; its soft target says the same."""
     split = _labelled_split()
     alphas = {"mixup_alpha": 0.4} if kind == "mixup" else {"cutmix_alpha": 1.0}
-    loader = TensorLoader(split, batch_size=8, train=True, seed=3, **alphas)  # mean 0, std 1/255: x = pixel value
+    loader = _loader(split, batch_size=8, train=True, seed=3, **alphas)  # mean 0, std 1/255: x = pixel value
     for x, y in _epoch(loader):
         assert y.shape == (8, 4) and y.dtype == torch.float32 and torch.allclose(y.sum(1), torch.ones(8))
         for img, target in zip(x, y, strict=True):
@@ -365,7 +374,7 @@ def test_loader_mixup_is_the_closed_form_blend() -> None:
     """With one class per image (label = index, pixel value = index + 1), the soft target names both images and
     their weights, so each pixel must equal sum_c target[c] * (c + 1) = lam * a + (1 - lam) * b."""
     split = _labelled_split(k=40)
-    x, y = _epoch(TensorLoader(split, batch_size=8, train=True, seed=1, mixup_alpha=1.0))[0]
+    x, y = _epoch(_loader(split, batch_size=8, train=True, seed=1, mixup_alpha=1.0))[0]
     for img, target in zip(x, y, strict=True):
         value = float(img[0, 0, 0])
         nz = target.nonzero().flatten().tolist()
@@ -378,18 +387,18 @@ def test_loader_mixing_resumes_exactly_and_leaves_earlier_draws_alone() -> None:
     split = _split()
     kwargs = dict(batch_size=8, train=True, flip=True, crop_padding=2, rand_augment=2, mixup_alpha=0.3,
                   cutmix_alpha=1.0, normalise=False)
-    a = TensorLoader(split, seed=4, **kwargs)
+    a = _loader(split, seed=4, **kwargs)
     it = iter(a)
     next(it), next(it)
     state = a.state_dict()
     expected = list(it)
-    b = TensorLoader(split, seed=0, **kwargs)
+    b = _loader(split, seed=0, **kwargs)
     b.load_state_dict(state)
     assert all(torch.equal(xg, xe) and torch.equal(yg, ye) for (xg, yg), (xe, ye) in
                zip(_epoch(b), expected, strict=True))
     # RandAugment and mixing draw after order, crop and flip: the same images in the same places without them
-    plain = _epoch(TensorLoader(split, seed=4, batch_size=8, train=True, flip=True, crop_padding=2, normalise=False))
-    mixed = _epoch(TensorLoader(split, seed=4, **kwargs))
+    plain = _epoch(_loader(split, seed=4, batch_size=8, train=True, flip=True, crop_padding=2, normalise=False))
+    mixed = _epoch(_loader(split, seed=4, **kwargs))
     for (_, yp), (_, ym) in zip(plain, mixed, strict=True):
         assert ym.shape == (len(yp), split.spec.num_classes)
         assert (ym.gather(1, yp.view(-1, 1)) > 0).all()  # each image keeps a share of its own label
@@ -399,8 +408,42 @@ def test_loader_rand_augment_is_randaugment_at_its_magnitude() -> None:
     """RandAugment changes training batches; TrivialAugment and RandAugment together are refused."""
     split = _split()
     base = dict(batch_size=8, train=True, seed=2, normalise=False)
-    plain = _epoch(TensorLoader(split, **base))
-    changed = _epoch(TensorLoader(split, rand_augment=2, rand_magnitude=9, **base))
+    plain = _epoch(_loader(split, **base))
+    changed = _epoch(_loader(split, rand_augment=2, rand_magnitude=9, **base))
     assert any(not torch.equal(p[0], c[0]) for p, c in zip(plain, changed, strict=True))
     with pytest.raises(ValueError, match="not both"):
-        TensorLoader(split, trivial_augment=True, rand_augment=1, **base)
+        _loader(split, trivial_augment=True, rand_augment=1, **base)
+
+
+# ---------------------------------------------------------------- the one batch-augmentation object
+
+
+def test_batch_augment_from_config_and_plain_batches() -> None:
+    """The data.* keys become its options; data.std overrides the dataset's; without draws a batch is only
+    normalised; bad option sets name their data.* keys."""
+    spec = _split().spec
+    cfg = DataConfig(flip=True, crop_padding=2, cutout=3, rand_augment=1, rand_magnitude=5, mixup_alpha=0.2,
+                     std=[0.5, 0.5, 0.5])
+    aug = BatchAugment.from_config(cfg, spec)
+    assert (aug.flip, aug.crop_padding, aug.cutout, aug.rand_augment, aug.rand_magnitude) == (True, 2, 3, 1, 5)
+    assert (aug.mixup_alpha, aug.cutmix_alpha, aug.trivial_augment) == (0.2, 0.0, False)
+    assert aug.mean == spec.mean and aug.std == (0.5,) * 3 and aug.num_classes == spec.num_classes
+    x, y = _images(), torch.arange(8)
+    out, labels = aug(x, y)
+    assert torch.equal(out, A.normalise(x, aug.mean, aug.std)) and labels is y
+    with pytest.raises(ConfigError, match=r"data\.mixup_alpha"):
+        BatchAugment.from_config(DataConfig(mixup_alpha=-1.0), spec)
+    with pytest.raises(ValueError, match="num_classes"):
+        BatchAugment((0.5,), (0.25,), cutmix_alpha=1.0)
+
+
+def test_per_batch_draws_are_the_random_wrappers() -> None:
+    """The streaming loader draws per batch: its batch is random_crop, random_flip and random_cutout (after
+    normalising) in a row on one generator, as it was before both loaders shared the augmentation."""
+    x, y = _images(16), torch.arange(16)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    aug = BatchAugment(mean, std, flip=True, crop_padding=2, cutout=4)
+    out, _ = aug(x, y, aug.draw(16, (12, 10), torch.Generator().manual_seed(3), batches=1, batch_size=16))
+    g = torch.Generator().manual_seed(3)
+    ref = A.random_cutout(A.normalise(A.random_flip(A.random_crop(x, 2, g), g), mean, std), 4, g)
+    assert torch.equal(out, ref)

@@ -28,7 +28,8 @@ import pytest
 import torch
 from PIL import Image
 
-from milestones.data import SOURCES, TensorLoader, get_dataset
+from milestones.config import DataConfig
+from milestones.data import SOURCES, BatchAugment, TensorLoader, get_dataset, make_loaders, make_test_loader
 from milestones.data import cache as cache_mod
 from milestones.data.cifar import (
     CIFAR10_CLASSES,
@@ -466,6 +467,15 @@ def test_cache_places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cache_mod.load_entry("x.pt", [tmp_path / "ok"]) is None  # a damaged entry is a miss, not a crash
 
 
+def test_make_loaders_sizes_a_folder_for_the_model(folder: dict) -> None:
+    """An image folder is resized to ``data.image_size``, else to the model's input size."""
+    cfg = DataConfig(name=f"folder:{folder['root']}", batch_size=8, eval_batch_size=8)
+    loaders = make_loaders(cfg, "cpu", seed=0, default_image_size=(16, 12))
+    assert loaders.train.img_size == loaders.test.img_size == loaders.spec.img_size == (16, 12)
+    cfg.image_size = 6
+    assert make_loaders(cfg, "cpu", seed=0, default_image_size=(16, 12)).train.img_size == (6, 6)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_streaming_matches_in_memory(folder: dict, tmp_path: Path, workers: int) -> None:
     source = _zip_dir(folder["root"], tmp_path / "set.zip", "")
@@ -479,13 +489,10 @@ def test_streaming_matches_in_memory(folder: dict, tmp_path: Path, workers: int)
         assert torch.equal(ym, ys) and torch.allclose(xm, xs, atol=1e-6)
     train = StreamingLoader(
         FolderDataset(index_folder(source, "train"), image_size=(9, 11)),
-        memory.spec,
         batch_size=8,
         train=True,
+        augment=BatchAugment.for_spec(memory.spec, flip=True, crop_padding=2, cutout=4),
         workers=workers,
-        flip=True,
-        crop_padding=2,
-        cutout=4,
         seed=0,
     )
     batches = list(train)
@@ -626,9 +633,10 @@ def test_per_class_limit_and_order_without_the_label_list(jpeg: dict, cifar_root
 
 @pytest.mark.parametrize("in_memory", [False, None])
 def test_training_on_a_folder_streams_or_loads_it(folder: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    in_memory: bool | None) -> None:
+                                                    capsys: pytest.CaptureFixture, in_memory: bool | None) -> None:
     """``data.in_memory: false`` trains through the streaming loader; by default a small folder goes in memory.
-    Either way images are resized to the model's input size (32 for resnet20) and the run completes."""
+    Either way images are resized to the model's input size (32 for resnet20), the run completes, and ``milestones
+    eval`` resizes the test split alike."""
     from milestones.config import build_config
     from milestones.data import folder as folder_mod
     from milestones.train.run import run_training
@@ -649,7 +657,12 @@ def test_training_on_a_folder_streams_or_loads_it(folder: dict, tmp_path: Path, 
     assert made == (["stream", "stream"] if in_memory is False else [])
     s = result.summary
     assert s["epochs"] == 1 and 0.0 <= s["final_test_acc"] <= 1.0
-    assert json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())["data"]["input_size"] == [3, 32, 32]
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
+    assert meta["data"]["input_size"] == [3, 32, 32] and make_test_loader(meta["data"]).img_size == (32, 32)
+    from milestones.cli import main
+
+    assert main(["eval", str(tmp_path / "run")]) == 0  # resized for the model as in training: the same accuracy
+    assert f"top-1 {100 * s['final_test_acc']:.2f}%" in capsys.readouterr().out
     if in_memory is False:
         cfg.data.rand_augment, cfg.name = 2, "refused"
         with pytest.raises(ConfigError, match="in_memory=true"):

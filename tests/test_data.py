@@ -18,14 +18,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from milestones.config import DataConfig
 from milestones.data import (
     SOURCES,
+    BatchAugment,
     DataSpec,
     ImageSplit,
     TensorLoader,
     get_data_spec,
     get_dataset,
     list_datasets,
+    make_loaders,
     normalise,
     random_crop,
     random_flip,
@@ -34,7 +37,7 @@ from milestones.data import (
     subset,
 )
 from milestones.data.sources import digits_test_mask
-from milestones.errors import DataError, MilestonesError
+from milestones.errors import ConfigError, DataError, MilestonesError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -137,6 +140,28 @@ def test_torchvision_layout(mnist: dict[str, ImageSplit], mnist_dir: Path, tmp_p
     # torchvision's own reader agrees on the same files
     assert torch.equal(read_image_file(str(raw / "t10k-images-idx3-ubyte")), test.images[:, 0])
     assert torch.equal(read_label_file(str(raw / "t10k-labels-idx1-ubyte")), test.labels)
+
+
+def test_make_loaders_from_a_data_config(data_root: Path, mnist_dir: Path) -> None:
+    """Subsets (the test subset whatever the seed), normalisation overrides recorded in the spec, pad, soft targets
+    under mixup; the model's default image size is for image folders only."""
+    cfg = DataConfig(name="mnist", root=str(data_root), pad=2, train_subset=600, test_subset=100, batch_size=64,
+                     eval_batch_size=60, mean=[0.5], std=[0.25], crop_padding=2, mixup_alpha=0.2)
+    train, test, spec = make_loaders(cfg, "cpu", seed=1, default_image_size=(99, 99))
+    assert spec.mean == (0.5,) and spec.std == (0.25,) and train.spec == test.spec == spec
+    assert (len(train), len(test), train.img_size, test.img_size) == (9, 2, (32, 32), (32, 32))
+    x, y = next(iter(train))
+    assert x.shape == (64, 1, 32, 32) and y.shape == (64, 10) and torch.allclose(y.sum(1), torch.ones(64))
+    tx, ty = next(iter(test))
+    assert ty.dtype == torch.int64 and torch.allclose(tx[:, :, :2], torch.full_like(tx[:, :, :2], -2.0))  # 0 -> -2
+    other = make_loaders(cfg, "cpu", seed=2)
+    assert torch.equal(other.test.images, test.images) and not torch.equal(other.train.images, train.images)
+
+
+def test_make_loaders_checks_augmentation_before_any_data_loads(tmp_path: Path) -> None:
+    cfg = DataConfig(name="mnist", root=str(tmp_path / "nowhere"), trivial_augment=True, rand_augment=2)
+    with pytest.raises(ConfigError, match="data.trivial_augment and data.rand_augment"):
+        make_loaders(cfg, "cpu", seed=0)
 
 
 def test_loader_normalises_mnist_to_zero_mean_unit_std(mnist: dict[str, ImageSplit]) -> None:
@@ -341,6 +366,10 @@ def _epoch(loader: TensorLoader) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(x.clone(), y.clone()) for x, y in loader]
 
 
+def _aug(split: ImageSplit, **options) -> BatchAugment:
+    return BatchAugment.for_spec(split.spec, **options)
+
+
 def test_loader_batches_and_len() -> None:
     split = _ids_split(50)
     train = TensorLoader(split, batch_size=16, train=True)
@@ -363,22 +392,25 @@ def test_loader_options_shapes() -> None:
     assert x.shape == (8, 1, 32, 32)
     x, _ = next(iter(TensorLoader(split, batch_size=8, train=False, target_size=32)))
     assert x.shape == (8, 1, 32, 32)
-    loader = TensorLoader(_ids_split(8), batch_size=4, train=True, channels_last=True, dtype=torch.bfloat16)
+    split8 = _ids_split(8)
+    loader = TensorLoader(split8, batch_size=4, train=True, channels_last=True,
+                          augment=_aug(split8, dtype=torch.bfloat16))
     x, _ = next(iter(loader))
     assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
-    x, _ = next(iter(TensorLoader(split, batch_size=8, train=False, normalise=False)))
+    x, _ = next(iter(TensorLoader(split, batch_size=8, train=False, augment=_aug(split, normalise=False))))
     assert torch.allclose(x, split.images.float() / 255, rtol=0, atol=1e-7)
 
 
 def test_flip_is_a_flip() -> None:
     split = _ids_split(64)
-    loader = TensorLoader(split, batch_size=64, train=True, flip=True, normalise=False, seed=3)
+    loader = TensorLoader(split, batch_size=64, train=True, augment=_aug(split, flip=True, normalise=False), seed=3)
     x, y = next(iter(loader))
     x, original = _bytes(x), split.images[y]
     same = (x == original).flatten(1).all(1)
     mirrored = (x == original.flip(3)).flatten(1).all(1)
     assert bool((same | mirrored).all()) and 10 < int(mirrored.sum()) < 54
-    eval_x, _ = next(iter(TensorLoader(split, batch_size=64, train=False, flip=True, normalise=False)))
+    eval_loader = TensorLoader(split, batch_size=64, train=False, augment=_aug(split, flip=True, normalise=False))
+    eval_x, _ = next(iter(eval_loader))
     assert torch.equal(_bytes(eval_x), split.images)  # no augmentation at eval
 
 
@@ -386,7 +418,8 @@ def test_flip_is_a_flip() -> None:
 def test_crop_keeps_content_inside_the_padding(flip: bool) -> None:
     p = 3
     split = _ids_split(40)
-    loader = TensorLoader(split, batch_size=40, train=True, crop_padding=p, flip=flip, normalise=False, seed=1)
+    augment = _aug(split, crop_padding=p, flip=flip, normalise=False)
+    loader = TensorLoader(split, batch_size=40, train=True, augment=augment, seed=1)
     x, y = next(iter(loader))
     x = _bytes(x)
     padded = F.pad(split.images.float(), (p,) * 4, mode="reflect").to(torch.uint8)  # torch's reflect padding
@@ -426,7 +459,7 @@ def test_random_crop_and_flip_functions() -> None:
 
 def test_same_seed_same_order_and_epochs_differ() -> None:
     split = _ids_split(50)
-    kwargs = dict(batch_size=10, train=True, flip=True, crop_padding=2)
+    kwargs = dict(batch_size=10, train=True, augment=_aug(split, flip=True, crop_padding=2))
     a, b = TensorLoader(split, seed=5, **kwargs), TensorLoader(split, seed=5, **kwargs)
     ea, eb = _epoch(a), _epoch(b)
     assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(ea, eb, strict=True))
@@ -439,7 +472,7 @@ def test_same_seed_same_order_and_epochs_differ() -> None:
 @pytest.mark.parametrize("stop", [0, 2, 5])  # epoch start, mid-epoch, epoch end
 def test_state_dict_round_trip_resumes_the_same_batches(stop: int) -> None:
     split = _ids_split(50)
-    kwargs = dict(batch_size=10, train=True, flip=True, crop_padding=2)
+    kwargs = dict(batch_size=10, train=True, augment=_aug(split, flip=True, crop_padding=2))
     a = TensorLoader(split, seed=7, **kwargs)
     _epoch(a)  # epoch 0
     it = iter(a)
@@ -516,7 +549,8 @@ def test_loader_copies_nothing_on_cpu_without_pad() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_loader_matches_cpu() -> None:
     split = _ids_split(50)
-    kwargs = dict(batch_size=16, train=True, flip=True, crop_padding=2, pad=1, channels_last=True, seed=4)
+    kwargs = dict(batch_size=16, train=True, augment=_aug(split, flip=True, crop_padding=2), pad=1, channels_last=True,
+                  seed=4)
     cpu = _epoch(TensorLoader(split, device="cpu", **kwargs))
     gpu = _epoch(TensorLoader(split, device="cuda", **kwargs))
     assert all(xg.is_cuda and yg.is_cuda for xg, yg in gpu)

@@ -142,7 +142,7 @@ def test_flip_tta_averages_the_mirror_images_logits() -> None:
     (["--data.mixup_alpha=-0.2"], "data.mixup_alpha"),
 ])
 def test_bad_augmentation_options_fail_before_any_data_loads(tmp_path, capsys, overrides, words) -> None:
-    """One check serves TensorLoader and the CLI; the data root does not exist, so failing later would say so."""
+    """One check serves BatchAugment and the CLI; the data root does not exist, so failing later would say so."""
     from cli_checks import one_line_error
 
     from milestones.cli import main

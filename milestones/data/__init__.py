@@ -1,13 +1,18 @@
-"""Datasets as in-memory uint8 tensors, and the device-resident loader that batches them.
+"""Datasets as in-memory uint8 tensors, the loaders that batch them, and the one entry from a config to batches.
 
-    >>> from milestones.data import TensorLoader, get_dataset
+    >>> from milestones.data import make_loaders
+    >>> loaders = make_loaders(cfg.data, "cpu", seed=0, default_image_size=(32, 32))  # what training calls
+    >>> for x, y in loaders.train: ...  # x: (B, C, H, W) float32 normalised, y: (B,) int64 (or (B, K) mixed)
+
+The pieces, for use without a config:
+
+    >>> from milestones.data import BatchAugment, TensorLoader, get_dataset
     >>> train = get_dataset("mnist", "train", root="../shared/data")  # else MILESTONES_DATA, else ~/.cache/milestones
     >>> loader = TensorLoader(train, batch_size=128, train=True, pad=2, seed=0)  # 28x28 -> 32x32 for LeNet-5
-    >>> for x, y in loader: ...  # x: (128, 1, 32, 32) float32, y: (128,) int64
-
     >>> cifar = get_dataset("cifar10", "train", root="../shared/data")  # the JPEG copy there: decoded once, cached
     >>> cifar.spec.full_name  # 'cifar10 (jpeg-q75)': report results under this name
-    >>> loader = TensorLoader(cifar, batch_size=128, train=True, crop_padding=4, flip=True, cutout=16)
+    >>> aug = BatchAugment.for_spec(cifar.spec, crop_padding=4, flip=True, cutout=16)
+    >>> loader = TensorLoader(cifar, batch_size=128, train=True, augment=aug)
     >>> photos = get_dataset("folder:~/data/imagenette2-160.zip", "train", image_size=128)  # train|test/<class>/*
 
 ``get_dataset`` never touches the network unless asked (``download=True``, the CLI's ``--download``).
@@ -33,9 +38,11 @@ from .augment import (
     soft_targets,
     trivial_augment,
 )
+from .batch_augment import BatchAugment, check_augmentation
 from .download import RemoteFile, download_file
-from .folder import FolderDataset, StreamingLoader, folder_loader, load_folder
+from .folder import FolderDataset, StreamingLoader, folder_loader, load_folder, stream_or_none
 from .loader import TensorLoader, subset
+from .pipeline import Loaders, make_loaders, make_test_loader
 from .sources import (
     SOURCES,
     Source,
@@ -46,19 +53,22 @@ from .sources import (
     read_idx,
     resolve_root,
 )
-from .spec import DataSpec, ImageSplit
+from .spec import DataSpec, ImageSplit, size_hw
 
 __all__ = [
     "SOURCES",
+    "BatchAugment",
     "DataSpec",
     "FolderDataset",
     "ImageSplit",
+    "Loaders",
     "Mixed",
     "RemoteFile",
     "Source",
     "StreamingLoader",
     "TensorLoader",
     "apply_ops",
+    "check_augmentation",
     "crop",
     "cutmix",
     "cutout",
@@ -70,6 +80,8 @@ __all__ = [
     "get_source",
     "list_datasets",
     "load_folder",
+    "make_loaders",
+    "make_test_loader",
     "mixup",
     "normalise",
     "rand_augment",
@@ -80,7 +92,9 @@ __all__ = [
     "random_mixup",
     "read_idx",
     "resolve_root",
+    "size_hw",
     "soft_targets",
+    "stream_or_none",
     "subset",
     "trivial_augment",
 ]

@@ -15,8 +15,10 @@ Two ways to use one:
   later load reads one file: the 60,000 CIFAR-10 JPEGs take about 10 s to decode on a busy 2-core CPU and under
   half a second to load again.
 * Streamed (:class:`StreamingLoader`, for sets larger than memory): a ``torch.utils.data.DataLoader`` whose workers
-  read and decode each file with ``torchvision.io``, resized to ``image_size``; the batch is then augmented with the
-  same batched tensor ops as :class:`~milestones.data.loader.TensorLoader`.
+  read and decode each file with ``torchvision.io``, resized to ``image_size``; the batch is then augmented by the
+  same :class:`~milestones.data.batch_augment.BatchAugment` as :class:`~milestones.data.loader.TensorLoader`'s.
+
+:func:`stream_or_none` decides between the two by size; :func:`folder_loader` builds either.
 
 Decoding uses ``torchvision.io`` (libjpeg-turbo, libpng), about four times faster than PIL per CIFAR image and
 pixel-identical to it on the CIFAR-10 JPEG copy (``tests/test_cifar.py`` checks); formats it does not read (BMP, TIFF,
@@ -46,8 +48,9 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from . import augment, cache
+from .batch_augment import BatchAugment
 from .loader import TensorLoader
-from .spec import DataSpec, ImageSplit
+from .spec import DataSpec, ImageSplit, size_hw
 
 PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
@@ -204,13 +207,6 @@ def index_folder(
         files += chosen
         labels += [label] * len(chosen)
     return FolderIndex(source, split, tuple(class_names), tuple(files), tuple(labels))
-
-
-def _size2(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    return int(h), int(w)
 
 
 def resize_center_crop(image: Tensor, size: tuple[int, int]) -> Tensor:
@@ -380,7 +376,7 @@ def decode_folder(
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    size = _size2(image_size)
+    size = size_hw(image_size)
     identity = cache.fingerprint(source, parts=() if source.is_file() else (split,))
     params = {"split": split, "size": size, "channels": channels, "max_per_class": max_per_class}
     if source.is_dir() and (source / "train").is_dir():  # another split takes its class list from train's folders
@@ -460,7 +456,7 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def __init__(self, index: FolderIndex, *, image_size: int | Sequence[int] | None, channels: int = 3) -> None:
         self.index = index
-        self.size = _size2(image_size)
+        self.size = size_hw(image_size)
         self.channels = channels
         self._reader = _Reader(index.source)
 
@@ -477,58 +473,53 @@ class FolderDataset(torch.utils.data.Dataset):
         """Bytes the split would take in memory as uint8 at ``image_size`` (0 when no size is set)."""
         return len(self) * self.channels * math.prod(self.size) if self.size else 0
 
+    @property
+    def spec(self) -> DataSpec:
+        """The folder's :class:`DataSpec` (:func:`folder_spec`); without ``image_size``, the first image's size."""
+        size = self.size if self.size is not None else tuple(self[0][0].shape[1:])
+        source = self.index.source
+        return folder_spec(source, self.index.classes, self.channels, size, note=f"image folder {source}, streamed")
+
 
 class StreamingLoader:
-    """Batches of a :class:`FolderDataset` decoded by DataLoader workers, augmented and normalised as tensors.
+    """Batches of a :class:`FolderDataset` decoded by DataLoader workers, then augmented and normalised as tensors.
 
     Yields the same ``(x, y)`` batches as :class:`~milestones.data.loader.TensorLoader`: float ``(B, C, H, W)``
-    normalised images and int64 labels; shuffled and augmented (random crop from reflect padding, flip, cutout) when
-    ``train``. Each epoch is reshuffled by the DataLoader's own seeded generator; augmentation parameters come from a
-    second seeded generator. Not resumable mid-epoch (unlike TensorLoader).
+    normalised images and int64 labels (soft targets when mixing); shuffled and augmented when ``train``, by the
+    same :class:`~milestones.data.batch_augment.BatchAugment`. Each epoch is reshuffled by the DataLoader's own seeded
+    generator; augmentation parameters are drawn per batch from a second seeded generator. Not resumable mid-epoch
+    (unlike TensorLoader).
 
     Args:
         dataset: The files to stream.
-        spec: The dataset's spec (normalisation statistics, classes).
         batch_size: Samples per batch.
         train: Shuffle and augment; by default drop the last partial batch.
+        augment: What turns a uint8 batch into a float one; default: normalise with ``dataset.spec``'s statistics.
         workers: DataLoader worker processes decoding files.
         device: Where batches are augmented and returned.
-        flip: Random left-right flips (training only).
-        crop_padding: Random crops from the image reflect-padded by this many pixels (training only).
-        cutout: Side of a square zeroed at a random centre in each image (training only; :func:`augment.cutout`).
+        channels_last: Yield images in ``torch.channels_last`` memory format.
         seed: Seed of the shuffling and augmentation generators.
         drop_last: Drop the last partial batch; default ``train``.
-        normalise: Map to ``(x / 255 - mean) / std``; otherwise ``x / 255``.
-        dtype: Floating dtype of the images yielded.
-        channels_last: Yield images in ``torch.channels_last`` memory format.
     """
 
     def __init__(
         self,
         dataset: FolderDataset,
-        spec: DataSpec,
         *,
         batch_size: int,
         train: bool,
+        augment: BatchAugment | None = None,
         workers: int = 2,
         device: torch.device | str = "cpu",
-        flip: bool = False,
-        crop_padding: int = 0,
-        cutout: int = 0,
+        channels_last: bool = False,
         seed: int = 0,
         drop_last: bool | None = None,
-        normalise: bool = True,
-        dtype: torch.dtype = torch.float32,
-        channels_last: bool = False,
     ) -> None:
-        self.dataset, self.spec = dataset, spec
+        self.dataset, self.spec = dataset, dataset.spec
         self.batch_size, self.train = batch_size, train
+        self.augment = augment if augment is not None else BatchAugment.for_spec(self.spec)
         self.device = torch.device(device)
-        self.flip, self.crop_padding, self.cutout = flip, crop_padding, cutout
-        self.dtype, self.channels_last = dtype, channels_last
-        c = dataset.channels
-        mean, std = (spec.mean, spec.std) if normalise else ((0.0,) * c, (1.0,) * c)
-        self._scale, self._shift = augment.normalise_params(mean, std, self.device)
+        self.channels_last = channels_last
         self.generator = torch.Generator().manual_seed(seed)
         self.loader = torch.utils.data.DataLoader(
             dataset,
@@ -542,9 +533,8 @@ class StreamingLoader:
 
     @property
     def img_size(self) -> tuple[int, int]:
-        if self.dataset.size is not None:
-            return self.dataset.size
-        return tuple(self.dataset[0][0].shape[1:])
+        """``(H, W)`` of the images yielded."""
+        return self.spec.img_size
 
     @property
     def num_samples(self) -> int:
@@ -554,20 +544,41 @@ class StreamingLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        g = self.generator
         for x, y in self.loader:
             x, y = x.to(self.device), y.to(self.device)
+            draws = None
             if self.train:
-                if self.crop_padding:
-                    x = augment.random_crop(x, self.crop_padding, g)
-                if self.flip:
-                    x = augment.random_flip(x, g)
-            x = torch.addcmul(self._shift, x.to(torch.float32), self._scale).to(self.dtype)
-            if self.train and self.cutout:
-                x = augment.random_cutout(x, self.cutout, g)
+                b = len(x)
+                draws = self.augment.draw(b, tuple(x.shape[-2:]), self.generator, batches=1, batch_size=b)
+                draws = {k: v.to(self.device) for k, v in draws.items()}
+            x, y = self.augment(x, y, draws)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
+
+
+def stream_or_none(
+    name: str | Path,
+    split: str,
+    *,
+    image_size: int | Sequence[int],
+    channels: int = 3,
+    in_memory: bool | None = None,
+    memory_budget: int = 4 << 30,
+    root: Path | None = None,
+    max_per_class: int | None = None,
+) -> FolderDataset | None:
+    """Decide how to load one split of an image folder: the :class:`FolderDataset` to stream, or None when the split
+    goes in memory (``in_memory=True``, or ``None`` and its decoded uint8 images fit in ``memory_budget`` bytes).
+
+    Deciding lists the split's files (nothing is decoded); ``in_memory=True`` decides without looking.
+    """
+    if in_memory:
+        return None
+    source = resolve_folder(name, root)
+    dataset = FolderDataset(index_folder(source, split, max_per_class=max_per_class), image_size=image_size,
+                            channels=channels)
+    return None if in_memory is None and dataset.nbytes <= memory_budget else dataset
 
 
 def folder_loader(
@@ -584,9 +595,8 @@ def folder_loader(
     root: Path | None = None,
     cache_dir: str | Path | None = None,
     max_per_class: int | None = None,
-    decide_only: bool = False,
     **options: Any,
-) -> Any:
+) -> TensorLoader | StreamingLoader:
     """A loader over an image folder: in memory (a ``TensorLoader``) when it fits, else streamed.
 
     Args:
@@ -602,33 +612,15 @@ def folder_loader(
         root: Data root (relative paths, cache fallback).
         cache_dir: Cache folder of the in-memory path.
         max_per_class: Use only the first images of each class.
-        decide_only: Return None instead of decoding when the split goes in memory (the caller loads it itself).
-        **options: Augmentation and output options shared by both loaders (``flip``, ``crop_padding``, ``cutout``,
-            ``seed``, ``device``, ``drop_last``, ``normalise``, ``dtype``, ``channels_last``).
+        **options: Options both loaders take: ``augment``, ``seed``, ``device``, ``drop_last``, ``channels_last``.
 
     Returns:
         A :class:`~milestones.data.loader.TensorLoader` or a :class:`StreamingLoader`.
     """
-    source = resolve_folder(name, root)
-    size = _size2(image_size)
-    dataset = None
-    if not in_memory:  # streaming, or undecided: list the files once, to measure them and to stream them
-        dataset = FolderDataset(
-            index_folder(source, split, max_per_class=max_per_class), image_size=size, channels=channels
-        )
-        in_memory = in_memory is None and dataset.nbytes <= memory_budget
-    if in_memory and decide_only:
-        return None
-    if in_memory:
-        data = load_folder(
-            source,
-            split,
-            root=root,
-            image_size=size,
-            channels=channels,
-            max_per_class=max_per_class,
-            cache_dir=cache_dir,
-        )
-        return TensorLoader(data, batch_size=batch_size, train=train, **options)
-    spec = folder_spec(source, dataset.index.classes, channels, size, note=f"image folder {source}, streamed")
-    return StreamingLoader(dataset, spec, batch_size=batch_size, train=train, workers=workers, **options)
+    dataset = stream_or_none(name, split, image_size=image_size, channels=channels, in_memory=in_memory,
+                             memory_budget=memory_budget, root=root, max_per_class=max_per_class)
+    if dataset is not None:
+        return StreamingLoader(dataset, batch_size=batch_size, train=train, workers=workers, **options)
+    data = load_folder(name, split, root=root, image_size=image_size, channels=channels,
+                       max_per_class=max_per_class, cache_dir=cache_dir)
+    return TensorLoader(data, batch_size=batch_size, train=train, **options)

@@ -39,8 +39,8 @@ from torch import Tensor
 from ..errors import DataError
 from . import augment, cifar
 from .download import RemoteFile, download_file
-from .folder import _size2, is_folder_name, load_folder
-from .spec import DataSpec, ImageSplit
+from .folder import is_folder_name, load_folder
+from .spec import DataSpec, ImageSplit, size_hw
 
 ENV_ROOT = "MILESTONES_DATA"
 ENV_MIRROR = "MILESTONES_MIRROR"
@@ -462,7 +462,7 @@ def get_dataset(
     """
     if max_per_class is not None and max_per_class < 1:
         raise ValueError(f"max_per_class must be positive, got {max_per_class}")
-    size = _size2(image_size)
+    size = size_hw(image_size)
     if is_folder_name(name):
         return load_folder(
             name, split, root=resolve_root(root), image_size=size, max_per_class=max_per_class, cache_dir=cache_dir

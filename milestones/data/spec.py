@@ -1,10 +1,12 @@
-"""The two data types of every dataset: a :class:`DataSpec` (what the data is) and an :class:`ImageSplit` (the data).
+"""The two data types of every dataset: a :class:`DataSpec` (what the data is) and an :class:`ImageSplit` (the data),
+and :func:`size_hw`, the one reading of an image-size option.
 
 Kept in their own module so that the sources, the loader and the augmentations can all import them without cycles.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -78,3 +80,11 @@ class ImageSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+def size_hw(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """An image size given as an int (square) or ``(H, W)``, as ``(H, W)``; None stays None."""
+    if size is None:
+        return None
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return int(h), int(w)

@@ -33,10 +33,10 @@ import yaml
 from torch import Tensor, nn
 
 from ..config import RunConfig, from_dict, to_yaml
+from ..data import make_loaders
 from ..errors import CheckpointError, ConfigError, RunDirError
 from ..measure import count_macs, count_params
 from ..models import create_model, get_spec, model_options
-from ._tmp_loaders import make_loaders  # TEMP until the data seam lands
 from .callbacks import Callback
 from .checkpoint import load_training_state, remove_leftovers, save_checkpoint, save_training_state
 from .loop import NonFiniteLossError, TrainingInterrupted, build_ema, fit, resolve_device

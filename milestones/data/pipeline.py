@@ -1,0 +1,127 @@
+"""From a ``data:`` config section to batches: the one entry training uses, and its sibling for evaluation.
+
+    >>> loaders = make_loaders(cfg.data, "cpu", seed=0, default_image_size=(32, 32))  # the model's input (H, W)
+    >>> for x, y in loaders.train: ...  # x (B, C, H, W) float normalised; y (B,) int64, or (B, K) when mixing
+    >>> loader = make_test_loader(meta["data"])  # a checkpoint's test split, padded and normalised as in training
+
+Every decision on the data of a run is taken here: where the images come from (a dataset table row or an image
+folder, with its decode cache), whether an image folder is held in memory or streamed, the subsets, the
+normalisation statistics, and the augmentation (one :class:`~milestones.data.batch_augment.BatchAugment` for both
+loaders).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+
+from ..errors import ConfigError
+from .batch_augment import BatchAugment
+from .folder import StreamingLoader, folder_loader, is_folder_name, stream_or_none
+from .loader import TensorLoader, subset
+from .sources import get_dataset, resolve_root
+from .spec import DataSpec
+
+if TYPE_CHECKING:
+    from ..config import DataConfig
+
+BatchLoader = TensorLoader | StreamingLoader
+
+STREAMED_UNSUPPORTED = ("trivial_augment", "rand_augment", "mixup_alpha", "cutmix_alpha", "train_subset",
+                        "test_subset", "mean", "std", "pad")
+"""``data.*`` keys a streamed image folder refuses (it serves crop_padding, flip and cutout)."""
+
+
+class Loaders(NamedTuple):
+    """A run's data: the training and test loaders, and the spec of the data they serve (with ``data.mean`` and
+    ``data.std`` applied, as recorded with checkpoints)."""
+
+    train: BatchLoader
+    test: BatchLoader
+    spec: DataSpec
+
+
+def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
+                 default_image_size: tuple[int, int] | None = None) -> Loaders:
+    """The training and test loaders a ``data:`` config section describes.
+
+    Args:
+        data_cfg: The run's :class:`~milestones.config.DataConfig`.
+        device: Where batches are made (and in-memory images live).
+        seed: Seed of the training loader's shuffling and augmentation, and of ``data.train_subset``'s choice
+            (``data.test_subset`` always takes the same images, seed 0).
+        default_image_size: ``(H, W)`` an image folder is resized to when ``data.image_size`` is unset: the model's
+            input size (image folders mix sizes).
+
+    Raises:
+        ConfigError: Augmentation options that cannot go together (checked before any data loads), or options a
+            streamed image folder does not serve.
+        DataError: The data cannot be found or read.
+    """
+    BatchAugment.check_config(data_cfg)
+    device = torch.device(device)
+    folder = is_folder_name(data_cfg.name)
+    image_size = data_cfg.image_size or (default_image_size if folder else None)
+    streamed = _streamed_folder(data_cfg, device, seed=seed, image_size=image_size) if folder else None
+    if streamed is not None:
+        return streamed
+    kw = dict(root=data_cfg.root, download=data_cfg.download, image_size=image_size,
+              max_per_class=data_cfg.max_per_class)
+    train, test = get_dataset(data_cfg.name, "train", **kw), get_dataset(data_cfg.name, "test", **kw)
+    if data_cfg.train_subset:
+        train = subset(train, data_cfg.train_subset, seed=seed)
+    if data_cfg.test_subset:
+        test = subset(test, data_cfg.test_subset, seed=0)
+    augment = BatchAugment.from_config(data_cfg, train.spec)
+    if data_cfg.mean is not None or data_cfg.std is not None:  # the spec says what the batches are normalised with
+        spec = dataclasses.replace(train.spec, mean=augment.mean, std=augment.std)
+        train, test = dataclasses.replace(train, spec=spec), dataclasses.replace(test, spec=spec)
+    kw = dict(augment=augment, device=device, pad=data_cfg.pad, channels_last=data_cfg.channels_last)
+    train_loader = TensorLoader(train, batch_size=data_cfg.batch_size, train=True, seed=seed, **kw)
+    test_loader = TensorLoader(test, batch_size=data_cfg.eval_batch_size, train=False, **kw)
+    return Loaders(train_loader, test_loader, train_loader.spec)
+
+
+def _streamed_folder(data_cfg: DataConfig, device: torch.device, *, seed: int,
+                     image_size: tuple[int, int] | int | None) -> Loaders | None:
+    """Loaders for an image folder too large for memory (or with ``data.in_memory: false``), streamed through
+    DataLoader workers; None when the training split goes in memory."""
+    root = resolve_root(data_cfg.root)
+    where = dict(image_size=image_size, in_memory=data_cfg.in_memory, root=root, max_per_class=data_cfg.max_per_class)
+    dataset = stream_or_none(data_cfg.name, "train", **where)
+    if dataset is None:
+        return None  # it fits: the in-memory path loads it (through the decode cache) with every option
+    unsupported = [k for k in STREAMED_UNSUPPORTED if getattr(data_cfg, k)]
+    if unsupported:
+        raise ConfigError(f"a streamed image folder supports crop_padding, flip and cutout only, not data."
+                          f"{unsupported[0]}; set data.in_memory=true if the decoded images fit in memory")
+    kw = dict(augment=BatchAugment.from_config(data_cfg, dataset.spec), workers=data_cfg.workers, device=device,
+              channels_last=data_cfg.channels_last)
+    train = StreamingLoader(dataset, batch_size=data_cfg.batch_size, train=True, seed=seed, **kw)
+    test = folder_loader(data_cfg.name, "test", batch_size=data_cfg.eval_batch_size, train=False, **where, **kw)
+    return Loaders(train, test, train.spec)
+
+
+def make_test_loader(data_meta: Mapping[str, Any], *, split: str = "test", name: str | None = None,
+                     root: str | None = None, batch_size: int = 1000,
+                     device: torch.device | str = "cpu") -> TensorLoader:
+    """A loader over the data a checkpoint was trained on, made as its test loader was: the same padding, image
+    size and normalisation, from the ``data`` section of the checkpoint's metadata.
+
+    Args:
+        data_meta: ``meta["data"]`` of a checkpoint (``name``, ``mean``, ``std``, ``pad``, ``img_size``).
+        split: The split to evaluate on.
+        name: Another dataset with the same classes, instead of the checkpoint's.
+        root: Data root (see :func:`~milestones.data.resolve_root`).
+        batch_size: Samples per batch.
+        device: Where batches are made.
+    """
+    name = name or data_meta["name"]
+    image_size = data_meta.get("img_size") if is_folder_name(name) else None  # folders are resized for the model
+    data = get_dataset(name, split, root=root, image_size=image_size)
+    augment = BatchAugment(data_meta["mean"], data_meta["std"])
+    return TensorLoader(data, batch_size=batch_size, train=False, augment=augment, device=device,
+                        pad=data_meta.get("pad", 0))
