@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .errors import ConfigError
-from .export import ExportError, _first_line, export_onnx
+from .export import ExportError, export_onnx, first_line
 from .measure import count_macs
 from .models import create_model, explicit_attention, get_converter, get_spec, list_converters, model_options
 
@@ -470,7 +470,7 @@ def _warm_up(make: Callable[[bool], _Contender], steps: int, device: torch.devic
     except Exception as e:
         if not compiled:
             raise
-        notes.append(f"torch.compile is unavailable here ({type(e).__name__}: {_first_line(e, 160)}); ran eager")
+        notes.append(f"torch.compile is unavailable here ({type(e).__name__}: {first_line(e, 160)}); ran eager")
         log.warning("torch.compile failed; falling back to eager: %s", e)
         return _warm_up(make, steps, device, compiled=False, notes=notes)
     c.peak = mem.bytes

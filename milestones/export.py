@@ -80,13 +80,13 @@ def export_onnx(model: nn.Module, example: Tensor, path: str | Path, *,
                 output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
             )
     except Exception as e:
-        raise ExportError(f"ONNX export failed: {type(e).__name__}: {_first_line(e)}") from e
+        raise ExportError(f"ONNX export failed: {type(e).__name__}: {first_line(e)}") from e
     if metadata:
         _add_onnx_metadata(path, metadata)
     return path
 
 
-def _first_line(e: BaseException, limit: int = 300) -> str:
+def first_line(e: BaseException, limit: int = 300) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:limit] if text else ""
 
@@ -120,7 +120,7 @@ def export_torchscript(model: nn.Module, example: Tensor, path: str | Path, *,
             traced = torch.jit.trace(model, (example,), check_trace=False)
             torch.jit.save(traced, str(path), _extra_files={"milestones.json": json.dumps(dict(metadata or {}))})
     except Exception as e:
-        raise ExportError(f"TorchScript export failed: {type(e).__name__}: {_first_line(e)}") from e
+        raise ExportError(f"TorchScript export failed: {type(e).__name__}: {first_line(e)}") from e
     return path
 
 
