@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/milestones report models > docs/models.md
+	$(BIN)/milestones report experiments > docs/experiments/README.md
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -263,6 +263,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.what == "experiments":
+        from .experiments.base import index_markdown
+
+        print(index_markdown(Path(args.docs)), end="")
+        return 0
     from .report import models_markdown
 
     print(models_markdown(), end="")
@@ -529,7 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
 
     s = sub.add_parser("report", help="generated documentation, e.g. 'milestones report models > docs/models.md'")
-    s.add_argument("what", choices=["models"], help="models: the table of every registered model (docs/models.md)")
+    s.add_argument("what", choices=["models", "experiments"], help="models: the table of every registered model "
+                   "(docs/models.md); experiments: the index of experiments and their verdicts "
+                   "(docs/experiments/README.md)")
+    s.add_argument("--docs", default="docs/experiments", help="where the committed experiment reports are (for "
+                   "'experiments')")
 
     s = sub.add_parser("bench", help="speed, memory and FLOP/s against torchvision and the machine's matmul peak")
     s.add_argument("models", nargs="*", metavar="MODEL",

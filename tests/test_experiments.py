@@ -91,3 +91,17 @@ def test_an_out_folder_holding_something_else_is_refused_and_left_alone(tmp_path
     cli_checks.one_line_error(capsys.readouterr().err, "holds something other than an experiment")
     assert (mine / "notes.txt").read_text() == "keep me" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     assert sorted(p.name for p in other.iterdir()) == ["experiment.json"]
+
+
+def test_the_experiments_index_is_fresh() -> None:
+    """docs/experiments/README.md lists every experiment with the verdict of its committed report."""
+    from milestones.experiments.base import index_markdown
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "experiments"
+    assert (docs / "README.md").read_text() == index_markdown(docs), (
+        "docs/experiments/README.md is stale; regenerate it with `milestones report experiments > "
+        "docs/experiments/README.md` (or `make docs`)")
+    for name in NAMES:
+        report = docs / name / "report.md"
+        if report.is_file():
+            assert f"]({name}/report.md)" in (docs / "README.md").read_text()
