@@ -13,6 +13,7 @@ import pytest
 import torch
 import torchvision
 from cli_checks import one_line_error
+from parity import assert_logits_close
 from safetensors.torch import load_file
 from torch import nn
 
@@ -75,7 +76,7 @@ def test_convert_then_restore_gives_torchvisions_logits(
     with torch.no_grad():
         ours, ref = model(x), tv(x)
     assert ours.shape == ref.shape == (2, tv_kwargs.get("num_classes", 1000))
-    assert (ours - ref).abs().max().item() <= 1e-5
+    assert_logits_close(ours, ref)
 
 
 def test_unknown_torchvision_name_exits_2_with_close_matches(

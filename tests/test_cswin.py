@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 import torch
+from parity import assert_logits_close, assert_logits_differ
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -74,7 +75,7 @@ def test_stripe_pattern(size: tuple[int, int]) -> None:
                 assert torch.equal(got > 0, support), f"stage {stage + 1} head {head}: support is not the stripe"
                 logits = (q[:, ch] @ k[:, ch].T) * d**-0.5
                 expected = logits.masked_fill(~support, float("-inf")).softmax(-1)
-                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+                assert_logits_close(got, expected)
     # the cross: in stage 1 (sw = 1) a query sees its column in one half and its row in the other
     first = maps[0][0]
     h, w = (size[0] + 4 - 7) // 4 + 1, (size[1] + 4 - 7) // 4 + 1
@@ -98,7 +99,7 @@ def test_stripes_are_independent_with_padding() -> None:
                 part = slice(start, start + 3)
                 idx = (slice(None), slice(None), part) if orientation == "vertical" else (slice(None), part)
                 alone, _ = attn(q[idx], k[idx], v[idx])
-                torch.testing.assert_close(full[idx], alone, rtol=1e-5, atol=1e-6)
+                assert_logits_close(full[idx], alone)
 
 
 def test_lepe_inside_stripes() -> None:
@@ -117,9 +118,9 @@ def test_lepe_inside_stripes() -> None:
     per_stripe = torch.cat(
         [F.conv2d(vc[..., s : s + 2], weight, bias, padding=1, groups=8) for s in range(0, 6, 2)], dim=-1
     )
-    torch.testing.assert_close(lepe, per_stripe, rtol=1e-5, atol=1e-5)
+    assert_logits_close(lepe, per_stripe)
     whole_image = F.conv2d(vc, weight, bias, padding=1, groups=8)
-    assert not torch.allclose(lepe, whole_image, atol=1e-3)  # the stripe borders matter
+    assert_logits_differ(lepe, whole_image)  # the stripe borders matter
 
 
 @pytest.mark.parametrize("size", [(64, 64), (96, 160), (100, 130), (33, 47)])
@@ -133,7 +134,7 @@ def test_any_input_size(size: tuple[int, int]) -> None:
             ref = model(x)
         assert model.forward_features(x).shape == (2, 512)
     assert out.shape == (2, 5)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert_logits_close(out, ref)
 
 
 def _to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from parity import assert_logits_close, assert_logits_differ
 from torch import nn
 from torch.nn import functional as F
 
@@ -143,8 +144,8 @@ def test_lrn_placement_and_constants() -> None:
     sq = F.pad(a.pow(2), (0, 0, 0, 0, 2, 2))
     window = sum(sq[:, i : i + 12] for i in range(5))
     expected = a / (1.0 + 1e-4 / 5 * window) ** 0.75
-    torch.testing.assert_close(paper.stem.norm1(a), expected, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(expected, a, rtol=1e-2)  # the constants matter at this scale
+    assert_logits_close(paper.stem.norm1(a), expected)
+    assert_logits_differ(expected, a)  # the constants matter at this scale
 
 
 def test_paper_vs_torchvision_details() -> None:
@@ -241,12 +242,12 @@ def test_torchvision_parity_eval() -> None:
     with torch.no_grad():
         ref, out = tv(x), ours(x)
         assert ref.std() > 0.05  # the comparison is not between two near-zero tensors
-        assert (ref - out).abs().max() <= 1e-5
+        assert_logits_close(out, ref)
         tv.transform_input = True
         ref = tv(x)
         # the two roundings of the input transform differ by float eps, so this one is close, not identical
-        torch.testing.assert_close(ours((x01 - 0.5) / 0.5), ref, rtol=1e-4, atol=1e-4)
-        assert (out - ref).abs().max() > 1e-3  # the input transform matters, and ours does not apply it
+        assert_logits_close(ours((x01 - 0.5) / 0.5), ref)
+        assert_logits_differ(out, ref)  # the input transform matters, and ours does not apply it
 
 
 def test_torchvision_parity_aux_train_mode() -> None:
@@ -259,9 +260,9 @@ def test_torchvision_parity_aux_train_mode() -> None:
     with torch.no_grad():
         ref = tv(x)
         logits, (aux1, aux2) = ours.forward_with_aux(x)
-    assert (ref.logits - logits).abs().max() <= 1e-5
-    assert (ref.aux_logits1 - aux1).abs().max() <= 1e-5
-    assert (ref.aux_logits2 - aux2).abs().max() <= 1e-5
+    assert_logits_close(logits, ref.logits)
+    assert_logits_close(aux1, ref.aux_logits1)
+    assert_logits_close(aux2, ref.aux_logits2)
 
 
 def test_converter_drops_untrained_aux_by_default() -> None:

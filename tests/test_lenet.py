@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from parity import assert_logits_close
 
 from milestones import count_macs, count_params, create_model
 from milestones.models import get_spec
@@ -78,7 +79,7 @@ def test_rbf_output_is_negative_squared_distance() -> None:
     f6 = model.forward_features(x).double()
     protos = digit_prototypes(10).double()
     expected = -((f6[:, None, :] - protos[None]) ** 2).sum(-1)
-    assert torch.allclose(model(x).double(), expected, atol=1e-4)
+    assert_logits_close(model(x).double(), expected)
     assert set(protos.unique().tolist()) == {-1.0, 1.0} and protos.shape == (10, 84)
     assert len({tuple(p.tolist()) for p in protos}) == 10
 

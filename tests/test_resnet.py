@@ -11,6 +11,7 @@ import functools
 import pytest
 import torch
 import torchvision
+from parity import assert_logits_close, assert_logits_differ
 from torch import nn
 from torch.nn import functional as F
 
@@ -73,9 +74,9 @@ def test_torchvision_parity(name: str) -> None:
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         expected = tv(x)
-        assert (_converted(name, tv)(x) - expected).abs().max().item() <= 1e-5
+        assert_logits_close(_converted(name, tv)(x), expected)
         if name == "resnet50":  # the same weights with the paper's v1 strides compute something else
-            assert (_converted(name, tv, version="v1")(x) - expected).abs().max().item() > 1e-3
+            assert_logits_differ(_converted(name, tv, version="v1")(x), expected)
 
 
 def test_cifar_stem_parity_with_torchvision() -> None:
@@ -90,7 +91,7 @@ def test_cifar_stem_parity_with_torchvision() -> None:
     ours = _converted("resnet18", tv, stem="cifar", num_classes=10)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert (ours(x) - tv(x)).abs().max().item() <= 1e-5
+        assert_logits_close(ours(x), tv(x))
 
 
 @pytest.mark.parametrize("name", list(TORCHVISION_PARAMS))
@@ -267,7 +268,7 @@ def test_zero_init_residual() -> None:
         assert torch.equal(blocks[1](stem), stem)  # stage 1: identity shortcut
         # The net reduces to stem -> two option-A shortcuts -> pool: 16 -> 32 pads 8 + 8, 32 -> 64 pads 16 + 16.
         expected = F.pad(stem[:, :, ::4, ::4], (0, 0, 0, 0, 24, 24)).mean(dim=(2, 3))
-        assert torch.allclose(model.forward_features(x), expected, atol=1e-6)
+        assert_logits_close(model.forward_features(x), expected)
     default = create_model("resnet20")
     assert all(torch.all(b.bn2.weight == 1) for stage in default.stages for b in stage)
     bottleneck = _meta("resnet50", zero_init_residual=True).stages[0][0]

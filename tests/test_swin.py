@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 import torchvision
+from parity import assert_logits_close
 
 from milestones import count_macs
 from milestones.errors import CheckpointError
@@ -33,7 +34,7 @@ def test_swin_t_logits_match_torchvision(swin_t_pair, shape: tuple[int, ...]) ->
     with torch.no_grad():
         expected, actual = theirs(x), ours(x)
     assert actual.shape == (shape[0], 1000)
-    assert (actual - expected).abs().max().item() <= 1e-5
+    assert_logits_close(actual, expected)
 
 
 @pytest.mark.parametrize("name", ["swin_s", "swin_b"])
@@ -178,7 +179,7 @@ def test_shifted_windows_equal_naive_shifted_partition(grid: tuple[int, int]) ->
             )
             out = (logits.softmax(-1) @ vw).transpose(0, 1).reshape(len(pos), C)
             expected[rows, cols] = attn.proj(out)
-    assert (actual[0] - expected).abs().max().item() < 1e-5
+    assert_logits_close(actual[0], expected)
 
 
 def test_attention_maps_and_explicit_attention_cifar_config() -> None:
@@ -193,7 +194,7 @@ def test_attention_maps_and_explicit_attention_cifar_config() -> None:
         with explicit_attention():
             explicit = model(x)
     assert logits.shape == (2, 10)
-    assert (logits - explicit).abs().max().item() < 1e-5
+    assert_logits_close(logits, explicit)
     # grids 16, 8, 4, 2 (the last padded to 4): 16, 4, 1, 1 windows of 16 tokens; depths 2, 2, 6, 2
     expected = [
         (2, nw, h, 16, 16)

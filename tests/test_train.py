@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from parity import assert_logits_close
 
 from milestones.config import RunConfig, ScheduleConfig, apply_overrides, build_config
 from milestones.errors import RunDirError
@@ -80,7 +81,7 @@ def test_checkpoint_restores_the_same_model(mnist_run) -> None:
     x = torch.randn(4, 1, 32, 32)
     mnist_run.model.eval()
     with torch.no_grad():
-        assert torch.allclose(model(x), mnist_run.model(x), atol=1e-5)
+        assert_logits_close(model(x), mnist_run.model(x))
     assert set(state) == set(model.state_dict())
 
 

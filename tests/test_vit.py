@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 import torchvision
+from parity import assert_logits_close
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer as TVViT
 from torchvision.models.vision_transformer import interpolate_embeddings
@@ -63,7 +64,7 @@ def test_parity_vit_b_16() -> None:
     with torch.no_grad():
         expected, got = tv(x), ours(x)
     assert expected.abs().max() > 0.1  # the logits are not trivially zero
-    assert (got - expected).abs().max().item() <= 1e-5
+    assert_logits_close(got, expected)
 
 
 def test_parity_pre_logits_representation_layer() -> None:
@@ -73,7 +74,7 @@ def test_parity_pre_logits_representation_layer() -> None:
     ours.load_state_dict(_convert(tv), strict=True)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        assert (ours(x) - tv(x)).abs().max().item() <= 1e-5
+        assert_logits_close(ours(x), tv(x))
         assert ours.forward_features(x).shape == (3, 32)
     ours.reset_classifier(5, drop_pre_logits=True)
     assert ours.pre_logits is None and ours(x).shape == (3, 5)
@@ -103,7 +104,7 @@ def test_sdpa_equals_explicit_attention() -> None:
         with explicit_attention():
             slow = model(x)
     assert fast.abs().max() > 0.1
-    assert (fast - slow).abs().max().item() <= 1e-5
+    assert_logits_close(fast, slow)
 
 
 def test_forward_uses_sdpa_and_no_weights(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,14 +148,14 @@ def test_attention_maps_shape_rows_and_torchvision() -> None:
     for got, want in zip(maps, expected, strict=True):
         assert got.shape == (2, TINY["num_heads"], n, n)
         torch.testing.assert_close(got.sum(-1), torch.ones(2, TINY["num_heads"], n))
-        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+        assert_logits_close(got, want)
 
 
 def test_resize_to_same_grid_is_identity() -> None:
     pos = torch.randn(1, 1 + 7 * 5, 16)
     for align_corners in (True, False):
         out = resize_pos_embed(pos, (7, 5), old_grid=(7, 5), align_corners=align_corners)
-        torch.testing.assert_close(out, pos, atol=1e-6, rtol=0)
+        assert_logits_close(out, pos)
 
 
 def test_resize_matches_torchvision_interpolate_embeddings() -> None:
@@ -169,7 +170,7 @@ def test_resize_matches_torchvision_interpolate_embeddings() -> None:
     torch.testing.assert_close(ours.pos_embed[:, 0], sd["encoder.pos_embedding"][:, 0])  # class token kept
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert (ours(x) - tv64(x)).abs().max().item() <= 1e-5
+        assert_logits_close(ours(x), tv64(x))
 
 
 def test_load_at_other_sizes_non_square_and_gap() -> None:
