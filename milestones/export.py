@@ -9,7 +9,7 @@ a user needs to feed the file (model name and options, input size, normalisation
 
 :func:`export_checkpoint` verifies every file it writes on a random batch of another size than the traced one, in
 onnxruntime (optional: ``pip install milestones[export]``) or by loading the TorchScript archive, and refuses a file
-whose logits differ from PyTorch's by more than ``1e-4`` (absolute, plus ``1e-4`` relative to the largest logit).
+whose logits differ from PyTorch's by more than :data:`TOLERANCE` times the largest logit.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ Format = Literal["onnx", "torchscript"]
 FORMATS: tuple[Format, ...] = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 OPSET = 17
-TOLERANCE = 1e-4
+# Relative to the largest logit: a fixed bound passes or fails by chance with the logits' size and the CPU's kernels.
+# onnxruntime folds batch norm into the convolutions and runs its own kernels: measured up to 4e-5 of the largest logit
+# (GoogLeNet, AMD Zen 5), 1e-6 for the transformers; a wrong export is off by 1e-2 and more.
+TOLERANCE = 1e-3
 
 
 class ExportError(MilestonesError):
@@ -179,7 +182,7 @@ def export_checkpoint(source: str | Path, fmt: Format, *, out: str | Path | None
 
     Raises:
         ExportError: ``out`` exists without ``overwrite``, the export fails, or the file's logits differ from
-            PyTorch's by more than ``1e-4`` (the file is then removed).
+            PyTorch's by more than :data:`TOLERANCE` times the largest logit (the file is then removed).
         CheckpointError: the checkpoint cannot be read, or has no metadata naming its model.
     """
     from .train.checkpoint import resolve_checkpoint, restore_model
@@ -219,10 +222,11 @@ def export_checkpoint(source: str | Path, fmt: Format, *, out: str | Path | None
                 note = "onnxruntime is not installed (pip install milestones[export]); the file was not verified"
             else:
                 diff = float((got - ref).abs().max()) if got.shape == ref.shape else float("inf")
-                limit = TOLERANCE + TOLERANCE * float(ref.abs().max())
+                limit = TOLERANCE * float(ref.abs().max())
                 if not diff <= limit:
                     raise ExportError(f"the exported {fmt} file disagrees with PyTorch (max abs logit difference "
-                                      f"{diff:.3g} > {limit:.3g}); nothing was written")
+                                      f"{diff:.3g} > {limit:.3g}, {TOLERANCE:g} of the largest logit); "
+                                      "nothing was written")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

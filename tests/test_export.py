@@ -16,7 +16,7 @@ import torch
 from parity import REL, REL_ONNXRUNTIME, assert_logits_close
 
 from milestones.cli import main
-from milestones.export import ExportError, export_checkpoint
+from milestones.export import TOLERANCE, ExportError, export_checkpoint
 from milestones.models import FAMILIES, create_model, get_spec
 from milestones.train.checkpoint import save_checkpoint
 
@@ -163,3 +163,20 @@ def test_a_disagreeing_file_is_refused_and_removed(tmp_path: Path, monkeypatch: 
     with pytest.raises(ExportError, match="disagrees"):
         export_checkpoint(ckpt, "torchscript")
     assert not any(p.name.endswith((".pt", ".tmp")) for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("factor", "refused"), [(1 + TOLERANCE / 2, False), (1 + 2 * TOLERANCE, True)])
+def test_the_check_allows_a_fraction_of_the_largest_logit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          factor: float, refused: bool) -> None:
+    """The library's own check is relative: logits all off by the same fraction pass below ``TOLERANCE`` and are
+    refused above it."""
+    import milestones.export as export
+
+    ckpt, _, _ = _checkpoint(tmp_path, "lenet")
+    run = export.run_exported
+    monkeypatch.setattr(export, "run_exported", lambda path, fmt, x, **kw: run(path, fmt, x, **kw) * factor)
+    if refused:
+        with pytest.raises(ExportError, match="disagrees"):
+            export_checkpoint(ckpt, "torchscript")
+    else:
+        assert export_checkpoint(ckpt, "torchscript").max_abs_diff > 0
