@@ -25,12 +25,17 @@ TorchScript runs PyTorch's kernels and keeps ``REL``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from itertools import chain
+
 import torch
 
 REL = 5e-5
 REL_ONNXRUNTIME = 1e-3
 # A deliberate mistake must miss the bound by at least this factor, so that a real one cannot hide under it.
 MARGIN = 10.0
+
+StateDict = Mapping[str, torch.Tensor]
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -71,3 +76,97 @@ def assert_logits_differ(actual: torch.Tensor, expected: torch.Tensor, *, rel: f
     err = relative_error(actual, expected)
     assert err >= margin * rel, f"fails by only {err / rel:.1f}x the bound (relative error {err:.3g})"
     return err
+
+
+# Realistic converter mistakes, each a function of a converted state dict returning a new one (the input is kept).
+Perturbation = Callable[[StateDict], dict[str, torch.Tensor]]
+
+
+def scaled(key: str, factor: float = 1.01) -> Perturbation:
+    """One weight tensor slightly wrong: all of it multiplied by ``factor``."""
+    return lambda sd: {**sd, key: sd[key] * factor}
+
+
+def one_element(key: str) -> Perturbation:
+    """One element of one tensor wrong: its largest-magnitude weight with the sign flipped."""
+
+    def apply(sd: StateDict) -> dict[str, torch.Tensor]:
+        t = sd[key].clone()
+        flat = t.view(-1)
+        i = int(flat.abs().argmax())
+        flat[i] = -flat[i]
+        return {**sd, key: t}
+
+    return apply
+
+
+def swapped(key_a: str, key_b: str) -> Perturbation:
+    """Two tensors of the same shape exchanged (two branches, or two sub-blocks, mapped the wrong way round)."""
+    return lambda sd: {**sd, key_a: sd[key_b], key_b: sd[key_a]}
+
+
+def swapped_chunks(key: str, i: int, j: int, chunks: int = 3) -> Perturbation:
+    """Chunks ``i`` and ``j`` of a tensor's first dimension exchanged: q and k of a fused qkv projection."""
+
+    def apply(sd: StateDict) -> dict[str, torch.Tensor]:
+        parts = list(sd[key].chunk(chunks))
+        parts[i], parts[j] = parts[j], parts[i]
+        return {**sd, key: torch.cat(parts)}
+
+    return apply
+
+
+def combined(*perturbations: Perturbation) -> Perturbation:
+    """Several perturbations applied in turn (a fused projection's weight and bias, a norm's four tensors)."""
+
+    def apply(sd: StateDict) -> dict[str, torch.Tensor]:
+        out = dict(sd)
+        for p in perturbations:
+            out = p(out)
+        return out
+
+    return apply
+
+
+def norm_identity(prefix: str) -> Perturbation:
+    """A normalisation layer left at its init, as if its keys were not mapped: affine weight 1 and bias 0, and for
+    batch norm running statistics (0, 1), which makes it the identity."""
+    init = {"weight": torch.ones_like, "bias": torch.zeros_like, "running_mean": torch.zeros_like,
+            "running_var": torch.ones_like}
+
+    def apply(sd: StateDict) -> dict[str, torch.Tensor]:
+        changes = {f"{prefix}.{k}": fn(sd[f"{prefix}.{k}"]) for k, fn in init.items() if f"{prefix}.{k}" in sd}
+        assert changes, f"no normalisation parameters under {prefix!r}"
+        return {**sd, **changes}
+
+    return apply
+
+
+@torch.no_grad()
+def randomise_norms(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every LayerNorm / BatchNorm non-trivial affine parameters (and BN statistics), as trained weights have:
+    at their init (weight 1, bias 0) a norm left unmapped by a converter would change nothing."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.LayerNorm | torch.nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model
+
+
+def check_perturbation(build: Callable[[], torch.nn.Module], state: StateDict, perturb: Perturbation,
+                       x: torch.Tensor, expected: torch.Tensor) -> float:
+    """Load ``perturb(state)`` strictly into ``build()``'s model, run ``x`` in eval mode and require its logits to miss
+    ``expected`` (the reference's) by :data:`MARGIN` times the bound. Returns the relative error.
+
+    ``build`` may make the model on the meta device (it is then loaded with ``assign``), but only for models whose
+    every buffer is in the state dict: a buffer left on the meta device computes garbage instead of failing.
+    """
+    model = build()
+    model.load_state_dict(perturb(state), strict=True, assign=True)
+    assert not any(t.is_meta for t in chain(model.parameters(), model.buffers())), "a tensor left on the meta device"
+    with torch.no_grad():
+        return assert_logits_differ(model.eval()(x), expected)

@@ -6,7 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from parity import assert_logits_close, assert_logits_differ
+from parity import (
+    Perturbation,
+    assert_logits_close,
+    assert_logits_differ,
+    check_perturbation,
+    norm_identity,
+    one_element,
+    randomise_norms,
+    scaled,
+    swapped,
+)
 from torch import nn
 
 from milestones import count_macs, count_params
@@ -231,3 +241,50 @@ def test_vgg_img_size() -> None:
             create_model("vgg16")(torch.zeros(1, 3, 32, 32))
     with pytest.raises(ConfigError, match="too small"):
         create_model("vgg16", img_size=16)
+
+
+# Converter mistakes the parity checks must catch (tests/parity.py), at the parity tests' 224 x 224.
+PERTURBATIONS = {
+    "alexnet/fc-weight-scaled-1.01": ("alexnet", scaled("pre_logits.fc6.weight")),
+    "alexnet/one-weight-negated": ("alexnet", one_element("stages.2.conv.weight")),
+    "vgg11_bn/conv-weight-scaled-1.01": ("vgg11_bn", scaled("stages.3.conv2.weight")),
+    "vgg11_bn/one-weight-negated": ("vgg11_bn", one_element("stages.0.conv1.weight")),
+    "vgg11_bn/stage-convs-swapped": ("vgg11_bn", swapped("stages.4.conv1.weight", "stages.4.conv2.weight")),
+    "vgg11_bn/batchnorm-unmapped": ("vgg11_bn", norm_identity("stages.2.bn1")),
+}
+
+
+def _reference(source: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """torchvision's ``source`` made non-trivial as the parity tests make theirs (larger FC weights for AlexNet, BN
+    statistics and affine parameters for VGG): its converted weights, an input, its logits."""
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, source)(weights=None)
+    for m in tv.modules():
+        if isinstance(m, nn.Linear) and source == "alexnet":
+            nn.init.normal_(m.weight, 0.0, 0.05)
+    randomise_norms(tv)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return get_converter(source).fn(tv.state_dict()), x, tv.eval()(x)
+
+
+@pytest.fixture(scope="module")
+def alexnet_reference() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    return _reference("alexnet")
+
+
+@pytest.fixture(scope="module")
+def vgg11_bn_reference() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    return _reference("vgg11_bn")
+
+
+@pytest.mark.parametrize(("source", "perturb"), list(PERTURBATIONS.values()), ids=list(PERTURBATIONS))
+def test_perturbed_conversion_fails_parity(source: str, perturb: Perturbation, request: pytest.FixtureRequest) -> None:
+    state, x, expected = request.getfixturevalue(f"{source}_reference")  # built once per module, for each source
+    conv = get_converter(source)
+
+    def build() -> nn.Module:
+        with torch.device("meta"):  # every buffer is in the state dict: assign replaces them all
+            return create_model(conv.target, **conv.target_kwargs)
+
+    check_perturbation(build, state, perturb, x, expected)

@@ -6,7 +6,19 @@ import argparse
 
 import pytest
 import torch
-from parity import assert_logits_close, assert_logits_differ
+from parity import (
+    Perturbation,
+    assert_logits_close,
+    assert_logits_differ,
+    check_perturbation,
+    combined,
+    norm_identity,
+    one_element,
+    randomise_norms,
+    scaled,
+    swapped,
+    swapped_chunks,
+)
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -289,3 +301,36 @@ def test_converter_refuses_other_global_stages() -> None:
         covered = create_model("cswin_t", split_size=(1, 2, 14, 7))  # stage 3 global at 224
     with pytest.raises(CheckpointError, match="stage 3 of the checkpoint has 1 attention branch"):
         convert_official_cswin(_to_official(covered.state_dict()), paper)
+
+
+# Converter mistakes (tests/parity.py) in stage 2's block: the vertical and horizontal branches mapped the wrong way
+# round (their LePE convs exchanged), q and k exchanged in the fused projection, single-tensor slips.
+_BLOCK = "stages.1.blocks.0"
+PERTURBATIONS = {
+    "proj-weight-scaled-1.01": scaled(f"{_BLOCK}.proj.weight"),
+    "one-weight-negated": one_element(f"{_BLOCK}.proj.weight"),
+    "branches-swapped": combined(*(swapped(f"{_BLOCK}.attns.0.lepe.{p}", f"{_BLOCK}.attns.1.lepe.{p}")
+                                   for p in ("weight", "bias"))),
+    "q-k-swapped": combined(*(swapped_chunks(f"{_BLOCK}.qkv.{p}", 0, 1) for p in ("weight", "bias"))),
+    "layernorm-unmapped": norm_identity(f"{_BLOCK}.norm1"),
+}
+
+
+@pytest.fixture(scope="module")
+def official_reference() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """CSWin has no torchvision twin: the reference is our model with non-trivial weights, which the converter gets
+    back from the authors' keys; returns the converted weights, an input and the reference's logits."""
+    reference = randomise_norms(_tiny())
+    for m in reference.modules():  # at the 0.02 init each branch adds ~3% to the residual stream, and a 1% slip in it
+        if isinstance(m, torch.nn.Linear):  # moves the logits by 5e-4 only; trained branches weigh more
+            torch.nn.init.normal_(m.weight, std=0.05)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    official = {f"module.{k}": v for k, v in _to_official(reference.state_dict()).items()}
+    with torch.no_grad():
+        return convert_official_cswin({"state_dict_ema": official}, reference), x, reference(x)
+
+
+@pytest.mark.parametrize("perturb", list(PERTURBATIONS.values()), ids=list(PERTURBATIONS))
+def test_perturbed_official_conversion_fails_comparison(official_reference, perturb: Perturbation) -> None:
+    state, x, expected = official_reference
+    check_perturbation(_tiny, state, perturb, x, expected)

@@ -6,7 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from parity import assert_logits_close, assert_logits_differ
+from parity import (
+    Perturbation,
+    assert_logits_close,
+    assert_logits_differ,
+    check_perturbation,
+    combined,
+    norm_identity,
+    one_element,
+    scaled,
+    swapped,
+)
 from torch import nn
 from torch.nn import functional as F
 
@@ -272,3 +282,32 @@ def test_converter_drops_untrained_aux_by_default() -> None:
     create_model("googlenet_tv").load_state_dict(sd, strict=True)
     with pytest.raises(CheckpointError):
         get_converter("googlenet").fn({"features.0.weight": torch.zeros(1)})
+
+
+# Converter mistakes the parity checks must catch (tests/parity.py): inception 3a's two 32-map branches (3x3 and
+# pool projection) with their batch norms exchanged, and single-tensor slips.
+PERTURBATIONS = {
+    "conv-weight-scaled-1.01": scaled("stages.1.4c.branch2.1.conv.weight"),
+    "one-weight-negated": one_element("stem.conv2.conv.weight"),
+    "branch-batchnorms-swapped": combined(*(
+        swapped(f"stages.0.3a.branch3.1.bn.{k}", f"stages.0.3a.branch4.1.bn.{k}")
+        for k in ("weight", "bias", "running_mean", "running_var")
+    )),
+    "batchnorm-unmapped": norm_identity("stages.1.4c.branch1.bn"),
+}
+
+
+@pytest.fixture(scope="module")
+def googlenet_reference() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The eval parity test's torchvision model: its converted weights, an input at 96 x 96, its logits."""
+    tv = _random_tv(False, transform_input=False).eval()
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return get_converter("googlenet").fn(tv.state_dict()), x, tv(x)
+
+
+@pytest.mark.parametrize("perturb", list(PERTURBATIONS.values()), ids=list(PERTURBATIONS))
+def test_perturbed_conversion_fails_parity(googlenet_reference, perturb: Perturbation) -> None:
+    state, x, expected = googlenet_reference
+    conv = get_converter("googlenet")
+    check_perturbation(lambda: create_model(conv.target, **conv.target_kwargs), state, perturb, x, expected)

@@ -11,7 +11,16 @@ import functools
 import pytest
 import torch
 import torchvision
-from parity import assert_logits_close, assert_logits_differ
+from parity import (
+    Perturbation,
+    assert_logits_close,
+    assert_logits_differ,
+    check_perturbation,
+    norm_identity,
+    one_element,
+    scaled,
+    swapped,
+)
 from torch import nn
 from torch.nn import functional as F
 
@@ -291,3 +300,31 @@ def test_imagenet_net_with_cifar_stem_keeps_32px_resolution() -> None:
     with torch.no_grad():
         fmap = model.stages(model.stem(torch.randn(1, 3, 32, 32)))
     assert fmap.shape == (1, 512, 4, 4)
+
+
+# Converter mistakes the parity check must catch (tests/parity.py), on its resnet18 at 96 x 96.
+PERTURBATIONS = {
+    "conv-weight-scaled-1.01": scaled("stages.2.0.conv1.weight"),
+    "one-weight-negated": one_element("stages.2.0.conv1.weight"),
+    "block-convs-swapped": swapped("stages.1.1.conv1.weight", "stages.1.1.conv2.weight"),
+    "batchnorm-unmapped": norm_identity("stages.1.0.bn2"),
+}
+
+
+@pytest.fixture(scope="module")
+def resnet18_reference() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The parity test's torchvision resnet18 (non-trivial BN): its converted weights, an input, its logits."""
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18(weights=None)
+    _randomise_bn(tv)
+    tv.eval()
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return get_converter("resnet18").fn(tv.state_dict()), x, tv(x)
+
+
+@pytest.mark.parametrize("perturb", list(PERTURBATIONS.values()), ids=list(PERTURBATIONS))
+def test_perturbed_conversion_fails_parity(resnet18_reference, perturb: Perturbation) -> None:
+    state, x, expected = resnet18_reference
+    conv = get_converter("resnet18")
+    check_perturbation(lambda: create_model(conv.target, **conv.target_kwargs), state, perturb, x, expected)

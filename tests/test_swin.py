@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
 import torch
 import torchvision
-from parity import assert_logits_close
+from parity import (
+    Perturbation,
+    assert_logits_close,
+    check_perturbation,
+    combined,
+    norm_identity,
+    one_element,
+    randomise_norms,
+    scaled,
+    swapped,
+    swapped_chunks,
+)
 
 from milestones import count_macs
 from milestones.errors import CheckpointError
@@ -204,3 +216,31 @@ def test_attention_maps_and_explicit_attention_cifar_config() -> None:
     assert [tuple(m.shape) for m in maps] == expected
     for m in maps:
         assert torch.allclose(m.sum(-1), torch.ones(()), atol=1e-5)
+
+
+# Converter mistakes the parity checks must catch (tests/parity.py), in block 1 of stage 3 (a shifted-window block).
+_BLOCK = "stages.2.blocks.1"
+PERTURBATIONS = {
+    "qkv-weight-scaled-1.01": scaled(f"{_BLOCK}.attn.qkv.weight"),
+    "one-weight-negated": one_element(f"{_BLOCK}.attn.proj.weight"),
+    "q-k-swapped": combined(*(swapped_chunks(f"{_BLOCK}.attn.qkv.{p}", 0, 1) for p in ("weight", "bias"))),
+    "window-and-shifted-bias-tables-swapped": swapped(
+        "stages.2.blocks.0.attn.relative_position_bias_table", f"{_BLOCK}.attn.relative_position_bias_table"
+    ),
+    "layernorm-unmapped": norm_identity(f"{_BLOCK}.norm1"),
+}
+
+
+@pytest.fixture(scope="module")
+def swin_t_reference(swin_t_pair) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The parity pair's torchvision swin_t with non-trivial LayerNorms: its converted weights, an input, its logits."""
+    theirs = randomise_norms(copy.deepcopy(swin_t_pair[0]))
+    x = torch.randn(1, 3, 112, 112, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return get_converter("swin_t").fn(theirs.state_dict()), x, theirs(x)
+
+
+@pytest.mark.parametrize("perturb", list(PERTURBATIONS.values()), ids=list(PERTURBATIONS))
+def test_perturbed_conversion_fails_parity(swin_t_pair, swin_t_reference, perturb: Perturbation) -> None:
+    state, x, expected = swin_t_reference
+    check_perturbation(lambda: copy.deepcopy(swin_t_pair[1]), state, perturb, x, expected)

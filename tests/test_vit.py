@@ -8,7 +8,17 @@ import re
 import pytest
 import torch
 import torchvision
-from parity import assert_logits_close
+from parity import (
+    Perturbation,
+    assert_logits_close,
+    check_perturbation,
+    combined,
+    norm_identity,
+    one_element,
+    randomise_norms,
+    scaled,
+    swapped_chunks,
+)
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer as TVViT
 from torchvision.models.vision_transformer import interpolate_embeddings
@@ -267,3 +277,28 @@ def test_docstring_errors_cite_the_reported_table() -> None:
         assert refs, f"{name}: the docstring row names no table"
         for ref in refs:
             assert ref.removeprefix("DeiT ") in r.source and ("DeiT" in r.source) == ref.startswith("DeiT"), name
+
+
+# Converter mistakes the parity checks must catch (tests/parity.py), on the narrow ViT with non-trivial LayerNorms.
+PERTURBATIONS = {
+    "mlp-weight-scaled-1.01": scaled("stages.1.mlp.fc1.weight"),
+    "one-weight-negated": one_element("stages.0.attn.proj.weight"),
+    "q-k-swapped": combined(*(swapped_chunks(f"stages.0.attn.qkv.{p}", 0, 1) for p in ("weight", "bias"))),
+    "layernorm-unmapped": norm_identity("stages.0.norm1"),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_reference() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The narrow torchvision ViT with non-trivial LayerNorms: its converted weights, an input, its logits."""
+    tv = randomise_norms(_tiny_tv())
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return _convert(tv), x, tv(x)
+
+
+@pytest.mark.parametrize("perturb", list(PERTURBATIONS.values()), ids=list(PERTURBATIONS))
+def test_perturbed_conversion_fails_parity(tiny_reference, perturb: Perturbation) -> None:
+    state, x, expected = tiny_reference
+    check_perturbation(lambda: create_model("vit_ti16", img_size=32, num_classes=10, **TINY), state, perturb, x,
+                       expected)
