@@ -267,7 +267,7 @@ def test_384_weights_load_into_224_stripes_and_compute_something_else() -> None:
     wrong.load_state_dict(right.state_dict(), strict=True)
     x = torch.randn(1, 3, 384, 384)
     with torch.no_grad():
-        assert not torch.allclose(right(x), wrong(x), atol=1e-4)
+        assert_logits_differ(wrong(x), right(x))
 
 
 def test_converter_refuses_a_checkpoint_for_other_stripes() -> None:
