@@ -83,9 +83,19 @@ def paired_bars(labels: Sequence[str], ours: Sequence[float], paper: Sequence[fl
     for i, p in zip(y, paper, strict=True):
         ax.text((p or min(ours)) * 1.05 if log else (p or 0), i - 0.2, f" {p:.2f}" if p else " no entry",
                 va="center", fontsize=8, color="0.35")
+    values = [v for v in (*ours, *paper) if v]
+    top = max(values) * 3
     if log:
+        from matplotlib.ticker import FixedLocator, FuncFormatter
+
+        bottom = min(values) / 2
         ax.set_xscale("log")
-    ax.set_xlim(right=max([*ours, *(p or 0 for p in paper)]) * 3)
+        ax.xaxis.set_major_locator(FixedLocator([t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+                                                 if bottom < t < top]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlim(bottom, top)
+    else:
+        ax.set_xlim(0, top)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
