@@ -202,3 +202,12 @@ def test_handcrafted_verdict_on_synthetic_rows() -> None:
     assert _verdict(rows(12.0, 5.0, 4.7, 0.8, 1.1), "quick")[0] == "partly reproduced"  # HOG better: not lowest
     assert _verdict(rows(12.0, 5.0, 4.7, 2.0, 2.0), "quick")[0] == "not reproduced"  # LeNet-5 off
     assert _verdict(rows(12.0, 5.0, 4.7, 2.0, 1.0)[:4], "quick")[0] == "not testable here"
+
+
+def test_relu_vs_tanh_flags_a_best_rate_at_the_edge_of_the_sweep() -> None:
+    from milestones.experiments.relu_vs_tanh import _sweep_findings, speedup
+
+    curves = _sweep({0.01: 80, 0.03: 37}, {0.01: 237, 0.03: 287})
+    relu, tanh = _sweep_findings(curves, [0.01, 0.03, 0.1], speedup(curves, 25.0))
+    assert "0.03, inside the sweep" in relu
+    assert "0.01, at the edge of the sweep" in tanh
