@@ -54,6 +54,7 @@ KNOWN_PARAMS = {
 FIRST_AUTHOR = {
     "lenet": "LeCun",
     "alexnet": "Krizhevsky",
+    "convnet4": "Krizhevsky",
     "vgg": "Simonyan & Zisserman",
     "googlenet": "Szegedy",
     "resnet": "He",

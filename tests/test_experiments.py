@@ -105,3 +105,123 @@ def test_the_experiments_index_is_fresh() -> None:
         report = docs / name / "report.md"
         if report.is_file():
             assert f"]({name}/report.md)" in (docs / "README.md").read_text()
+
+
+def _step_curve(before: float, after: float, switch: int, total: int) -> tuple[list[int], list[float]]:
+    """Per-step errors (%) of steps 1..total: ``before`` up to step ``switch``, ``after`` from then on."""
+    return list(range(1, total + 1)), [before if s <= switch else after for s in range(1, total + 1)]
+
+
+def test_steps_to_is_the_first_full_window_at_or_below_the_threshold() -> None:
+    from milestones.experiments.relu_vs_tanh import steps_to
+
+    # 50% for 100 steps, then 10%: the mean of the last 20 is 50 - 2k after k steps at 10%, <= 25 from k = 13
+    steps, err = _step_curve(50.0, 10.0, 100, 300)
+    assert steps_to(steps, err, 25.0, window=20) == 113
+    assert steps_to(steps, err, 50.0, window=20) == 20  # the first full window, not step 1
+    assert steps_to(steps, err, 9.0, window=20) is None
+    # a linear fall from 90% (step 1) by 0.4 per step: the window mean at step s is 90 - 0.4 (s - 10.5)
+    steps = list(range(1, 201))
+    assert steps_to(steps, [90 - 0.4 * (s - 1) for s in steps], 25.0, window=20) == 173
+    # one lucky batch does not count as reaching the threshold
+    err = [60.0] * 200
+    err[30] = 0.0
+    assert steps_to(steps, err, 55.0, window=20) is None  # the window mean dips to 57 only
+    assert steps_to([5, 10, 15], [10.0, 10.0, 10.0], 25.0, window=2) == 10  # returns the logged step number
+
+
+def _sweep(relu_switch: dict[float, int | None], tanh_switch: dict[float, int | None], total: int = 400):
+    curves = {}
+    for act, switches in (("relu", relu_switch), ("tanh", tanh_switch)):
+        for lr, switch in switches.items():
+            curves[f"{act}-lr{lr:g}"] = _step_curve(50.0, 10.0, switch if switch is not None else total, total)
+    return curves
+
+
+def test_relu_vs_tanh_ratio_uses_each_activations_fastest_learning_rate() -> None:
+    from milestones.experiments.relu_vs_tanh import fastest, speedup
+
+    curves = _sweep({0.01: 80, 0.03: 37, 0.1: None}, {0.01: 287, 0.03: 237, 0.1: 300})
+    assert fastest(curves, "relu", 25.0) == ("relu-lr0.03", 50)  # 37 + 13
+    assert fastest(curves, "tanh", 25.0) == ("tanh-lr0.03", 250)
+    s = speedup(curves, 25.0)
+    assert s["ratio"] == pytest.approx(5.0) and s["bound"] == ""
+    # tanh never gets there: a lower bound from tanh's longest run
+    s = speedup(_sweep({0.03: 37}, {0.03: None}), 25.0)
+    assert s["ratio"] == pytest.approx(400 / 50) and s["bound"] == ">"
+    s = speedup(_sweep({0.03: None}, {0.03: None}), 25.0)
+    assert s["ratio"] is None and s["relu"] is None and s["tanh"] is None
+
+
+@pytest.mark.parametrize("relu, tanh, expected", [
+    (37, 287, "reproduced"),  # 50 vs 300 steps: 6x
+    (37, 87, "partly reproduced"),  # 2x: faster, but outside a factor of 2 of six
+    (37, None, "partly reproduced"),  # only a lower bound
+    (137, 37, "not reproduced"),  # tanh first
+    (None, 37, "not reproduced"),
+    (None, None, "not testable here"),
+])
+def test_relu_vs_tanh_verdict(relu: int | None, tanh: int | None, expected: str) -> None:
+    from milestones.experiments.relu_vs_tanh import speedup, verdict
+
+    curves = _sweep({0.03: relu}, {0.03: tanh})
+    assert verdict(speedup(curves, 25.0), speedup(curves, 60.0), "quick")[0] == expected
+
+
+def test_handcrafted_margin_is_a_point_above_two_percent_and_thirty_percent_below() -> None:
+    from milestones.experiments.handcrafted_vs_learned import within_margin
+
+    assert within_margin(12.9, 12.0) and within_margin(11.0, 12.0) and not within_margin(13.1, 12.0)
+    assert within_margin(5.9, 5.0) and not within_margin(3.0, 5.0)
+    assert within_margin(1.2, 0.95) and within_margin(0.7, 0.95) and not within_margin(1.3, 0.95)
+
+
+def test_knn_votes_and_breaks_ties_to_the_nearest() -> None:
+    import torch
+
+    from milestones.experiments.handcrafted_vs_learned import knn_predict
+
+    train = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [5.0, 5.0], [5.1, 5.0], [9.0, 0.0]])
+    labels = torch.tensor([1, 1, 1, 2, 2, 3])
+    queries = torch.tensor([[0.05, 0.05], [5.0, 5.1], [6.0, 3.0]])
+    # third query: nearest 5.1,5.0 (2), then 5.0,5.0 (2), then 9,0 (3) -> 2 by majority
+    assert knn_predict(train, labels, queries, k=3, chunk=2).tolist() == [1, 2, 2]
+    # three different labels among the three nearest: the nearest one's
+    train = torch.tensor([[0.0], [1.0], [-2.5]])
+    assert knn_predict(train, torch.tensor([4, 5, 6]), torch.tensor([[0.4]]), k=3).tolist() == [4]
+
+
+def test_linear_least_squares_separates_separable_classes() -> None:
+    import torch
+
+    from milestones.experiments.handcrafted_vs_learned import linear_least_squares
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(10) * 4
+    y = torch.arange(10).repeat(30)
+    x = centres[y] + 0.3 * torch.randn(len(y), 10, generator=g)
+    r = linear_least_squares(x, y, x, y)
+    assert r["err"] == 0.0 and r["params"] == 11 * 10
+
+
+def test_handcrafted_verdict_on_synthetic_rows() -> None:
+    from milestones.experiments.handcrafted_vs_learned import _verdict
+
+    def rows(linear: float, knn: float, mlp: float, hog: float, lenet: float):
+        errs = {"linear": linear, "knn": knn, "mlp300": mlp, "hog_svm": hog, "lenet5": lenet}
+        return [{"key": k, "status": "ok", "test err %": e} for k, e in errs.items()]
+
+    assert _verdict(rows(12.5, 5.5, 4.0, 2.0, 1.0), "full")[0] == "reproduced"
+    assert _verdict(rows(14.0, 2.9, 2.0, 2.5, 1.1), "quick")[0] == "partly reproduced"
+    assert _verdict(rows(12.0, 5.0, 4.7, 0.8, 1.1), "quick")[0] == "partly reproduced"  # HOG better: not lowest
+    assert _verdict(rows(12.0, 5.0, 4.7, 2.0, 2.0), "quick")[0] == "not reproduced"  # LeNet-5 off
+    assert _verdict(rows(12.0, 5.0, 4.7, 2.0, 1.0)[:4], "quick")[0] == "not testable here"
+
+
+def test_relu_vs_tanh_flags_a_best_rate_at_the_edge_of_the_sweep() -> None:
+    from milestones.experiments.relu_vs_tanh import _sweep_findings, speedup
+
+    curves = _sweep({0.01: 80, 0.03: 37}, {0.01: 237, 0.03: 287})
+    relu, tanh = _sweep_findings(curves, [0.01, 0.03, 0.1], speedup(curves, 25.0))
+    assert "0.03, inside the sweep" in relu
+    assert "0.01, at the edge of the sweep" in tanh

@@ -26,6 +26,7 @@ CASES = {
     # alexnet_owt's adaptive 6x6 pool: at 224 it is the identity (the only exportable case for ONNX's AveragePool;
     # its small 67 px test input would upsample 1x1 to 6x6); FC6-FC7 narrowed to 512 to keep the file small.
     "alexnet": ("alexnet_owt", {"hidden": 512}, (3, 224, 224)),
+    "convnet4": ("convnet4", {"act": "tanh"}, (3, 32, 32)),  # ceil-mode max and average pools
     "vgg": ("vgg11", {"img_size": 32, "hidden": 1024}, (3, 32, 32)),  # FC6-FC7 narrowed as for AlexNet
     "googlenet": ("googlenet_tv", {}, (3, 64, 64)),
     "resnet": ("resnet20", {}, (3, 32, 32)),

@@ -15,6 +15,11 @@ def _plt() -> Any:
     return plt
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, for experiments that draw a figure of their own."""
+    return _plt()
+
+
 def smooth(values: Sequence[float], window: int) -> list[float]:
     """Trailing moving average over ``window`` values (shorter at the start)."""
     out, total = [], 0.0
@@ -61,5 +66,64 @@ def series(data: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: 
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def paired_bars(labels: Sequence[str], ours: Sequence[float], paper: Sequence[float | None], xlabel: str, *,
+                log: bool = True) -> Any:
+    """Horizontal bars, ours beside the paper's value for each label (``None``: the paper has no entry)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(labels) + 1.2))
+    y = list(range(len(labels)))
+    ax.barh([i + 0.2 for i in y], ours, height=0.4, color="C0", label="ours")
+    ax.barh([i - 0.2 for i in y], [p or 0 for p in paper], height=0.4, color="C7", label="paper")
+    for i, v in zip(y, ours, strict=True):
+        ax.text(v * 1.05 if log else v, i + 0.2, f" {v:.2f}", va="center", fontsize=8)
+    for i, p in zip(y, paper, strict=True):
+        ax.text((p or min(ours)) * 1.05 if log else (p or 0), i - 0.2, f" {p:.2f}" if p else " no entry",
+                va="center", fontsize=8, color="0.35")
+    values = [v for v in (*ours, *paper) if v]
+    top = max(values) * 3
+    if log:
+        from matplotlib.ticker import FixedLocator, FuncFormatter
+
+        bottom = min(values) / 2
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator([t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+                                                 if bottom < t < top]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlim(bottom, top)
+    else:
+        ax.set_xlim(0, top)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def kernel_grid(rows: Mapping[str, Mapping[str, Any]], title: str = "") -> Any:
+    """One row of small images per entry of ``rows`` (row title -> {kernel name: 2-D array}); each kernel on its own
+    symmetric red (positive) / blue (negative) scale."""
+    import numpy as np
+
+    plt = _plt()
+    cols = max(len(r) for r in rows.values())
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.45 * cols, 1.75 * len(rows) + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (row_title, kernels) in enumerate(rows.items()):
+        for c, (name, k) in enumerate(kernels.items()):
+            k = np.asarray(k, dtype=float)
+            lim = float(np.abs(k).max()) or 1.0
+            axes[r, c].imshow(k, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            axes[r, c].set_title(name, fontsize=8)
+        axes[r, 0].text(-0.15, 0.5, row_title, transform=axes[r, 0].transAxes, rotation=90, ha="right",
+                        va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
