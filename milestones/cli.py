@@ -574,8 +574,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .progress import show_progress, tqdm_bars
+
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    with show_progress(None if getattr(args, "no_progress", False) else tqdm_bars):
+        return _dispatch(parser, args, extra)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: Sequence[str]) -> int:
     try:
         if args.command == "train":
             return cmd_train(args, extra)

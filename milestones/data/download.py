@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..errors import DataError
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +59,7 @@ def _fetch(url: str, dest: Path, file: RemoteFile, timeout: float) -> None:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             received = 0
-            # disable=None: the bar shows on a terminal and stays silent in logs and tests
-            with tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=file.name, disable=None, leave=False
-            ) as bar:
+            with progress(total=total, unit="B", desc=file.name, unit_scale=True, unit_divisor=1024) as bar:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     received += len(chunk)

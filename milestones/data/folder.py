@@ -44,9 +44,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..progress import progress
 from . import augment, cache
 from .batch_augment import BatchAugment
 from .loader import TensorLoader
@@ -310,20 +310,14 @@ class _Reader:
 def _decode_all(
     index: FolderIndex, size: tuple[int, int] | None, channels: int, zf: zipfile.ZipFile | None = None
 ) -> Tensor:
-    """Decode every file of ``index`` into one ``(N, C, H, W)`` uint8 tensor, with a progress bar on a terminal."""
+    """Decode every file of ``index`` into one ``(N, C, H, W)`` uint8 tensor, reporting progress through
+    :mod:`milestones.progress`."""
     reader = _Reader(index.source, zf)
     where = (lambda name: f"{index.source}:{name}") if index.is_zip else (lambda name: str(index.source / name))
     images: Tensor | None = None
     chunk = 256
     try:
-        with tqdm(
-            total=len(index),
-            desc=f"decoding {index.source.name} {index.split}",
-            unit="img",
-            disable=None,
-            leave=False,
-            mininterval=0.5,
-        ) as bar:
+        with progress(total=len(index), desc=f"decoding {index.source.name} {index.split}", unit="img") as bar:
             for start in range(0, len(index), chunk):
                 names = list(index.files[start : start + chunk])
                 try:
