@@ -48,7 +48,7 @@ def test_degradation_verdict_on_synthetic_runs() -> None:
     from milestones.experiments.degradation import _verdict
 
     def rows(plain: tuple[float, float], resnet: tuple[float, float]):
-        return [{"model": f"{f}{d}", "depth": d, "status": "ok", "train err % (last 20% of steps)": e}
+        return [{"model": f"{f}{d}", "depth": d, "status": "ok", "train err % (last epoch)": e}
                 for f, errs in (("plain", plain), ("resnet", resnet)) for d, e in zip((20, 56), errs, strict=True)]
 
     assert _verdict(rows((10.0, 20.0), (10.0, 8.0)), "quick")[0] == "reproduced"

@@ -20,7 +20,7 @@ FIRST = "stem.conv."  # the first convolution's parameters in both families
 
 MODES: dict[str, dict[str, Any]] = {
     "quick": {"depths": (20, 56), "overrides": {"train.epochs": 5, "data.train_subset": 5000,
-                                                     "data.test_subset": 2000}},
+                                                 "data.test_subset": 2000, "data.batch_size": 32, "optim.lr": 0.025}},
     "full": {"depths": (20, 32, 44, 56), "overrides": {}},
     "smoke": {"depths": (20,), "overrides": {"train.epochs": 1, "data.train_subset": 256, "data.test_subset": 200,
                                               "data.batch_size": 64}},
@@ -35,9 +35,10 @@ def setup(mode: str) -> Setup:
     notes = ["The paper's optimiser and augmentation for every run (`cifar10_resnet20_full` with the model swapped): "
              "SGD lr 0.1, momentum 0.9, weight decay 1e-4 on every parameter, batch 128, pad-4 crop + flip."]
     if mode == "quick":
-        notes += ["**Shrunk:** 5 epochs on a class-balanced 5,000-image subset (195 steps, all at lr 0.1: the first "
-                  "0.3% of the paper's 64k-iteration schedule, before its first lr drop), test on 2,000 images; "
-                  "depths 20 and 56 only (the ends of the paper's range; 32 and 44 left out for time)."]
+        notes += ["**Shrunk:** 5 epochs on a class-balanced 5,000-image subset, test on 2,000 images; batch 32 at "
+                  "lr 0.025 (the paper's 0.1 at batch 128, scaled linearly: Goyal et al. 2017) so that the same "
+                  "images give 780 steps instead of 195, all before the paper's first lr drop; depths 20 and 56 "
+                  "only (the ends of the paper's range; 32 and 44 left out for time)."]
     elif mode == "smoke":
         notes += ["Smoke test: 256 images, one epoch; the numbers mean nothing."]
     else:
@@ -59,11 +60,9 @@ def analyse(ctx: Context) -> Analysis:
             curves[spec.label] = ([r["step"] for r in steps], [100 * r["error"] for r in steps],
                                   [(e["step"], 100 * (1 - e["test_acc"])) for e in epochs])
             norms[spec.label] = ([g["step"] for g in grads], [g[f"{FIRST}weight"] for g in grads])
-            tail = steps[-max(len(steps) // 5, 1):]  # the last fifth of training, to average out batch noise
             first_grad = [g[f"{FIRST}weight"] for g in grads]
             rows.append({
                 "model": spec.label, "family": family, "depth": depth, "params": f"{o.summary['params']:,}",
-                "train err % (last 20% of steps)": round(100 * sum(r["error"] for r in tail) / len(tail), 2),
                 "train err % (last epoch)": round(100 * (1 - epochs[-1]["train_acc"]), 2),
                 "test err %": round(100 * (1 - o.summary["final_test_acc"]), 2),
                 "paper test err %": PAPER_TEST_ERR.get(depth) if family == "resnet" else None,
@@ -80,14 +79,14 @@ def analyse(ctx: Context) -> Analysis:
         figures.append(Figure("first_layer_grad_norm.png", "Gradient norm of the first convolution's weights, every "
                               "5th step (log scale).", plots.series(norms, "step", "gradient norm (first conv)",
                                                                    log=True)))
-    columns = ["model", "params", "train err % (last 20% of steps)", "train err % (last epoch)", "test err %",
+    columns = ["model", "params", "train err % (last epoch)", "test err %",
                "paper test err %", "first-conv grad norm (median)", "status"]
     return Analysis(rows=rows, verdict=verdict, reason=reason, columns=columns, findings=findings, figures=figures)
 
 
 def _verdict(rows: list[dict[str, Any]], mode: str) -> tuple[str, str, list[str]]:
     """Plain nets: does training error grow with depth? ResNets: does it not?"""
-    err = {r["model"]: r["train err % (last 20% of steps)"] for r in rows if r.get("status") == "ok"}
+    err = {r["model"]: r["train err % (last epoch)"] for r in rows if r.get("status") == "ok"}
     depths = sorted({r["depth"] for r in rows})
     if len(depths) < 2 or not all(f"{f}{d}" in err for f in ("plain", "resnet") for d in (depths[0], depths[-1])):
         return "not testable here", "needs at least two depths of each family to finish", []
@@ -111,8 +110,13 @@ def _verdict(rows: list[dict[str, Any]], mode: str) -> tuple[str, str, list[str]
                               f"{scale}, as in the paper's Fig. 6."), findings
     if plain_degrades or resnet_holds:
         which = "plain nets degrade with depth" if plain_degrades else "ResNets do not degrade with depth"
-        return "partly reproduced", f"only half the claim holds{scale}: {which}.", findings
-    return "not reproduced", f"neither trend appears{scale}; the short quick schedule may be too short.", findings
+        why = ""
+        if plain_degrades and mode != "full":
+            why = (f" The deeper ResNet is still behind the shallower one this early: it has {deep / shallow:.1f}x "
+                   "the layers to fit with the same few hundred steps, and the paper's curves are drawn over 64k "
+                   "iterations; the full mode is the test of the second half.")
+        return "partly reproduced", f"only half the claim holds{scale}: {which}.{why}", findings
+    return "not reproduced", f"neither trend appears{scale}.", findings
 
 
 EXPERIMENT = register(Experiment(
