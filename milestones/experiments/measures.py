@@ -1,0 +1,72 @@
+"""Measurements shared by the experiments that the training loop does not make itself.
+
+The loop's per-epoch ``train_acc`` is the running accuracy over the epoch's *augmented* batches with dropout *on*: it
+mixes how well the net fits the training set with how much noise the regularisers add, so it cannot show
+overfitting, and it hides precisely what dropout and augmentation change. :class:`TrainSetError` measures the
+training set the way the test set is measured: the plain images, the model in eval mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from ..data.augment import normalise
+from ..train.callbacks import Callback, StepInfo
+from ..train.loop import evaluate
+
+if TYPE_CHECKING:
+    from ..train.state import TrainState
+
+
+class TrainSetError(Callback):
+    """Error and cross-entropy on (up to ``limit``) training images at the end of every epoch, measured as the test
+    set is: no augmentation, eval mode (dropout off, batch-norm running statistics). Records of ``{"kind":
+    "train_eval", "step", "epoch", "error", "loss", "n"}``.
+
+    Args:
+        limit: How many training images to measure (a fixed random sample, the same every epoch); None: all.
+        batch_size: Images per forward pass.
+    """
+
+    kind = "train_eval"
+
+    def __init__(self, limit: int | None = 2000, batch_size: int = 500) -> None:
+        self.limit, self.batch_size = limit, batch_size
+        self.per_epoch = 0
+        self.records: list[dict[str, Any]] = []
+
+    def on_fit_start(self, state: TrainState, total_steps: int) -> None:
+        loader = state.loader
+        if not hasattr(loader, "images"):
+            raise TypeError("TrainSetError needs a data set held in memory (a TensorLoader), not a streamed folder")
+        self.per_epoch = len(loader)
+        n = len(loader.labels)
+        pick = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: self.limit or n].sort().values
+        pick = pick.to(loader.images.device)
+        self.images, self.labels = loader.images[pick], loader.labels[pick]  # (N, C, H, W) uint8, (N,)
+        self.mean, self.std, self.channels_last = loader.mean, loader.std, loader.channels_last
+
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for i in range(0, len(self.labels), self.batch_size):
+            x = normalise(self.images[i : i + self.batch_size], self.mean, self.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[i : i + self.batch_size]
+
+    def on_step(self, info: StepInfo) -> dict[str, Any] | None:
+        if not self.per_epoch or info.step % self.per_epoch:
+            return None  # not the epoch's last step
+        model = info.model
+        training = model.training
+        try:
+            stats = evaluate(model, self._batches())
+        finally:
+            model.train(training)
+        record = {"kind": self.kind, "step": info.step, "epoch": info.epoch + 1, "error": 1.0 - stats["acc"],
+                  "loss": stats["loss"], "n": stats["n"]}
+        self.records.append(record)
+        return record
