@@ -8,7 +8,8 @@ training set the way the test set is measured: the plain images, the model in ev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -70,3 +71,31 @@ class TrainSetError(Callback):
                   "loss": stats["loss"], "n": stats["n"]}
         self.records.append(record)
         return record
+
+
+def difference_error(error_pct: float, n: int) -> float:
+    """One standard error, in points, of the difference between two test errors near ``error_pct`` % measured on
+    ``n`` images each: sqrt(2 p (1 - p) / n). Two runs scored on the same images share part of this noise, so it is
+    a conservative yardstick for single-seed differences; at 50% error on 1,000 images it is 2.2 points."""
+    p = min(max(error_pct / 100, 0.0), 1.0)
+    return 100 * math.sqrt(2 * p * (1 - p) / n)
+
+
+def noise_threshold(spreads: Sequence[float], error_pct: float | None, n_test: int,
+                    floor: float = 1.0) -> dict[str, Any]:
+    """How large a difference between two runs must be to count: the largest of ``floor`` (points), the mean
+    spread between seeds of one run (``spreads``: max - min test error of each run that has several seeds) and the
+    test set's :func:`difference_error` at ``error_pct``."""
+    measured = sum(spreads) / len(spreads) if spreads else None
+    sampling = difference_error(error_pct, n_test) if error_pct is not None else 0.0
+    return {"measured": measured, "pairs": len(spreads), "sampling": sampling, "n_test": n_test,
+            "threshold": max(floor, measured or 0.0, sampling)}
+
+
+def describe_noise(noise: dict[str, Any], what: str) -> str:
+    """The report's line on noise; ``what`` names the runs the seed spread comes from."""
+    seeds = (f"two seeds of {what} differ by {noise['measured']:.1f} points of test error"
+             if noise["measured"] is not None else "one seed per run, so the seed noise is not measured")
+    return (f"Noise: {seeds}; on {noise['n_test']:,} test images one standard error of a difference between two runs "
+            f"is {noise['sampling']:.1f} points. Differences below {noise['threshold']:.1f} points are treated as "
+            "noise.")

@@ -114,17 +114,23 @@ def bars(groups: Sequence[str], series: Mapping[str, Sequence[Sequence[float]]],
     return fig
 
 
-def scatter(points: Mapping[str, tuple[float, float]], xlabel: str, ylabel: str, *, log_x: bool = False) -> Any:
-    """One labelled point per entry."""
+def scatter(points: Mapping[str, Sequence[float]], xlabels: Sequence[str], ylabel: str, *,
+            links: Sequence[tuple[str, str]] = (), log_x: bool = False) -> Any:
+    """One panel per x quantity, labelled points: ``points[label] = (x_1, ..., x_k, y)`` for the k ``xlabels``.
+    Each pair in ``links`` (two labels, e.g. nets to compare) is joined by a dashed line."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, (label, (x, y)) in enumerate(points.items()):
-        ax.plot([x], [y], "o", color=f"C{i}", ms=7)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
+    fig, axes = plt.subplots(1, len(xlabels), figsize=(5.5 * len(xlabels), 4), sharey=True, squeeze=False)
+    for k, (ax, xlabel) in enumerate(zip(axes[0], xlabels, strict=True)):
+        for a, b in links:
+            if a in points and b in points:
+                ax.plot([points[a][k], points[b][k]], [points[a][-1], points[b][-1]], "--", color="0.6", lw=1)
+        for i, (label, values) in enumerate(points.items()):
+            ax.plot([values[k]], [values[-1]], "o", color=f"C{i}", ms=7)
+            ax.annotate(label, (values[k], values[-1]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
