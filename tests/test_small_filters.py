@@ -57,29 +57,48 @@ def err(pair: float, five: float, triple: float, seven: float, single: float = 5
                                                                                      single), strict=True)]
 
 
-NOISE = {"measured": None, "threshold": 1.0}
+NOISE = {"measured": None, "pairs": 0, "sampling": 0.8, "n_test": 2000, "threshold": 1.0}
 
 
 def test_both_pairs_ahead_is_reproduced() -> None:
     verdict, reason, findings = sf._verdict(err(30, 34, 29, 35), NOISE, "quick")
     assert verdict == "reproduced"
-    assert any("3x3-pair vs 5x5" in f and "+4.0 points" in f for f in findings)
+    assert any("3x3-pair vs 5x5" in f and "+4.0 points in favour of the stack)" in f for f in findings)
+    rows = err(30, 34, 29, 35)
+    rows[0]["conv weights"], rows[1]["conv weights"] = "18,000", "25,000"
+    findings = sf._verdict(rows, NOISE, "quick")[2]
+    assert any("+4.0 points in favour of the stack, which has 28% fewer conv weights" in f for f in findings)
     assert any(f.startswith("Control") and "extra depth +4.0 points" in f for f in findings)
 
 
 def test_one_pair_ahead_is_partly_reproduced() -> None:
     verdict, reason, _ = sf._verdict(err(30, 34, 30, 30.5), NOISE, "quick")
-    assert verdict == "partly reproduced" and "only 3x3-pair over 5x5" in reason
+    assert verdict == "partly reproduced"
+    assert reason.startswith("3x3-pair vs 5x5: +4.0 points for the stack; 3x3-triple vs 7x7: +0.5 points for the stack "
+                             "(within the noise, 1.0) at this small scale.")
 
 
 def test_large_filters_ahead_or_a_tie_is_not_reproduced() -> None:
     verdict, reason, _ = sf._verdict(err(34, 30, 35, 29), NOISE, "quick")
-    assert verdict == "not reproduced" and "single large layer wins" in reason
+    assert verdict == "not reproduced" and "3x3-triple vs 7x7: -6.0 points for the stack, against the paper" in reason
     verdict, reason, _ = sf._verdict(err(30, 30.5, 30, 29.5), NOISE, "quick")
-    assert verdict == "not reproduced" and "within the noise (1.0 points)" in reason
+    assert verdict == "not reproduced" and "-0.5 points for the stack (within the noise, 1.0)" in reason
     # the same gaps are a result when the noise is smaller, and noise when it is larger
-    assert sf._verdict(err(30, 32, 30, 32), {"measured": 2.5, "threshold": 2.5}, "quick")[0] == "not reproduced"
+    assert sf._verdict(err(30, 32, 30, 32), {**NOISE, "measured": 2.5, "threshold": 2.5}, "quick")[0] == \
+        "not reproduced"
     assert sf._verdict(err(30, 32, 30, 32), NOISE, "quick")[0] == "reproduced"
+
+
+def test_a_deep_stack_still_behind_in_training_is_flagged() -> None:
+    rows = err(30, 34, 37, 33)
+    train = {"3x3-pair": 20.0, "5x5": 21.0, "3x3-triple": 30.0, "7x7": 22.0, "3x3-single": 25.0}
+    for r in rows:
+        r["train err %"] = train[r["variant"]]
+    verdict, reason, findings = sf._verdict(rows, NOISE, "quick")
+    assert verdict == "partly reproduced"
+    assert "its training error still 8.0 points higher" in reason
+    assert any(f.startswith("3x3-triple vs 7x7") and "still behind in training" in f for f in findings)
+    assert not any(f.startswith("3x3-pair vs 5x5") and "still behind" in f for f in findings)
 
 
 def test_no_pair_is_not_testable() -> None:
