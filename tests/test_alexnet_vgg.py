@@ -3,6 +3,8 @@ connectivity, the paper's init, hand counts from PAPERS.md, and torchvision's im
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torchvision
@@ -288,3 +290,81 @@ def test_perturbed_conversion_fails_parity(source: str, perturb: Perturbation, r
             return create_model(conv.target, **conv.target_kwargs)
 
     check_perturbation(build, state, perturb, x, expected)
+
+
+def test_alexnet_ablation_options() -> None:
+    """§3.3 / §3.4 / §4.2 switched off: lrn=False drops the LRN layers (no parameters), dropout=0 makes training
+    deterministic, overlap=False pools 2x2/2; at 227 that gives pool5 the same 6x6 maps (the paper's "equivalent
+    dimensions"), so the counts are unchanged, while at 32 with the CIFAR stem pool5 is 4x4 instead of 3x3."""
+    with torch.device("meta"):
+        assert count_params(create_model("alexnet", lrn=False)) == 60_965_224
+        flat = create_model("alexnet", overlap=False)
+        assert count_params(flat) == 60_965_224 and flat.grid == 6
+        pools = [m for m in flat.modules() if isinstance(m, nn.MaxPool2d)]
+        assert [(p.kernel_size, p.stride) for p in pools] == [(2, 2)] * 3
+        paper = [m for m in create_model("alexnet").modules() if isinstance(m, nn.MaxPool2d)]
+        assert [(p.kernel_size, p.stride) for p in paper] == [(3, 2)] * 3
+        cifar = dict(stem="cifar", img_size=32, num_classes=10)
+        overlap, non = create_model("alexnet", **cifar), create_model("alexnet", overlap=False, **cifar)
+        assert (overlap.grid, non.grid) == (3, 4)
+        assert count_params(non) - count_params(overlap) == 256 * (4 * 4 - 3 * 3) * 4096
+    no_lrn = create_model("alexnet", lrn=False, img_size=67)
+    assert not any(isinstance(m, nn.LocalResponseNorm) for m in no_lrn.modules())
+    torch.manual_seed(0)
+    model = create_model("alexnet", dropout=0.0, stem="cifar", img_size=32, num_classes=10).train()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+        assert model.stages(x).shape[-1] == 3
+        assert create_model("alexnet", overlap=False, stem="cifar", img_size=32)(x).shape == (2, 1000)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"overlap": "yes"}, "overlap must be true or false"),
+    ({"lrn": 1}, "lrn must be true or false"),
+    ({"dropout": 1.5}, "dropout must be in [0, 1)"),
+    ({"widths": (96, 256, 384, 256)}, "widths must give the 5 conv layers"),
+])
+def test_alexnet_bad_ablation_options_are_config_errors(kwargs: dict, words: str) -> None:
+    with torch.device("meta"), pytest.raises(ConfigError, match=re.escape(words)):
+        create_model("alexnet", **kwargs)
+
+
+def test_vgg_small_filter_arithmetic() -> None:
+    """§2.3: with C channels in and out, three 3x3 convs hold 27 C^2 weights and one 7x7 conv 49 C^2 (two 3x3: 18 C^2,
+    one 5x5: 25 C^2), counted on the layers as built; the resolution is kept either way (padding k // 2)."""
+    from milestones.models.vgg import VGGStage
+
+    c = 64
+    for kernels, per_c2 in (((3, 3, 3), 27), ((7,), 49), ((3, 3), 18), ((5,), 25)):
+        stage = VGGStage(c, c, kernels, batch_norm=False, lrn=False)
+        weights = sum(m.weight.numel() for m in stage.modules() if isinstance(m, nn.Conv2d))
+        assert weights == per_c2 * c * c, kernels
+        assert count_params(stage) == per_c2 * c * c + len(kernels) * c  # + one bias per output map and layer
+        assert stage(torch.zeros(1, c, 8, 8)).shape == (1, c, 4, 4)  # convs keep 8x8, the pool halves it
+
+
+def test_vgg_kernels_option() -> None:
+    """kernels=((5,),) * 5 on B is §4.1's shallow net: five 5x5 convs, the same 224 -> 7x7 maps and FC layers."""
+    with torch.device("meta"):
+        b, shallow = create_model("vgg13"), create_model("vgg13", kernels=((5,),) * 5)
+    convs = [m for m in shallow.modules() if isinstance(m, nn.Conv2d)]
+    assert [m.kernel_size for m in convs] == [(5, 5)] * 5
+    widths, c_in, delta = (64, 128, 256, 512, 512), 3, 0
+    for w in widths:  # B: 3x3 (c_in -> w) + 3x3 (w -> w) + 2 biases; shallow: 5x5 (c_in -> w) + 1 bias
+        delta += 25 * c_in * w + w - (9 * c_in * w + 9 * w * w + 2 * w)
+        c_in = w
+    assert count_params(shallow) - count_params(b) == delta
+    torch.manual_seed(0)
+    small = create_model("vgg13_bn", kernels=((7,),) * 5, widths=(8, 8, 16, 16, 16), img_size=32, num_classes=10)
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"kernels": ((4,),) * 5}, "kernel sizes must be odd"),
+    ({"kernels": ((3,),) * 4}, "kernels must list at least one kernel size for each of the 5 stages"),
+    ({"kernels": ((3,), (3,), (), (3,), (3,))}, "kernels must list at least one"),
+])
+def test_vgg_bad_kernels_are_config_errors(kwargs: dict, words: str) -> None:
+    with torch.device("meta"), pytest.raises(ConfigError, match=re.escape(words)):
+        create_model("vgg13", **kwargs)

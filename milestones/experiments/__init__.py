@@ -8,7 +8,13 @@ full (paper-scale, GPU) mode; ``milestones experiment list`` shows them, ``miles
 
 from __future__ import annotations
 
-from . import degradation, handcrafted_vs_learned, relu_vs_tanh  # noqa: F401  (registers)
+from . import (  # noqa: F401  (registers)
+    alexnet_ablations,
+    degradation,
+    handcrafted_vs_learned,
+    relu_vs_tanh,
+    small_filters,
+)
 from .base import (
     MODES,
     Analysis,

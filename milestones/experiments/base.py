@@ -14,6 +14,7 @@ report), ``full`` (the paper-scale version, for a GPU) and ``smoke`` (seconds; w
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -47,6 +48,9 @@ class RunSpec:
     recipe: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     callbacks: Callable[[], Sequence[Callback]] | None = None
+    seeds: Sequence[int] | None = None
+    """This run's seeds instead of the setup's, e.g. a second seed of the reference run alone to measure the noise
+    when every run cannot have two (``--seeds`` still sets every run's)."""
 
 
 @dataclass
@@ -218,12 +222,17 @@ def run_experiment(
     setup = exp.setup(mode)
     if seeds is not None:
         setup.seeds = list(range(seeds))
+        setup.runs = [dataclasses.replace(r, seeds=None) for r in setup.runs]
     folder = Path(out) if out is not None else Path("runs") / "experiments" / f"{name}-{mode}"
     _claim_folder(folder, name, mode)
     start = time.perf_counter()
     specs = {r.label: r for r in setup.runs}
-    suite = Suite(name=name, runs=[SuiteRun(r.model, r.label, r.recipe, dict(r.overrides)) for r in setup.runs],
-                  data=setup.data, seeds=setup.seeds, overrides=dict(setup.overrides))
+    by_seeds: dict[tuple[int, ...], list[RunSpec]] = {}  # one compare suite per set of seeds
+    for r in setup.runs:
+        by_seeds.setdefault(tuple(setup.seeds if r.seeds is None else r.seeds), []).append(r)
+    suites = [Suite(name=name, runs=[SuiteRun(r.model, r.label, r.recipe, dict(r.overrides)) for r in runs],
+                    data=setup.data, seeds=list(group), overrides=dict(setup.overrides))
+              for group, runs in by_seeds.items()]
     settings: dict[str, Any] = {"train.progress": False}
     if data_root:
         settings["data.root"] = data_root
@@ -234,8 +243,13 @@ def run_experiment(
         make = specs[p.run.label].callbacks
         return [*(make() if make else []), *callbacks]
 
-    outcomes = run_suite(suite, folder, settings=settings, callbacks=per_run, on_event=on_event,
-                         runs_dir=folder / "runs")
+    outcomes: list[Outcome] = []
+    total = sum(len(x.runs) * len(x.seeds) for x in suites)
+    for suite in suites:
+        done = len(outcomes)  # number the events across the suites
+        event = (lambda w, p, i, n, done=done: on_event(w, p, done + i, total)) if on_event else None
+        outcomes += run_suite(suite, folder, settings=settings, callbacks=per_run, on_event=event,
+                              runs_dir=folder / "runs")
     ctx = Context(mode, setup, outcomes, folder, data_root)
     analysis = exp.analyse(ctx)
     seconds = time.perf_counter() - start
@@ -298,7 +312,8 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
         "",
         f"- Mode: **{mode}**" + (" (shrunk to run on a CPU in minutes; the `full` mode is the paper-scale version)"
                                  if mode == "quick" else ""),
-        f"- Data: {', '.join(datasets)}; seeds: {', '.join(map(str, setup.seeds))}",
+        f"- Data: {', '.join(datasets)}; seeds: {', '.join(map(str, setup.seeds))}"
+        + "".join(f"; `{r.label}`: {', '.join(map(str, r.seeds))}" for r in setup.runs if r.seeds is not None),
     ]
     if setup.runs:
         lines.append(f"- Runs: {', '.join(f'`{r.label}`' for r in setup.runs)}")

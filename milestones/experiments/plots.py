@@ -101,6 +101,32 @@ def paired_bars(labels: Sequence[str], ours: Sequence[float], paper: Sequence[fl
     ax.set_xlabel(xlabel)
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+
+
+def against_reference(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+                      reference: str, *, xlabel: str = "epoch", ncols: int = 3) -> Any:
+    """One panel per run other than ``reference``: its training (solid) and test (dashed) error against the
+    reference's (grey), so that a gap opening between the two lines of one run, and how it differs from the
+    reference's, shows at a glance. ``curves[label] = (x, train_err, test_err)``."""
+    plt = _plt()
+    others = [label for label in curves if label != reference]
+    ncols = max(1, min(ncols, len(others)))
+    nrows = max(1, -(-len(others) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(others):]:
+        ax.set_visible(False)
+    for ax, label in zip(axes.flat, others):
+        for name, colour in ((reference, "0.55"), (label, "C3")):
+            if name not in curves:
+                continue
+            x, train, test = curves[name]
+            ax.plot(x, train, "-", color=colour, lw=1.6, label=f"{name} train")
+            ax.plot(x, test, "--", color=colour, lw=1.6, label=f"{name} test")
+        ax.set_title(label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("error (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -125,5 +151,46 @@ def kernel_grid(rows: Mapping[str, Mapping[str, Any]], title: str = "") -> Any:
                         va="center", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=9)
+
+
+def bars(groups: Sequence[str], series: Mapping[str, Sequence[Sequence[float]]], ylabel: str) -> Any:
+    """Grouped bars: for each group (x position) one bar per series at the mean of its values, with each value
+    (one per seed) as a dot. ``series[name][i]`` holds group ``i``'s values."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) + 2), 4))
+    width = 0.8 / max(len(series), 1)
+    for j, (name, values) in enumerate(series.items()):
+        for i, vals in enumerate(values):
+            x = i + (j - (len(series) - 1) / 2) * width
+            if not vals:
+                continue
+            ax.bar(x, sum(vals) / len(vals), width * 0.9, color=f"C{j}", label=name if i == 0 else None)
+            ax.plot([x] * len(vals), vals, "o", color="black", ms=3)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=len(series), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def scatter(points: Mapping[str, Sequence[float]], xlabels: Sequence[str], ylabel: str, *,
+            links: Sequence[tuple[str, str]] = (), log_x: bool = False) -> Any:
+    """One panel per x quantity, labelled points: ``points[label] = (x_1, ..., x_k, y)`` for the k ``xlabels``.
+    Each pair in ``links`` (two labels, e.g. nets to compare) is joined by a dashed line."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(xlabels), figsize=(5.5 * len(xlabels), 4), sharey=True, squeeze=False)
+    for k, (ax, xlabel) in enumerate(zip(axes[0], xlabels, strict=True)):
+        for a, b in links:
+            if a in points and b in points:
+                ax.plot([points[a][k], points[b][k]], [points[a][-1], points[b][-1]], "--", color="0.6", lw=1)
+        for i, (label, values) in enumerate(points.items()):
+            ax.plot([values[k]], [values[-1]], "o", color=f"C{i}", ms=7)
+            ax.annotate(label, (values[k], values[-1]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig

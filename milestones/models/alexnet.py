@@ -32,6 +32,13 @@ Options for small data, recorded in the recipe rather than in the name:
     the ``quick`` compare suite (2 epochs on 5,000 CIFAR-10 images) 10.0% test accuracy with the paper's init,
     32.5% with He init. The CIFAR recipe uses it.
 
+Options for ablations (the ``alexnet-ablations`` experiment), each the paper's behaviour by default:
+  * ``dropout=0``: no dropout on FC6 and FC7 (§4.2); ``lrn=False``: no LRN after conv1 and conv2 (§3.3).
+  * ``overlap=False``: non-overlapping 2x2/2 max-pooling (z = s = 2) instead of 3x3/2 (z = 3, s = 2), the comparison
+    of §3.4. At 227x227 both give 27, 13 and 6 pixel maps, as the paper says ("output of equivalent dimensions"); at
+    32x32 with the CIFAR stem they do not: 16/8/4 instead of 15/7/3, so FC6 reads 4,096 inputs instead of 2,304.
+  * ``widths`` and ``hidden`` (config fields): narrower conv layers and FC6/FC7, for runs that must fit a CPU budget.
+
 Differences from the paper:
   * The towers live on one device as channel halves (tower 1 = the first half of every layer's maps); the arithmetic
     is identical to the two-GPU model, including LRN, which like cuda-convnet's per-GPU ``cmrnorm`` layers sums only
@@ -76,6 +83,7 @@ class AlexNetConfig:
     dropout_first: bool             # torchvision drops FC6's and FC7's inputs; the paper drops their outputs
     img_size: int                   # the input side FC6's input size is derived from
     hidden: int = 4096
+    overlap: bool = True            # max-pool 3x3/2 (§3.4); False: the 2x2/2 pooling the paper compares it with
 
 
 VARIANTS = {
@@ -100,7 +108,7 @@ STRIDES = (4, 1, 1, 1, 1)
 PADDINGS = (None, 2, 1, 1, 1)
 CROSS_TOWER = (True, False, True, False, False)  # conv1 reads the image, conv3 the maps of both GPUs (§3.5)
 POOL_AFTER = (True, True, False, False, True)  # overlapping max-pool 3x3/2 (§3.4)
-POOL_KERNEL, POOL_STRIDE = 3, 2
+POOL_KERNEL, POOL_STRIDE = 3, 2  # z = 3, s = 2; overlap=False: z = s = 2
 
 
 class TowerLRN(nn.LocalResponseNorm):
@@ -120,24 +128,25 @@ class TowerLRN(nn.LocalResponseNorm):
 
 
 class ConvLayer(nn.Sequential):
-    """One convolutional layer of Figure 2: conv -> ReLU [-> LRN] [-> max-pool 3x3/2]."""
+    """One convolutional layer of Figure 2: conv -> ReLU [-> LRN] [-> max-pool, 3x3/2 as published]."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, padding: int, *, groups: int, lrn: bool,
-                 pool: bool, towers: int) -> None:
+                 pool: int, towers: int) -> None:
         super().__init__()
         self.add_module("conv", nn.Conv2d(in_ch, out_ch, kernel, stride, padding, groups=groups))
         self.add_module("relu", nn.ReLU(inplace=True))
         if lrn:
             self.add_module("lrn", TowerLRN(towers))
-        if pool:
-            self.add_module("pool", nn.MaxPool2d(POOL_KERNEL, POOL_STRIDE))
+        if pool:  # the pooling window z (0: no pooling); stride s = 2 always
+            self.add_module("pool", nn.MaxPool2d(pool, POOL_STRIDE))
 
 
-def _pool5_side(size: int, geometry: list[tuple[int, int, int]]) -> int:
-    """Side of pool5's maps for a ``size`` x ``size`` input, given each conv's (kernel, stride, padding)."""
+def _pool5_side(size: int, geometry: list[tuple[int, int, int]], window: int = POOL_KERNEL) -> int:
+    """Side of pool5's maps for a ``size`` x ``size`` input, given each conv's (kernel, stride, padding) and the
+    pooling window."""
     for (k, s, p), pool in zip(geometry, POOL_AFTER, strict=True):
         size = (size + 2 * p - k) // s + 1
-        size = (size - POOL_KERNEL) // POOL_STRIDE + 1 if pool else size
+        size = (size - window) // POOL_STRIDE + 1 if pool else size
     return size
 
 
@@ -151,22 +160,30 @@ class AlexNet(nn.Module):
             raise ConfigError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if init not in ("paper", "kaiming"):
             raise ConfigError(f"init must be 'paper' or 'kaiming', got {init!r}")
+        for name in ("lrn", "overlap"):
+            if not isinstance(getattr(cfg, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
         self.init = init
+        if len(cfg.widths) != len(KERNELS):
+            raise ConfigError(f"widths must give the {len(KERNELS)} conv layers' channels, got {cfg.widths!r}")
         if any(w % cfg.towers for w in cfg.widths):
             raise ConfigError(f"every width in {cfg.widths} must split into {cfg.towers} towers")
         # stem="cifar": 5x5/1 conv1 with padding 2, as in cuda-convnet's CIFAR-10 nets (layers-18pct.cfg).
         geometry = [(5, 1, 2) if stem == "cifar" else (KERNELS[0], STRIDES[0], cfg.conv1_padding)]
         geometry += list(zip(KERNELS[1:], STRIDES[1:], PADDINGS[1:], strict=True))
-        side = _pool5_side(cfg.img_size, geometry)
+        window = POOL_KERNEL if cfg.overlap else POOL_STRIDE
+        side = _pool5_side(cfg.img_size, geometry, window)
         if side < 1:
-            smallest = next(n for n in range(1, 1024) if _pool5_side(n, geometry) >= 1)
+            smallest = next(n for n in range(1, 1024) if _pool5_side(n, geometry, window) >= 1)
             hint = ", or stem='cifar' for 32x32 inputs" if stem == "imagenet" else ""
             raise ConfigError(f"img_size={cfg.img_size} is too small for the {stem} stem (pool5 would be empty); "
                               f"use img_size >= {smallest}{hint}")
         layers, in_ch = [], in_chans
         for i, (width, (k, s, p)) in enumerate(zip(cfg.widths, geometry, strict=True)):
             layers.append(ConvLayer(in_ch, width, k, s, p, groups=1 if CROSS_TOWER[i] else cfg.towers,
-                                    lrn=cfg.lrn and i < 2, pool=POOL_AFTER[i], towers=cfg.towers))
+                                    lrn=cfg.lrn and i < 2, pool=window if POOL_AFTER[i] else 0, towers=cfg.towers))
             in_ch = width
         self.stages = nn.Sequential(*layers)
         self.grid = side  # pool5's side at img_size; FC6 reads in_ch * grid^2 values

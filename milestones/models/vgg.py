@@ -27,6 +27,11 @@ Options, recorded in the recipe rather than in the name:
     CIFAR gives a 512-input FC6. Another input size raises a clear error.
   * ``head="gap"``: global average pooling and one linear layer instead of FC6-FC8 (about 14.7M parameters for D
     instead of 138M), for the experiment on how much VGG owes to its FC layers; it takes any input of 32 px or more.
+  * ``kernels`` and ``widths`` (config fields): the kernel size of every conv, stage by stage, and each stage's
+    channels. ``kernels=((5,),) * 5`` on B (``vgg13``) is the shallow net of §4.1, B with each pair of 3x3 convs
+    replaced by one 5x5 conv of the same receptive field (top-1 error "7% higher" than B's); the ``small-filters``
+    experiment also builds one 7x7 conv per stage against three 3x3 convs. Kernel sizes must be odd, so that
+    padding k // 2 keeps the resolution.
 
 Differences from the paper:
   * Initialisation: Glorot & Bengio (2010) uniform weights and zero biases for every variant, which the paper notes
@@ -138,6 +143,12 @@ class VGG(nn.Module):
         super().__init__()
         if head not in ("fc", "gap"):
             raise ConfigError(f"head must be 'fc' or 'gap', got {head!r}")
+        if len(cfg.kernels) != len(cfg.widths) or not all(cfg.kernels):
+            raise ConfigError(f"kernels must list at least one kernel size for each of the {len(cfg.widths)} stages "
+                              f"of widths={tuple(cfg.widths)}, got {cfg.kernels!r}")
+        if any(not isinstance(k, int) or k < 1 or k % 2 == 0 for ks in cfg.kernels for k in ks):
+            raise ConfigError(f"kernel sizes must be odd positive integers (padding k // 2 keeps the resolution), got "
+                              f"{cfg.kernels!r}")
         stages, in_ch = [], in_chans
         for i, (width, kernels) in enumerate(zip(cfg.widths, cfg.kernels, strict=True)):
             stages.append(VGGStage(in_ch, width, kernels, batch_norm=cfg.batch_norm, lrn=cfg.lrn and i == 0))
