@@ -8,7 +8,7 @@ full (paper-scale, GPU) mode; ``milestones experiment list`` shows them, ``miles
 
 from __future__ import annotations
 
-from . import degradation  # noqa: F401  (registers)
+from . import degradation, googlenet_aux, inception_1x1, vgg_fc_heads  # noqa: F401  (registers)
 from .base import (
     MODES,
     Analysis,

@@ -63,3 +63,32 @@ def series(data: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def bars(categories: Sequence[str], data: Mapping[str, Sequence[float]], ylabel: str, *, log: bool = False,
+         ax: Any = None, annotate: bool = False) -> Any:
+    """Grouped bars: one group per category, one bar (colour) per series in ``data``. Draws into ``ax`` if given
+    (and returns its figure), else into a new figure."""
+    plt = _plt()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(data), 1)
+    for i, (label, values) in enumerate(data.items()):
+        xs = [j + (i - (len(data) - 1) / 2) * width for j in range(len(categories))]
+        drawn = ax.bar(xs, values, width, label=label, color=f"C{i}")
+        if annotate:
+            ax.bar_label(drawn, labels=[f"{v:.3g}" for v in values], fontsize=7, padding=1)
+    ax.set_xticks(range(len(categories)), categories)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def panels(n: int, *, width: float = 5.0, height: float = 4.0) -> tuple[Any, list[Any]]:
+    """A figure with ``n`` side-by-side axes."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])
