@@ -166,8 +166,8 @@ def analyse(ctx: Context) -> Analysis:
                                          acc.get("head-gap"), acc.get("head-fc"), n_test, ctx.mode)
     findings.insert(0, _reduction_finding(mods, g, nr))
     figures = [Figure("module_costs.png", "Parameters and multiply-adds of each Inception module of the 224x224 net "
-                      "with its 1x1 reductions (the paper's), without them (pool projection kept) and as the naive "
-                      "Figure 2a module (no pool projection either); log scale.", _module_figure(mods))]
+                      "with its 1x1 reductions (the paper's) and without them (pool projection kept); the factor "
+                      "over each pair is the cost without over the cost with.", _module_figure(mods))]
     if curves:
         figures.append(Figure("heads_training.png", "CIFAR-10 training error per step (smoothed; thin: raw) and test "
                               "error per epoch (markers) with the paper's average-pool head and with an FC head.",
@@ -248,17 +248,17 @@ def _verdict(googlenet: float, alexnet: float, vgg16: float, acc_gap: float | No
 
 
 def _module_figure(mods: list[dict[str, Any]]) -> Any:
-    fig, (left, right) = plots.panels(2, width=6.0)
+    """Per module, with and without the 1x1 reductions, the ratio written over each pair."""
+    fig, axes = plots.panels(2, width=6.0)
     names = [r["module"] for r in mods]
-    series = {"with 1x1 reductions (paper)": "", "without (pool proj. kept)": "_nored", "naive Fig. 2a": "_naive"}
-    plots.bars(names, {k: [r[f"params{s}"] / 1e6 for r in mods] for k, s in series.items()}, "parameters (M)",
-               log=True, ax=left)
-    plots.bars(names, {k: [r[f"macs{s}"] / 1e6 for r in mods] for k, s in series.items()}, "multiply-adds (M)",
-               log=True, ax=right)
-    left.set_title("parameters per module")
-    right.set_title("multiply-adds per module (224x224 net)")
-    left.set_xlabel("Inception module")
-    right.set_xlabel("Inception module")
+    for ax, key, unit in ((axes[0], "params", "parameters (M)"), (axes[1], "macs", "multiply-adds (M)")):
+        paper, nored = [r[key] / 1e6 for r in mods], [r[f"{key}_nored"] / 1e6 for r in mods]
+        plots.bars(names, {"with 1x1 reductions (paper)": paper, "without (pool projection kept)": nored}, unit,
+                   ax=ax)
+        for i, (a, b) in enumerate(zip(paper, nored, strict=True)):
+            ax.text(i + 0.2, b, f"{b / a:.1f}x", ha="center", va="bottom", fontsize=7)
+        ax.set_xlabel("Inception module (224x224 net)")
+        ax.set_title(f"{unit.split(' ')[0]} per module")
     fig.tight_layout()
     return fig
 

@@ -167,21 +167,22 @@ def _verdict(acc: dict[str, float], n_test: int, mode: str) -> tuple[str, str, l
 
 
 def _cost_figure(costs: dict[str, dict[str, int]]) -> Any:
-    fig, (left, right) = plots.panels(2, width=5.5)
+    """Parameters and multiply-adds at 224x224, each bar split into the conv stages and the head."""
+    fig, axes = plots.panels(2, width=5.5)
     heads = list(HEADS)
-    conv = [costs[f"{h}@224"]["conv"] / 1e6 for h in heads]
-    head = [(costs[f"{h}@224"]["params"] - costs[f"{h}@224"]["conv"]) / 1e6 for h in heads]
-    left.bar(heads, conv, label="conv stages", color="C0")
-    left.bar(heads, head, bottom=conv, label="head (FC / linear)", color="C1")
-    for i, (c, h) in enumerate(zip(conv, head, strict=True)):
-        left.text(i, c + h, f"{c + h:.1f}M", ha="center", va="bottom", fontsize=8)
-    left.set_ylabel("parameters (M)")
-    left.set_title("parameters, VGG-16 at 224x224")
-    left.legend(fontsize=8)
-    left.grid(True, axis="y", alpha=0.3)
-    plots.bars(heads, {"224x224 (G)": [costs[f"{h}@224"]["macs"] / 1e9 for h in heads]}, "multiply-adds (G)",
-               ax=right, annotate=True)
-    right.set_title("multiply-adds, VGG-16 at 224x224")
+    for ax, key, scale, unit in ((axes[0], "", 1e6, "parameters (M)"), (axes[1], "macs", 1e9, "multiply-adds (G)")):
+        total = [costs[f"{h}@224"][key or "params"] / scale for h in heads]
+        conv = [costs[f"{h}@224"][f"conv_{key}" if key else "conv"] / scale for h in heads]
+        ax.bar(heads, conv, label="conv stages", color="C0")
+        ax.bar(heads, [t - c for t, c in zip(total, conv, strict=True)], bottom=conv, label="head", color="C1")
+        for i, (t, c) in enumerate(zip(total, conv, strict=True)):
+            ax.text(i, t, f"{t:.1f} ({100 * (t - c) / t:.2g}% head)", ha="center", va="bottom", fontsize=8)
+        ax.set_ylim(0, 1.12 * max(total))
+        ax.set_ylabel(unit)
+        ax.set_xlabel("head")
+        ax.set_title(f"{unit.split(' ')[0]}, VGG-16 at 224x224")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="center right", framealpha=0.9)
     fig.tight_layout()
     return fig
 
