@@ -70,6 +70,12 @@ def test_vgg_verdict() -> None:
     assert v({"fc": 60.0, "gap": 58.5}, 2000, "quick")[0] == "reproduced"
     assert v({"fc": 60.0, "gap": 58.5}, 100_000, "full")[0] == "not reproduced"
     assert v({"gap": 60.0}, 2000, "quick")[0] == "not testable here"
+    # the GAP head fails at the recipe's lr but matches at the diagnostic lower one: says so
+    verdict, reason, findings = v({"fc": 38.5, "gap": 12.8, "gap_fc": 42.9, "gap-lr0.02": 40.0}, 2000, "quick")
+    assert verdict == "partly reproduced" and "stability" in reason
+    assert "optimisation problem" in findings[-1]
+    verdict, reason, findings = v({"fc": 38.5, "gap": 12.8, "gap_fc": 42.9, "gap-lr0.02": 14.0}, 2000, "quick")
+    assert "stability" not in reason and "does not rescue" in findings[-1]
 
 
 def _steps(errors: list[float]) -> list[dict[str, float]]:
