@@ -114,6 +114,10 @@ def _m(n: float) -> str:
     return f"{n / 1e6:.2f}M"
 
 
+def _mm(n: float) -> str:
+    return f"{n / 1e6:,.0f}"
+
+
 def analyse(ctx: Context) -> Analysis:
     mods = ctx.cached("module_costs", module_costs)
     nets = ctx.cached("network_costs", network_costs)
@@ -121,25 +125,24 @@ def analyse(ctx: Context) -> Analysis:
     for r in mods:
         rows.append({"what": f"Inception {r['module']}", "input (C x H x W)": r["input"], "params": _m(r["params"]),
                      "params without 1x1": _m(r["params_nored"]), "x params": round(r["params_nored"] / r["params"], 2),
-                     "MMACs": round(r["macs"] / 1e6, 1), "MMACs without 1x1": round(r["macs_nored"] / 1e6, 1),
+                     "MMACs": _mm(r["macs"]), "MMACs without 1x1": _mm(r["macs_nored"]),
                      "x MACs": round(r["macs_nored"] / r["macs"], 2),
-                     "naive Fig. 2a: params / MMACs / out ch": f"{_m(r['params_naive'])} / "
-                                                              f"{r['macs_naive'] / 1e6:.0f} / {r['out_naive']}"})
+                     "out channels (naive Fig. 2a)": f"{r['out']} ({r['out_naive']})"})
     g, nr = nets["googlenet"], nets["googlenet, no 1x1 reductions"]
     rows.append({"what": "all nine modules", "params": _m(sum(r["params"] for r in mods)),
                  "params without 1x1": _m(sum(r["params_nored"] for r in mods)),
                  "x params": round(sum(r["params_nored"] for r in mods) / sum(r["params"] for r in mods), 2),
-                 "MMACs": round(sum(r["macs"] for r in mods) / 1e6, 1),
-                 "MMACs without 1x1": round(sum(r["macs_nored"] for r in mods) / 1e6, 1),
+                 "MMACs": _mm(sum(r["macs"] for r in mods)),
+                 "MMACs without 1x1": _mm(sum(r["macs_nored"] for r in mods)),
                  "x MACs": round(sum(r["macs_nored"] for r in mods) / sum(r["macs"] for r in mods), 2)})
     rows.append({"what": f"GoogLeNet, {g['layers']} layers", "input (C x H x W)": "3x224x224",
                  "params": _m(g["params"]),
                  "params without 1x1": _m(nr["params"]), "x params": round(nr["params"] / g["params"], 2),
-                 "MMACs": round(g["macs"] / 1e6, 1), "MMACs without 1x1": round(nr["macs"] / 1e6, 1),
+                 "MMACs": _mm(g["macs"]), "MMACs without 1x1": _mm(nr["macs"]),
                  "x MACs": round(nr["macs"] / g["macs"], 2)})
     for key, size in (("googlenet, FC head", 224), ("alexnet", 227), ("vgg16", 224)):
         rows.append({"what": key, "input (C x H x W)": f"3x{size}x{size}", "params": _m(nets[key]["params"]),
-                     "MMACs": round(nets[key]["macs"] / 1e6, 1)})
+                     "MMACs": _mm(nets[key]["macs"])})
     acc: dict[str, float] = {}
     curves = {}
     n_test = 0
@@ -152,7 +155,7 @@ def analyse(ctx: Context) -> Analysis:
             accs = [100 * o.summary["final_test_acc"] for o in outs]
             acc[spec.label] = sum(accs) / len(accs)
             n_test = _n_test(ctx)
-            row.update({"input (C x H x W)": "3x32x32", "params": _m(s["params"]), "MMACs": round(s["macs"] / 1e6, 1),
+            row.update({"input (C x H x W)": "3x32x32", "params": _m(s["params"]), "MMACs": _mm(s["macs"]),
                         "test acc %": _mean_std(accs), "img/s": round(sum(o.summary["img_per_s"] for o in outs)
                                                                        / len(outs))})
             steps = ctx.records(outs[0], "step_metrics")
@@ -173,7 +176,7 @@ def analyse(ctx: Context) -> Analysis:
                               "error per epoch (markers) with the paper's average-pool head and with an FC head.",
                               plots.error_panels(curves, ["head"])))
     columns = ["what", "input (C x H x W)", "params", "params without 1x1", "x params", "MMACs", "MMACs without 1x1",
-               "x MACs", "naive Fig. 2a: params / MMACs / out ch", "test acc %", "img/s"]
+               "x MACs", "out channels (naive Fig. 2a)", "test acc %", "img/s"]
     return Analysis(rows=rows, verdict=verdict, reason=reason, columns=columns, findings=findings, figures=figures)
 
 
