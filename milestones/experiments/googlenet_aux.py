@@ -133,6 +133,7 @@ def analyse(ctx: Context) -> Analysis:
     columns = ["run", "batch norm", "aux heads", "params (training)", "img/s", "train err % (first half)",
                "train err % (last 20%)", "test acc %", "grad norm first conv (median)", "grad norm classifier (median)",
                "status"]
+    rows = [{c: r.get(c) for c in columns} for r in rows]  # every row has every column (results.csv)
     return Analysis(rows=rows, verdict=verdict, reason=reason, columns=columns, findings=findings, figures=figures)
 
 

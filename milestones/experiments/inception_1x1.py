@@ -177,6 +177,7 @@ def analyse(ctx: Context) -> Analysis:
                               plots.error_panels(curves, ["head"])))
     columns = ["what", "input (C x H x W)", "params", "params without 1x1", "x params", "MMACs", "MMACs without 1x1",
                "x MACs", "out channels (naive Fig. 2a)", "test acc %", "img/s"]
+    rows = [{c: r.get(c) for c in columns} for r in rows]  # every row has every column (results.csv)
     return Analysis(rows=rows, verdict=verdict, reason=reason, columns=columns, findings=findings, figures=figures)
 
 

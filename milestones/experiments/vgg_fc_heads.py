@@ -147,6 +147,7 @@ def analyse(ctx: Context) -> Analysis:
     columns = ["head", "params @224", "head share of params @224", "GMACs @224", "head share of MACs @224",
                "weights+grads+momentum @224 (MB)", "params @32 (10 classes)", "MMACs @32", "params trained",
                "img/s trained", "max train loss (step)", "train acc %", "test acc %", "status"]
+    rows = [{c: r.get(c) for c in columns} for r in rows]  # every row has every column (results.csv)
     return Analysis(rows=rows, verdict=verdict, reason=reason, columns=columns, findings=findings, figures=figures)
 
 
