@@ -104,7 +104,7 @@ def test_aux_verdict() -> None:
     v = googlenet_aux._verdict
     verdict, reason, findings = v(stats(70.0, 70.5), acc, 1000, "quick")
     assert verdict == "partly reproduced"  # no early speed-up; a 0.5-point final gain is noise on 1,000 images
-    assert reason.startswith("Without batch norm they help (40.0% vs 35.0%") and "within noise" in reason
+    assert reason.startswith("Without batch norm the aux heads help (40.0% vs 35.0%") and "within noise" in reason
     assert any("more gradient at the first layer without batch norm (3.00x) than with it (1.10x)" in f
                for f in findings)
     assert v(stats(70.0, 70.5), {**acc, "bn-aux": 65.0}, 10_000, "full")[0] == "reproduced"

@@ -61,7 +61,9 @@ def setup(mode: str) -> Setup:
     if mode == "quick":
         notes += ["**Shrunk:** the 16x16-grid CIFAR stem (`stem=cifar16`, as the `quick` compare suite: 5b works at "
                   "4x4, so the FC head reads 4x4x1024 = 16,384 values), 2 epochs on a class-balanced 5,000-image "
-                  "subset, test on 2,000 images, one seed. The `head-gap` run is the quick suite's GoogLeNet run."]
+                  "subset, test on 2,000 images, one seed. `head-gap` has the settings of the quick compare suite's "
+                  "GoogLeNet run, which reached 34.75% there (docs/compare/quick, 2 torch threads, so not "
+                  "bit-identical): a measure of the run-to-run spread at this scale."]
     elif mode == "smoke":
         notes += ["Smoke test: 256 images, one epoch; the numbers mean nothing."]
     else:
@@ -140,8 +142,9 @@ def analyse(ctx: Context) -> Analysis:
                  "params without 1x1": _m(nr["params"]), "x params": round(nr["params"] / g["params"], 2),
                  "MMACs": _mm(g["macs"]), "MMACs without 1x1": _mm(nr["macs"]),
                  "x MACs": round(nr["macs"] / g["macs"], 2)})
-    for key, size in (("googlenet, FC head", 224), ("alexnet", 227), ("vgg16", 224)):
-        rows.append({"what": key, "input (C x H x W)": f"3x{size}x{size}", "params": _m(nets[key]["params"]),
+    for key, size, shown in (("googlenet, FC head", 224, "GoogLeNet, FC head"), ("alexnet", 227, "AlexNet"),
+                             ("vgg16", 224, "VGG-16")):
+        rows.append({"what": shown, "input (C x H x W)": f"3x{size}x{size}", "params": _m(nets[key]["params"]),
                      "MMACs": _mm(nets[key]["macs"])})
     acc: dict[str, float] = {}
     curves = {}
@@ -178,7 +181,8 @@ def analyse(ctx: Context) -> Analysis:
     columns = ["what", "input (C x H x W)", "params", "params without 1x1", "x params", "MMACs", "MMACs without 1x1",
                "x MACs", "out channels (naive Fig. 2a)", "test acc %", "img/s"]
     rows = [{c: r.get(c) for c in columns} for r in rows]  # every row has every column (results.csv)
-    return Analysis(rows=rows, verdict=verdict, reason=reason, columns=columns, findings=findings, figures=figures)
+    return Analysis(rows=rows, verdict=verdict, reason=reason[:1].upper() + reason[1:], columns=columns,
+                    findings=findings, figures=figures)
 
 
 def _n_test(ctx: Context) -> int:
