@@ -235,6 +235,46 @@ def test_vgg_gap_head() -> None:
         assert model(x).shape == (1, 4)
 
 
+def _vgg_conv_params(kernels: tuple[tuple[int, ...], ...], widths: tuple[int, ...]) -> int:
+    """Closed form: every conv has k*k*in*out weights and out biases."""
+    total, c_in = 0, 3
+    for width, ks in zip(widths, kernels, strict=True):
+        for k in ks:
+            total += k * k * c_in * width + width
+            c_in = width
+    return total
+
+
+@pytest.mark.parametrize("img_size", [224, 32])
+@pytest.mark.parametrize("widths", [(64, 128, 256, 512, 512), (32, 64, 128, 256, 256)])
+def test_vgg_heads_against_closed_form(img_size: int, widths: tuple[int, ...]) -> None:
+    """The three heads of D: paper FC6-FC8 (138,357,544 at 224), GAP + linear, GAP + one hidden FC + linear."""
+    d = ((3, 3), (3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3))
+    hidden, k, c = 4096 * widths[0] // 64, 1000, widths[-1]
+    conv = _vgg_conv_params(d, widths)
+    grid = img_size // 32
+    fc = (c * grid**2 * hidden + hidden) + (hidden * hidden + hidden) + (hidden * k + k)
+    expect = {"fc": conv + fc, "gap": conv + c * k + k, "gap_fc": conv + (c * hidden + hidden) + (hidden * k + k)}
+    for head, params in expect.items():
+        with torch.device("meta"):
+            model = create_model("vgg16", head=head, img_size=img_size, widths=widths, hidden=hidden)
+        assert count_params(model) == params, head
+    if widths[0] == 64 and img_size == 224:
+        assert expect["fc"] == 138_357_544 and expect["gap"] == 15_227_688 and expect["gap_fc"] == 20_912_936
+
+
+def test_vgg_gap_fc_head() -> None:
+    torch.manual_seed(0)
+    model = create_model("vgg11", head="gap_fc", hidden=64, num_classes=10).eval()
+    assert [n for n, _ in model.pre_logits.named_children()] == ["fc6", "relu6", "drop6"]
+    x = torch.randn(2, 3, 48, 48)  # any size of 32 px or more: the head sees pooled maps
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (2, 64)
+        assert model(x).shape == (2, 10)
+    with pytest.raises(ConfigError, match="head must be 'fc', 'gap' or 'gap_fc', got 'avg'"):
+        create_model("vgg11", head="avg")
+
+
 def test_vgg_img_size() -> None:
     with torch.device("meta"):
         assert create_model("vgg16", img_size=32).pre_logits.fc6.in_features == 512

@@ -311,3 +311,41 @@ def test_perturbed_conversion_fails_parity(googlenet_reference, perturb: Perturb
     state, x, expected = googlenet_reference
     conv = get_converter("googlenet")
     check_perturbation(lambda: create_model(conv.target, **conv.target_kwargs), state, perturb, x, expected)
+
+
+def test_no_reductions_against_closed_form() -> None:
+    """reductions=False (Figure 2a, pool projection kept): each module's 3x3 and 5x5 convolutions read all its input
+    channels; output widths, and so every other layer, are unchanged. Counted from TABLE1 alone."""
+    extra = 0
+    for c_in, _, r3, c3, r5, c5, _, _ in TABLE1.values():
+        with_red = (c_in * r3 + r3) + (9 * r3 * c3 + c3) + (c_in * r5 + r5) + (25 * r5 * c5 + c5)
+        extra += (9 * c_in * c3 + c3) + (25 * c_in * c5 + c5) - with_red
+    with torch.device("meta"):
+        model = create_model("googlenet", reductions=False)
+    assert count_params(model) == 6_998_552 + extra == 25_305_944
+    block = _inceptions(model)["4a"]
+    assert [len(block.branch2), len(block.branch3)] == [1, 1] and block.branch3[0].conv.in_channels == 480
+    assert block.out_channels == TABLE1_OUT["4a"]
+    with pytest.raises(ConfigError, match="reductions must be true or false"):
+        create_model("googlenet", reductions="no")
+
+
+@pytest.mark.parametrize(("stem", "img_size", "grid"), [("imagenet", 224, 7), ("cifar", 32, 8), ("cifar16", 32, 4)])
+def test_fc_head(stem: str, img_size: int, grid: int) -> None:
+    """head="fc": FC 1024 on the flattened 1024 x grid x grid maps, then the same dropout and classifier."""
+    with torch.device("meta"):
+        gap = create_model("googlenet", stem=stem, num_classes=10)
+        fc = create_model("googlenet", stem=stem, num_classes=10, head="fc", img_size=img_size)
+    assert count_params(fc) - count_params(gap) == 1024 * grid * grid * 1024 + 1024
+    torch.manual_seed(0)
+    model = create_model("googlenet_tv", stem=stem, num_classes=10, head="fc", img_size=img_size, aux_logits=True,
+                         aux_pool="adaptive").eval()
+    x = torch.randn(1, 3, img_size, img_size)
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (1, 1024) and model(x).shape == (1, 10)
+        logits, aux = model.forward_with_aux(x)
+        assert logits.shape == (1, 10) and len(aux) == 2
+        with pytest.raises(ConfigError, match=f"img_size={img_size + 64}"):
+            model(torch.randn(1, 3, img_size + 64, img_size + 64))
+    with pytest.raises(ConfigError, match="head must be 'gap'"):
+        create_model("googlenet", head="avg")

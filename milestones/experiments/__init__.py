@@ -11,9 +11,12 @@ from __future__ import annotations
 from . import (  # noqa: F401  (registers)
     alexnet_ablations,
     degradation,
+    googlenet_aux,
     handcrafted_vs_learned,
+    inception_1x1,
     relu_vs_tanh,
     small_filters,
+    vgg_fc_heads,
 )
 from .base import (
     MODES,

@@ -132,7 +132,7 @@ def analyse(ctx: Context) -> Analysis:
     if ok:
         figures.append(Figure("errors.png", "Final training error (eval mode), test error and their gap per variant; "
                               "bars are the mean over seeds, dots the seeds.",
-                              plots.bars(ok, {
+                              plots.seed_bars(ok, {
                                   "train err %": [[m["train"] for m in per_seed[v]] for v in ok],
                                   "test err %": [[m["test"] for m in per_seed[v]] for v in ok],
                                   "gap (test - train)": [[m["test"] - m["train"] for m in per_seed[v]] for v in ok],

@@ -15,11 +15,6 @@ def _plt() -> Any:
     return plt
 
 
-def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend, for experiments that draw a figure of their own."""
-    return _plt()
-
-
 def smooth(values: Sequence[float], window: int) -> list[float]:
     """Trailing moving average over ``window`` values (shorter at the start)."""
     out, total = [], 0.0
@@ -70,6 +65,40 @@ def series(data: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: 
     return fig
 
 
+def bars(categories: Sequence[str], data: Mapping[str, Sequence[float]], ylabel: str, *, log: bool = False,
+         ax: Any = None, annotate: bool = False) -> Any:
+    """Grouped bars: one group per category, one bar (colour) per series in ``data``. Draws into ``ax`` if given
+    (and returns its figure), else into a new figure."""
+    plt = _plt()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(data), 1)
+    for i, (label, values) in enumerate(data.items()):
+        xs = [j + (i - (len(data) - 1) / 2) * width for j in range(len(categories))]
+        drawn = ax.bar(xs, values, width, label=label, color=f"C{i}")
+        if annotate:
+            ax.bar_label(drawn, labels=[f"{v:.3g}" for v in values], fontsize=7, padding=1)
+    ax.set_xticks(range(len(categories)), categories)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def panels(n: int, *, width: float = 5.0, height: float = 4.0) -> tuple[Any, list[Any]]:
+    """A figure with ``n`` side-by-side axes."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, for experiments that draw a figure of their own."""
+    return _plt()
+
+
 def paired_bars(labels: Sequence[str], ours: Sequence[float], paper: Sequence[float | None], xlabel: str, *,
                 log: bool = True) -> Any:
     """Horizontal bars, ours beside the paper's value for each label (``None``: the paper has no entry)."""
@@ -101,6 +130,32 @@ def paired_bars(labels: Sequence[str], ours: Sequence[float], paper: Sequence[fl
     ax.set_xlabel(xlabel)
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def kernel_grid(rows: Mapping[str, Mapping[str, Any]], title: str = "") -> Any:
+    """One row of small images per entry of ``rows`` (row title -> {kernel name: 2-D array}); each kernel on its own
+    symmetric red (positive) / blue (negative) scale."""
+    import numpy as np
+
+    plt = _plt()
+    cols = max(len(r) for r in rows.values())
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.45 * cols, 1.75 * len(rows) + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (row_title, kernels) in enumerate(rows.items()):
+        for c, (name, k) in enumerate(kernels.items()):
+            k = np.asarray(k, dtype=float)
+            lim = float(np.abs(k).max()) or 1.0
+            axes[r, c].imshow(k, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            axes[r, c].set_title(name, fontsize=8)
+        axes[r, 0].text(-0.15, 0.5, row_title, transform=axes[r, 0].transAxes, rotation=90, ha="right",
+                        va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def against_reference(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
@@ -131,29 +186,7 @@ def against_reference(curves: Mapping[str, tuple[Sequence[float], Sequence[float
     return fig
 
 
-def kernel_grid(rows: Mapping[str, Mapping[str, Any]], title: str = "") -> Any:
-    """One row of small images per entry of ``rows`` (row title -> {kernel name: 2-D array}); each kernel on its own
-    symmetric red (positive) / blue (negative) scale."""
-    import numpy as np
-
-    plt = _plt()
-    cols = max(len(r) for r in rows.values())
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.45 * cols, 1.75 * len(rows) + 0.5), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for r, (row_title, kernels) in enumerate(rows.items()):
-        for c, (name, k) in enumerate(kernels.items()):
-            k = np.asarray(k, dtype=float)
-            lim = float(np.abs(k).max()) or 1.0
-            axes[r, c].imshow(k, cmap="RdBu_r", vmin=-lim, vmax=lim)
-            axes[r, c].set_title(name, fontsize=8)
-        axes[r, 0].text(-0.15, 0.5, row_title, transform=axes[r, 0].transAxes, rotation=90, ha="right",
-                        va="center", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=9)
-
-
-def bars(groups: Sequence[str], series: Mapping[str, Sequence[Sequence[float]]], ylabel: str) -> Any:
+def seed_bars(groups: Sequence[str], series: Mapping[str, Sequence[Sequence[float]]], ylabel: str) -> Any:
     """Grouped bars: for each group (x position) one bar per series at the mean of its values, with each value
     (one per seed) as a dot. ``series[name][i]`` holds group ``i``'s values."""
     plt = _plt()

@@ -44,9 +44,21 @@ Differences from the paper:
     3x3s); ours keeps the stem's other layers and every Inception module unchanged. That costs 1.56 GMACs per 32x32
     image, as much as the paper's net at 224x224.
   * ``stem="cifar16"``: the same with the 3x3 convolution at stride 2, so 3a works at 16x16 and 5b at 4x4: a quarter
-    of the multiply-adds (0.39 G), for CPU-sized comparisons (the ``quick`` compare suite). No auxiliary heads.
+    of the multiply-adds (0.39 G), for CPU-sized comparisons (the ``quick`` compare suite). 4a and 4d work at 8x8, too
+    small for the paper's auxiliary pool: auxiliary heads need ``aux_pool="adaptive"`` there (pool to 4x4).
   * ``num_classes`` and ``in_chans`` are options; the config fields (``batch_norm``, ``lrn``, ``dropout``, ...) can be
     overridden through ``create_model`` for ablations.
+
+Ablation options (the paper's design is the default; used by the ``inception-1x1`` experiment):
+  * ``reductions=False`` (config field): no 1x1 reductions before the 3x3 and 5x5 convolutions, which then read the
+    module's full input (the "naive" module of Figure 2a); the pool projection stays, so every module keeps its Table 1
+    output width and the rest of the network is unchanged: 25,305,944 parameters and 4.43 GMACs at 224 instead of
+    6,998,552 and 1.58.
+  * ``head="fc"`` (builder option; default ``"gap"``, the paper's average pool): the alternative §5 compares against
+    ("a move from fully connected layers to average pooling improved the top-1 accuracy by about 0.6%"), which the
+    paper does not specify. Ours: the final maps flattened (7x7x1024 at 224) -> FC 1024 + ReLU -> the same dropout and
+    linear classifier, i.e. the auxiliary heads' FC 1024 on the full grid. It needs ``img_size`` (the input side, 224
+    by default) to size the FC: 58,379,800 parameters instead of 6,998,552 at 224.
 """
 
 from __future__ import annotations
@@ -86,6 +98,8 @@ class GoogLeNetConfig:
             adaptive average pool to 4x4.
         dropout: dropout before the classifier.
         aux_dropout: dropout before each auxiliary classifier.
+        reductions: the 1x1 reductions before the 3x3 and 5x5 convolutions (False: Figure 2a's naive module with
+            the pool projection kept; an ablation, not a variant).
     """
 
     branch5_kernel: int = 5
@@ -95,6 +109,7 @@ class GoogLeNetConfig:
     aux_pool: Literal["avg5s3", "adaptive"] = "avg5s3"
     dropout: float = 0.4
     aux_dropout: float = 0.7
+    reductions: bool = True
 
 
 VARIANTS = {
@@ -129,6 +144,7 @@ INCEPTION: tuple[tuple[tuple[str, int, int, int, int, int, int], ...], ...] = (
 )
 AUX_AT = ("4a", "4d")  # the auxiliary classifiers sit on the outputs of these modules (paper §5, Figure 3)
 STEM_CHANNELS = (64, 64, 192)  # conv1 7x7/2, conv2 reduce 1x1, conv2 3x3
+FC_HIDDEN = 1024  # head="fc": the auxiliary heads' FC width, on the flattened final maps
 
 
 def _caffe_lrn() -> nn.LocalResponseNorm:
@@ -158,6 +174,8 @@ class Inception(nn.Module):
         ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj: the paper's Table 1 columns.
         branch5_kernel: kernel of the "5x5" branch (3 in torchvision).
         batch_norm: batch norm after every convolution.
+        reductions: 1x1 reductions before the 3x3 and 5x5 convolutions (False: they read all ``in_ch`` channels and
+            ``ch3x3red``, ``ch5x5red`` are unused).
     """
 
     def __init__(
@@ -172,16 +190,19 @@ class Inception(nn.Module):
         *,
         branch5_kernel: int = 5,
         batch_norm: bool = False,
+        reductions: bool = True,
     ) -> None:
         super().__init__()
         bn = batch_norm
+
+        def reduced(red: int, out: int, kernel: int) -> nn.Sequential:
+            if not reductions:  # Figure 2a: the kernel x kernel convolution reads the full input
+                return nn.Sequential(BasicConv(in_ch, out, kernel, batch_norm=bn))
+            return nn.Sequential(BasicConv(in_ch, red, 1, batch_norm=bn), BasicConv(red, out, kernel, batch_norm=bn))
+
         self.branch1 = BasicConv(in_ch, ch1x1, 1, batch_norm=bn)
-        self.branch2 = nn.Sequential(
-            BasicConv(in_ch, ch3x3red, 1, batch_norm=bn), BasicConv(ch3x3red, ch3x3, 3, batch_norm=bn)
-        )
-        self.branch3 = nn.Sequential(
-            BasicConv(in_ch, ch5x5red, 1, batch_norm=bn), BasicConv(ch5x5red, ch5x5, branch5_kernel, batch_norm=bn)
-        )
+        self.branch2 = reduced(ch3x3red, ch3x3, 3)
+        self.branch3 = reduced(ch5x5red, ch5x5, branch5_kernel)
         self.branch4 = nn.Sequential(
             nn.MaxPool2d(3, stride=1, padding=1), BasicConv(in_ch, pool_proj, 1, batch_norm=bn)
         )
@@ -232,6 +253,19 @@ def _stem(cfg: GoogLeNetConfig, in_chans: int, stem: str) -> nn.Sequential:
     return nn.Sequential(OrderedDict((name, m) for name, m in layers if name not in drop))
 
 
+def _final_grid(img_size: int, stem: str, pool4_kernel: int) -> int:
+    """The side of 5b's output maps for an ``img_size`` input (7 at 224), as the stem and ceil-mode pools give it."""
+
+    def out(n: int, k: int, s: int, p: int = 0, ceil: bool = False) -> int:
+        o = (-(-(n + 2 * p - k) // s) if ceil else (n + 2 * p - k) // s) + 1
+        return o - 1 if ceil and (o - 1) * s >= n + p else o  # PyTorch: the last window must start inside
+
+    n = out(img_size, 7, 2, 3) if stem == "imagenet" else out(img_size, 3, 2 if stem == "cifar16" else 1, 1)
+    if stem == "imagenet":
+        n = out(out(n, 3, 2, ceil=True), 3, 2, ceil=True)  # pool1, pool2
+    return out(out(n, 3, 2, ceil=True), pool4_kernel, 2, ceil=True)  # the pools before 4a and 5a
+
+
 class GoogLeNet(nn.Module):
     """GoogLeNet: stem, three stages of Inception modules (each after the first opens with a stride-2 max-pool), head.
 
@@ -247,10 +281,16 @@ class GoogLeNet(nn.Module):
         in_chans: int = 3,
         aux_logits: bool = False,
         stem: Literal["imagenet", "cifar", "cifar16"] = "imagenet",
+        head: Literal["gap", "fc"] = "gap",
+        img_size: int = 224,
     ) -> None:
         super().__init__()
         if stem not in ("imagenet", "cifar", "cifar16"):
             raise ConfigError(f"stem must be 'imagenet', 'cifar' or 'cifar16', got {stem!r}")
+        if head not in ("gap", "fc"):
+            raise ConfigError(f"head must be 'gap' (the paper's average pool) or 'fc', got {head!r}")
+        if not isinstance(cfg.reductions, bool):
+            raise ConfigError(f"reductions must be true or false, got {cfg.reductions!r}")
         self.batch_norm = cfg.batch_norm
         self.stem = _stem(cfg, in_chans, stem)
         stages: list[nn.Module] = []
@@ -262,7 +302,8 @@ class GoogLeNet(nn.Module):
                 kernel = 3 if i == 1 else cfg.pool4_kernel
                 blocks.append(("pool", nn.MaxPool2d(kernel, stride=2, ceil_mode=True)))
             for name, *widths in table:
-                block = Inception(in_ch, *widths, branch5_kernel=cfg.branch5_kernel, batch_norm=cfg.batch_norm)
+                block = Inception(in_ch, *widths, branch5_kernel=cfg.branch5_kernel, batch_norm=cfg.batch_norm,
+                                  reductions=cfg.reductions)
                 blocks.append((name, block))
                 in_ch = block.out_channels
                 if aux_logits and name in AUX_AT:
@@ -272,7 +313,14 @@ class GoogLeNet(nn.Module):
             stages.append(nn.Sequential(OrderedDict(blocks)))
         self.stages = nn.Sequential(*stages)
         self.aux = nn.ModuleDict(aux)
-        self.num_features = in_ch
+        self.head_type, self.img_size = head, img_size
+        self.grid = _final_grid(img_size, stem, cfg.pool4_kernel) if head == "fc" else 0
+        if head == "fc" and self.grid < 1:
+            raise ConfigError(f"img_size={img_size} is too small for head='fc'")
+        # head="fc": FC 1024 on the flattened (in_ch, grid, grid) maps instead of the average pool (paper §5)
+        self.pre_logits: nn.Module = nn.Identity() if head == "gap" else nn.Sequential(OrderedDict(
+            fc=nn.Linear(in_ch * self.grid**2, FC_HIDDEN), relu=nn.ReLU(inplace=True)))
+        self.num_features = in_ch if head == "gap" else FC_HIDDEN
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(in_ch, num_classes)
         self.init_weights()
@@ -305,8 +353,17 @@ class GoogLeNet(nn.Module):
                     aux_out.append(self.aux[name](x))
         return x  # (B, 1024, 7, 7) at 224
 
+    def _pool(self, x: Tensor, size: tuple[int, ...]) -> Tensor:  # (B, 1024, h, w) -> (B, 1024)
+        if self.head_type == "gap":
+            return x.mean(dim=(2, 3))
+        if tuple(x.shape[-2:]) != (self.grid, self.grid):
+            raise ConfigError(f"this GoogLeNet's head='fc' was built for {self.img_size}x{self.img_size} inputs "
+                              f"({self.grid}x{self.grid} final maps), but a {size[0]}x{size[1]} input gives "
+                              f"{x.shape[-2]}x{x.shape[-1]}; build it with img_size={size[-1]}")
+        return self.pre_logits(x.flatten(1))
+
     def forward_features(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, 1024)
-        return self._trunk(x).mean(dim=(2, 3))
+        return self._pool(self._trunk(x), tuple(x.shape[-2:]))
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, num_classes)
         return self.head(self.drop(self.forward_features(x)))
@@ -320,7 +377,7 @@ class GoogLeNet(nn.Module):
         if not self.aux:
             raise ConfigError("this GoogLeNet has no auxiliary heads: build it with create_model(..., aux_logits=True)")
         aux_out: list[Tensor] = []
-        x = self._trunk(x, aux_out).mean(dim=(2, 3))
+        x = self._pool(self._trunk(x, aux_out), tuple(x.shape[-2:]))
         return self.head(self.drop(x)), aux_out
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -343,6 +400,8 @@ def googlenet(
     in_chans: int = 3,
     aux_logits: bool = False,
     stem: Literal["imagenet", "cifar", "cifar16"] = "imagenet",
+    head: Literal["gap", "fc"] = "gap",
+    img_size: int = 224,
 ) -> GoogLeNet:
     """Build GoogLeNet as published (``googlenet``) or as torchvision builds it (``googlenet_tv``).
 
@@ -353,8 +412,11 @@ def googlenet(
         aux_logits: add the two auxiliary classifiers (on 4a and 4d), used through ``forward_with_aux``.
         stem: ``"imagenet"`` (the paper's), ``"cifar"`` (3x3/1 first conv, no stem max-pools, for 32x32 inputs) or
             ``"cifar16"`` (the same at stride 2: Inception 3a at 16x16, a quarter of the cost).
+        head: ``"gap"`` (the paper's global average pool) or ``"fc"`` (FC 1024 on the flattened final maps).
+        img_size: the input side ``head="fc"`` sizes its FC for (ignored with ``"gap"``).
     """
-    return GoogLeNet(cfg, num_classes=num_classes, in_chans=in_chans, aux_logits=aux_logits, stem=stem)
+    return GoogLeNet(cfg, num_classes=num_classes, in_chans=in_chans, aux_logits=aux_logits, stem=stem, head=head,
+                     img_size=img_size)
 
 
 _TV_TOP = {"conv1": "stem.conv1", "conv2": "stem.conv2_reduce", "conv3": "stem.conv2", "fc": "head"}

@@ -25,8 +25,10 @@ MACs are ``torch.utils.flop_counter`` counts (convolutions and linear layers; ba
 Options, recorded in the recipe rather than in the name:
   * ``img_size``: the input side FC6's input size is derived from ((img_size // 32)^2 x 512), e.g. ``img_size=32`` for
     CIFAR gives a 512-input FC6. Another input size raises a clear error.
-  * ``head="gap"``: global average pooling and one linear layer instead of FC6-FC8 (about 14.7M parameters for D
-    instead of 138M), for the experiment on how much VGG owes to its FC layers; it takes any input of 32 px or more.
+  * ``head``: ``"fc"`` (default, the paper's FC6-FC7-FC8); ``"gap"``: global average pooling and one linear layer
+    instead of FC6-FC8 (15,227,688 parameters for D instead of 138,357,544); ``"gap_fc"``: global average pooling, one
+    hidden FC of ``hidden`` units (ReLU, dropout) and the linear layer (20,912,936 for D). The two GAP heads serve the
+    ``vgg-fc-heads`` experiment on how much VGG owes to its FC layers and take any input of 32 px or more.
   * ``kernels`` and ``widths`` (config fields): the kernel size of every conv, stage by stage, and each stage's
     channels. ``kernels=((5,),) * 5`` on B (``vgg13``) is the shallow net of §4.1, B with each pair of 3x3 convs
     replaced by one 5x5 conv of the same receptive field (top-1 error "7% higher" than B's); the ``small-filters``
@@ -41,8 +43,8 @@ Differences from the paper:
     ``vgg*_bn``, whose weights convert (:func:`torchvision_converter`).
   * No dense (fully-convolutional) evaluation: FC6-FC8 are linear layers for the ``img_size`` they were built for,
     with the weight layout of torchvision's VGG (whose ``AdaptiveAvgPool2d(7)`` is the identity at 224).
-  * ``forward_features`` returns FC7's output (``head="gap"``: the pooled 512 maps), so ``reset_classifier``
-    replaces FC8 only; ``in_chans``, ``num_classes`` and ``dropout`` are options.
+  * ``forward_features`` returns FC7's output (``head="gap"``: the pooled 512 maps; ``"gap_fc"``: the hidden FC's
+    output), so ``reset_classifier`` replaces FC8 only; ``in_chans``, ``num_classes`` and ``dropout`` are options.
 """
 
 from __future__ import annotations
@@ -136,13 +138,14 @@ class VGGStage(nn.Sequential):
 
 
 class VGG(nn.Module):
-    """VGG: five conv ``stages``, FC6-FC7 (``pre_logits``) and FC8 (``head``), or a GAP + linear head."""
+    """VGG: five conv ``stages``, FC6-FC7 (``pre_logits``) and FC8 (``head``), or a GAP head (with ``"gap_fc"``,
+    one hidden FC as ``pre_logits``)."""
 
     def __init__(self, cfg: VGGConfig, *, num_classes: int = 1000, in_chans: int = 3, img_size: int = 224,
-                 head: Literal["fc", "gap"] = "fc", dropout: float = 0.5) -> None:
+                 head: Literal["fc", "gap", "gap_fc"] = "fc", dropout: float = 0.5) -> None:
         super().__init__()
-        if head not in ("fc", "gap"):
-            raise ConfigError(f"head must be 'fc' or 'gap', got {head!r}")
+        if head not in ("fc", "gap", "gap_fc"):
+            raise ConfigError(f"head must be 'fc', 'gap' or 'gap_fc', got {head!r}")
         if len(cfg.kernels) != len(cfg.widths) or not all(cfg.kernels):
             raise ConfigError(f"kernels must list at least one kernel size for each of the {len(cfg.widths)} stages "
                               f"of widths={tuple(cfg.widths)}, got {cfg.kernels!r}")
@@ -157,20 +160,17 @@ class VGG(nn.Module):
         self.head_type = head
         self.img_size = img_size
         self.grid = img_size // 2 ** len(stages)  # each 2x2/2 pool halves (and floors) the side
-        if head == "fc":
-            if self.grid < 1:
-                raise ConfigError(f"img_size={img_size} is too small: {len(stages)} pools need at least "
-                                  f"{2 ** len(stages)} px (or use head='gap')")
-            fc_in = in_ch * self.grid**2
-            self.pre_logits: nn.Module = nn.Sequential()
-            for j, n_in in ((6, fc_in), (7, cfg.hidden)):
-                self.pre_logits.add_module(f"fc{j}", nn.Linear(n_in, cfg.hidden))
-                self.pre_logits.add_module(f"relu{j}", nn.ReLU(inplace=True))
-                self.pre_logits.add_module(f"drop{j}", nn.Dropout(dropout))
-            self.num_features = cfg.hidden
-        else:
-            self.pre_logits = nn.Identity()
-            self.num_features = in_ch
+        if head == "fc" and self.grid < 1:
+            raise ConfigError(f"img_size={img_size} is too small: {len(stages)} pools need at least "
+                              f"{2 ** len(stages)} px (or use head='gap')")
+        # "fc": FC6 reads the flattened grid x grid x 512 maps; "gap_fc": one hidden FC on the pooled 512 values
+        fc_inputs = {"fc": (in_ch * self.grid**2, cfg.hidden), "gap_fc": (in_ch,), "gap": ()}[head]
+        self.pre_logits: nn.Module = nn.Sequential() if fc_inputs else nn.Identity()
+        for j, n_in in enumerate(fc_inputs, start=6):
+            self.pre_logits.add_module(f"fc{j}", nn.Linear(n_in, cfg.hidden))
+            self.pre_logits.add_module(f"relu{j}", nn.ReLU(inplace=True))
+            self.pre_logits.add_module(f"drop{j}", nn.Dropout(dropout))
+        self.num_features = cfg.hidden if fc_inputs else in_ch
         self.head = nn.Linear(self.num_features, num_classes)
         self.init_weights()
 
@@ -188,8 +188,8 @@ class VGG(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, 4096), or (B, 512) with head="gap"
         h, w = x.shape[-2:]
         x = self.stages(x)  # (B, 512, 7, 7) at 224
-        if self.head_type == "gap":
-            return x.mean(dim=(2, 3))
+        if self.head_type != "fc":
+            return self.pre_logits(x.mean(dim=(2, 3)))
         if tuple(x.shape[-2:]) != (self.grid, self.grid):
             raise ConfigError(
                 f"this VGG was built for {self.img_size}x{self.img_size} inputs (FC6 reads {self.grid}x{self.grid} "
@@ -214,7 +214,7 @@ class VGG(nn.Module):
     small={"img_size": 32}, small_input=(3, 32, 32),
 )
 def vgg(cfg: VGGConfig, *, num_classes: int = 1000, in_chans: int = 3, img_size: int = 224,
-        head: Literal["fc", "gap"] = "fc", dropout: float = 0.5) -> VGG:
+        head: Literal["fc", "gap", "gap_fc"] = "fc", dropout: float = 0.5) -> VGG:
     """Build a VGG configuration of Table 1 (or its batch-norm form).
 
     Args:
@@ -222,8 +222,9 @@ def vgg(cfg: VGGConfig, *, num_classes: int = 1000, in_chans: int = 3, img_size:
         num_classes: outputs of FC8 (or of the GAP head's linear layer).
         in_chans: input channels of the first conv.
         img_size: the input side FC6's input size is derived from (224 in the paper, 32 for CIFAR).
-        head: ``"fc"`` for the paper's FC6-FC8, ``"gap"`` for global average pooling and one linear layer.
-        dropout: drop probability after FC6 and FC7 (paper: 0.5).
+        head: ``"fc"`` for the paper's FC6-FC8, ``"gap"`` for global average pooling and one linear layer,
+            ``"gap_fc"`` for global average pooling, one hidden FC (``cfg.hidden`` units) and the linear layer.
+        dropout: drop probability after FC6 and FC7 (paper: 0.5), or after the hidden FC of ``"gap_fc"``.
     """
     return VGG(cfg, num_classes=num_classes, in_chans=in_chans, img_size=img_size, head=head, dropout=dropout)
 
