@@ -112,10 +112,9 @@ def machine_description(device: str | torch.device = "cpu", threads: int | None 
     _check_device(device)
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    from .train.rundir import cpu_name
+
+    cpu = cpu_name()
     load = ""
     if hasattr(os, "getloadavg"):
         load = ", load average {:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())

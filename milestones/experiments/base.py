@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,8 @@ from ..compare import Outcome, Suite, SuiteRun, run_suite
 from ..errors import ConfigError, RunDirError
 from ..train.callbacks import Callback
 from ..train.checkpoint import atomic_write
-from ..train.rundir import RunDir, cpu_name
+from ..train.rundir import RunDir
+from . import plots
 
 MODES = ("quick", "full", "smoke")
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "not testable here")
@@ -167,9 +167,10 @@ def get_experiment(name: str) -> Experiment:
 
 
 def machine() -> str:
-    threads = torch.get_num_threads()
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu_name()}, {os.cpu_count()} cores, {threads} torch threads, torch {torch.__version__}{gpu}"
+    """The machine line of a report: ``milestones.bench.machine_description`` for the device the runs used."""
+    from ..bench import machine_description
+
+    return machine_description("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _claim_folder(out: Path, name: str, mode: str) -> None:
@@ -263,9 +264,7 @@ def run_experiment(
         path = write_report(exp, mode, setup, analysis, outcomes, target, seconds=seconds, command=command)
         report = report or path
     for f in analysis.figures:
-        import matplotlib.pyplot as plt
-
-        plt.close(f.figure)
+        plots.pyplot().close(f.figure)
     assert report is not None
     return ExperimentResult(exp, mode, folder, analysis, report, seconds, failed)
 

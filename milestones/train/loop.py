@@ -237,9 +237,9 @@ def _end_epoch(state: TrainState, test_loader: Iterable[tuple[Tensor, Tensor]], 
     improved = state.history.add(record, cfg.train.target_accuracy)
     state.epochs_done, state.tally = state.epochs_done + 1, None
     cbs.on_record(record)
-    check_finite_weights(state.model, state.step)
+    check_finite_weights(state.model, state.step)  # once for the weights and the state saved below
     cbs.on_epoch_end(record, improved, state)
-    _checkpoint(state, cbs)
+    cbs.on_checkpoint(state)
 
 
 def _checkpoint(state: TrainState, cbs: Callback) -> None:

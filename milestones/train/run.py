@@ -272,7 +272,7 @@ def run_training(
             if saved is not None:
                 state.load_state_dict(saved, model_name=cfg.model.name)
             history = _fit(state, loaders.test, cfg, [writer, *callbacks], handle_signals)
-            summary = _summarise(run, cfg, state, loaders.spec, input_size, saved)
+            summary = _summarise(run, cfg, state, loaders.spec, input_size, saved, writer.meta["environment"])
     finally:
         if resumed is not None:
             resumed.unlock()
@@ -387,9 +387,9 @@ def _fit(state: TrainState, test_loader: Any, cfg: RunConfig, callbacks: list[Ca
 
 
 def _summarise(run: RunDir, cfg: RunConfig, state: TrainState, spec: Any, input_size: tuple[int, ...],
-               saved: SavedState | None) -> dict[str, Any]:
+               saved: SavedState | None, env: dict[str, Any]) -> dict[str, Any]:
     """Write ``summary.json`` and ``curves.png``; returns the summary."""
-    history, env = state.history, environment()
+    history = state.history
     with torch.device("meta"):
         macs = count_macs(create_model(cfg.model.name, **cfg.model.kwargs), input_size)
     final = history.final
