@@ -17,6 +17,7 @@ from . import (  # noqa: F401  (registers)
     relu_vs_tanh,
     small_filters,
     vgg_fc_heads,
+    vit_data_hunger,
 )
 from .base import (
     MODES,
