@@ -224,6 +224,10 @@ def analyse(ctx: Context) -> Analysis:
     findings.append(f"Noise: one seed per run; on {n_test:,} test images one standard error of a difference between "
                     f"two runs is {noise['sampling']:.1f} points, so gaps below {noise['threshold']:.1f} points are "
                     "treated as ties.")
+    params = {p["key"]: o.summary["params"] for p in plan(mode) for o in ctx.runs(p["label"])[:1] if o.summary}
+    findings.append("Per training image (forward + backward): " + ", ".join(
+        f"{k} {train_macs_per_image(k, mode) / 1e6:,.0f}M multiply-adds"
+        + (f" ({params[k] / 1e6:.2f}M parameters)" if k in params else "") for k in MODELS) + ".")
     findings += match_compute(ctx, rows)
     findings += compute_claim()
     figures = []
