@@ -173,3 +173,24 @@ def test_verdict_not_testable_with_one_size_or_no_vit() -> None:
     assert vdh.verdict_from_rows(no_vit, THRESHOLD)[0] == "not testable here"
     failed = [{**r, "status": "failed"} for r in rows({f"{E}/resnet20": [-12, -9, -6, -4]})]
     assert vdh.verdict_from_rows(failed, THRESHOLD)[0] == "not testable here"
+
+
+def test_the_data_sizes_are_nested_and_class_balanced() -> None:
+    # data.train_subset with one seed: each smaller subset lies inside the larger ones, ten images per class per 100
+    from milestones.data.loader import subset
+    from milestones.data.spec import DataSpec, ImageSplit
+
+    n = 5000
+    index = torch.arange(n)
+    images = torch.stack([index // 256, index % 256], 1).to(torch.uint8).view(n, 1, 1, 2)  # each image its index
+    labels = torch.randperm(n, generator=torch.Generator().manual_seed(1)) % 10
+    spec = DataSpec("toy", 10, 1, (1, 2), (0.5,), (0.5,), tuple("abcdefghij"))
+    split = ImageSplit(images, labels, spec)
+    m = vdh.MODES["quick"]
+    kept = []
+    for f in m["fractions"]:
+        part = subset(split, vdh.train_images("quick", f), seed=0)
+        ids = part.images.view(-1, 2).long()
+        kept.append(set((ids[:, 0] * 256 + ids[:, 1]).tolist()))
+        assert torch.bincount(part.labels, minlength=10).tolist() == [len(part.labels) // 10] * 10
+    assert all(small < large for small, large in zip(kept, kept[1:]))
