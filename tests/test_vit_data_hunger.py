@@ -194,3 +194,14 @@ def test_the_data_sizes_are_nested_and_class_balanced() -> None:
         kept.append(set((ids[:, 0] * 256 + ids[:, 1]).tolist()))
         assert torch.bincount(part.labels, minlength=10).tolist() == [len(part.labels) // 10] * 10
     assert all(small < large for small, large in zip(kept, kept[1:]))
+
+
+def test_sizes_where_both_nets_are_at_chance_are_left_out() -> None:
+    # at 100 images the ViT (11%) and ResNet-20 (12%) have learned nothing: the comparison starts at 250
+    r = [{**x, "test acc %": 11.0 if x["model"] == "vit" else 12.0} if x["train images"] == 100 else x
+         for x in rows({f"{E}/resnet20": [0.0, -9, -6, -4]})]
+    assert vdh.gaps(r, THRESHOLD)[(E, "resnet20")][0][0] == 250
+    verdict, _, findings = vdh.verdict_from_rows(r, THRESHOLD)
+    assert verdict == "reproduced" and "left out" in findings[0]
+    at_chance = [{**x, "test acc %": 10.5} for x in r]
+    assert vdh.verdict_from_rows(at_chance, THRESHOLD)[0] == "not testable here"
