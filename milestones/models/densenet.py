@@ -170,8 +170,11 @@ class DenseLayer(nn.Module):
     def _first_conv(self, *features: Tensor, recompute: bool = False) -> Tensor:
         x = torch.cat(features, dim=1)  # (B, C_0 + i*k, H, W)
         if recompute and self.training:
-            # Batch statistics as in the forward pass, without a second update of the running ones.
-            x = F.batch_norm(x, None, None, self.norm1.weight, self.norm1.bias, training=True, eps=self.norm1.eps)
+            # Batch statistics, as in the forward pass, but throw-away copies of the running ones, so that they are
+            # updated once per step, not twice (the copies keep the op and what it saves for backward the same).
+            norm = self.norm1
+            mean, var = norm.running_mean.clone(), norm.running_var.clone()
+            x = F.batch_norm(x, mean, var, norm.weight, norm.bias, training=True, momentum=0.0, eps=norm.eps)
         else:
             x = self.norm1(x)
         return self.conv1(F.relu(x))
