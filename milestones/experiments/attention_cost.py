@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..attention import query_attention
 from ..bench import PeakMemory
 from ..measure import count_macs
-from ..models import create_model, explicit_attention
+from ..models import create_model, explicit_attention, get_spec
 from ..models.cswin import CSWinBlock
 from ..models.swin import ShiftedWindowAttention
 from ..models.vit import Attention
@@ -136,6 +136,17 @@ def attention_layer(model: nn.Module, name: str) -> nn.Module:
     if name.startswith("swin"):
         return _FirstOutput(model.stages[0].blocks[0].attn)
     return CrossShapedLayer(model.stages[0].blocks[0])
+
+
+def first_layer(name: str) -> nn.Module:
+    """The same layer as :func:`attention_layer` built on its own from the variant's config (PyTorch's default
+    initialisation), so timing it does not build the whole network."""
+    cfg = get_spec(name).config
+    if name.startswith("vit"):
+        return _FirstOutput(Attention(cfg.dim, cfg.num_heads))
+    if name.startswith("swin"):
+        return _FirstOutput(ShiftedWindowAttention(cfg.dim, cfg.num_heads[0], cfg.window_size, 0))
+    return CrossShapedLayer(CSWinBlock(cfg.dim, cfg.num_heads[0], cfg.split_size[0], global_attention=False))
 
 
 def layer_input_shape(name: str, size: int) -> tuple[int, ...]:
@@ -251,13 +262,16 @@ def _measure(ctx: Context, scope: str, name: str, size: int, shrink: dict[str, A
     """Time and memory of ``scope`` ("layer" or "network") for both passes and both attention paths."""
     def compute() -> dict[str, Any]:
         torch.manual_seed(0)
-        model = _build(name, size, shrink, device)
-        module = attention_layer(model, name) if scope == "layer" else model
-        shape = layer_input_shape(name, size) if scope == "layer" else (1, 3, size, size)
-        x = torch.randn(shape, device=device)
+        if scope == "layer":
+            with torch.device(device):
+                module = first_layer(name).eval()
+            x = torch.randn(layer_input_shape(name, size), device=device)
+        else:
+            module = _build(name, size, shrink, device)
+            x = torch.randn(1, 3, size, size, device=device)
         out = {f"{p}_{path}": _timed(module, x, backward=p == "fwd+bwd", path=path, reps=reps, device=device)
                for p in PASSES for path in PATHS}
-        del model, module, x
+        del module, x
         return out
 
     return ctx.cached(f"time-{device.type}-{scope}-{name}-{size}-{_shrink_tag(shrink, name)}-r{reps}", compute)
