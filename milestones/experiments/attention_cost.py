@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..attention import query_attention
+from ..attention import ATTENDED, query_attention
 from ..bench import PeakMemory
 from ..measure import count_macs
 from ..models import create_model, explicit_attention, get_spec
@@ -383,7 +383,8 @@ def analyse(ctx: Context) -> Analysis:
                "(global), Swin-T's first stage-2 blocks (window, then shifted window) and CSWin-T's first stage-2 "
                "block (cross-shaped: vertical-stripe heads blue, horizontal-stripe heads orange), read from the "
                "models' own attention weights. Thin lines: Swin's window grid.",
-               _attended_figure(m["shrink"])),
+               _attended_figure(ctx.cached(f"attended-{FIGURE_SIZE}-" + "-".join(
+                   _shrink_tag(m["shrink"], n) for n in DESIGNS), lambda: attended_panels(m["shrink"])))),
         Figure("cost_vs_tokens.png", "Cost against tokens, log-log. Top: each model's first attention layer "
                "(tokens entering it); middle: the three designs at CSWin-T's first-stage width (C=64) on the same "
                "(S/4)^2 grid; bottom: the whole network (tokens entering its first block). Solid: SDPA; dashed: "
@@ -497,39 +498,48 @@ def _paper_findings(counts: dict) -> list[str]:
     return out
 
 
-def _attended_figure(shrink: dict[str, Any]) -> Any:
-    import numpy as np
-
-    plt = plots.pyplot()
+def attended_panels(shrink: dict[str, Any]) -> list[dict[str, Any]]:
+    """The four panels of the attended-tokens figure, JSON-able: title, design, grid, query and the masks of tokens
+    with any weight (one per head group: CSWin's vertical- and horizontal-stripe heads apart)."""
     torch.manual_seed(0)
     x = torch.randn(1, 3, FIGURE_SIZE, FIGURE_SIZE)
     maps = {name: query_attention(_build(name, FIGURE_SIZE, shrink, "cpu"), x, FIGURE_PIXEL) for name in DESIGNS}
-    vit = maps["vit_b16"][0]
-    swin_w = next(q for q in maps["swin_t"] if q.stage == 1 and q.design == "window")
-    swin_s = next(q for q in maps["swin_t"] if q.stage == 1 and q.design == "shifted window")
-    cswin = next(q for q in maps["cswin_t"] if q.stage == 1)
-    panels = [("global: ViT-B/16, block 1", vit), ("window: Swin-T, stage 2", swin_w),
-              ("shifted window: Swin-T, stage 2", swin_s), ("cross-shaped: CSWin-T, stage 2 (sw=2)", cswin)]
+    chosen = [("global: ViT-B/16, block 1", maps["vit_b16"][0]),
+              ("window: Swin-T, stage 2", next(q for q in maps["swin_t"] if q.stage == 1 and q.design == "window")),
+              ("shifted window: Swin-T, stage 2",
+               next(q for q in maps["swin_t"] if q.stage == 1 and q.design == "shifted window")),
+              ("cross-shaped: CSWin-T, stage 2 (sw=2)", next(q for q in maps["cswin_t"] if q.stage == 1))]
+    panels = []
+    for title, q in chosen:
+        half = q.weights.shape[0] // 2
+        groups = [q.weights[:half], q.weights[half:]] if q.design == "cross-shaped" else [q.weights]
+        masks = [(g > ATTENDED).any(0).tolist() for g in groups]
+        panels.append({"title": title, "design": q.design, "grid": list(q.grid), "query": list(q.query),
+                       "masks": masks})
+    return panels
+
+
+def _attended_figure(panels: list[dict[str, Any]]) -> Any:
+    import numpy as np
+
+    plt = plots.pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
-    for ax, (title, q) in zip(axes, panels, strict=True):
-        h, w = q.grid
+    colours = {1: [(0.45, 0.7, 0.45)], 2: [(0.35, 0.55, 0.85), (0.95, 0.6, 0.25)]}
+    for ax, panel in zip(axes, panels, strict=True):
+        h, w = panel["grid"]
         img = np.ones((h, w, 3))
-        if q.design == "cross-shaped":
-            half = q.weights.shape[0] // 2
-            for heads, colour in ((slice(0, half), (0.35, 0.55, 0.85)), (slice(half, None), (0.95, 0.6, 0.25))):
-                hit = (q.weights[heads] > 1e-20).any(0).numpy()
-                img[hit] = img[hit] * 0.35 + np.array(colour) * 0.65
-        else:
-            img[q.attended().numpy()] = (0.45, 0.7, 0.45)
-        img[q.query] = (0.85, 0.1, 0.1)
+        masks = [np.array(mk, dtype=bool) for mk in panel["masks"]]
+        for mask, colour in zip(masks, colours[len(masks)], strict=True):
+            img[mask] = img[mask] * 0.35 + np.array(colour) * 0.65
+        img[tuple(panel["query"])] = (0.85, 0.1, 0.1)
         ax.imshow(img, interpolation="nearest")
-        if q.design in ("window", "shifted window"):
+        if panel["design"] in ("window", "shifted window"):
             for t in range(0, h + 1, 7):
                 ax.axhline(t - 0.5, color="0.6", lw=0.5)
             for t in range(0, w + 1, 7):
                 ax.axvline(t - 0.5, color="0.6", lw=0.5)
-        n = int(q.attended().sum())
-        ax.set_title(f"{title}\n{n} of {h * w} tokens ({h}x{w} grid)", fontsize=9)
+        n = int(np.logical_or.reduce(masks).sum())
+        ax.set_title(f"{panel['title']}\n{n} of {h * w} tokens ({h}x{w} grid)", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
@@ -555,9 +565,9 @@ def _cost_figure(counts: dict, measured: dict, m: dict) -> Any:
                     xs, ys = _series(counts, measured, m, scope, name, f"{metric}_{path}")
                     if xs:
                         ax.plot(xs, ys, style, color=colour, ms=3, label=f"{_label(scope, name)} {path}")
-            _guides(ax)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            _guides(ax)
             ax.set_xlabel("tokens")
             ax.set_title(f"{SCOPE_TITLE[scope]}: {label}", fontsize=9)
             ax.grid(True, which="both", alpha=0.25)
