@@ -320,7 +320,7 @@ def setup(mode: str) -> Setup:
         f"over pixel {FIGURE_PIXEL} of a {FIGURE_SIZE}x{FIGURE_SIZE} random image; no ImageNet weights are "
         "available here, so the weights inside each window are those of a random initialisation, but which tokens "
         "get any weight is the architecture's.",
-        f"Sizes counted: {', '.join(map(str, m['count']))}; layer measured at "
+        f"Sizes counted: {', '.join(map(str, all_sizes(m)))}; layer measured at "
         + "; ".join(f"{SHORT[k]} {', '.join(map(str, v))}" for k, v in m["layer"].items())
         + "; network measured at " + "; ".join(f"{SHORT[k]} {', '.join(map(str, v))}" for k, v in m["network"].items())
         + f"; matched layers measured at {', '.join(map(str, m['matched']['vit_b16']))}"
@@ -338,6 +338,16 @@ def setup(mode: str) -> Setup:
     return Setup(runs=[], data=None, notes=notes)
 
 
+def all_sizes(m: dict[str, Any]) -> list[int]:
+    """Every input size a mode counts or measures: all are counted."""
+    return sorted({*m["count"], *(s for scope in SCOPES for sizes in m[scope].values() for s in sizes)})
+
+
+def scope_sizes(m: dict[str, Any], scope: str) -> list[int]:
+    """The sizes a scope's rows and MAC curves cover: those counted and those it measures."""
+    return sorted({*m["count"], *(s for sizes in m[scope].values() for s in sizes)})
+
+
 def _fmt(v: float | None, digits: int = 3) -> str | None:
     return None if v is None else f"{v:.{digits}g}"
 
@@ -345,7 +355,7 @@ def _fmt(v: float | None, digits: int = 3) -> str | None:
 def analyse(ctx: Context) -> Analysis:
     m = MODES[ctx.mode]
     device = torch.device(ctx.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    counts = {(name, s): _counts(ctx, name, s, m["shrink"]) for name in DESIGNS for s in m["count"]}
+    counts = {(name, s): _counts(ctx, name, s, m["shrink"]) for name in DESIGNS for s in all_sizes(m)}
     # PeakMemory collects garbage before every pass; objects that exist now (modules, matplotlib) need no scanning
     gc.collect()
     gc.freeze()
@@ -357,7 +367,7 @@ def analyse(ctx: Context) -> Analysis:
     rows = []
     for scope in SCOPES:
         for name in DESIGNS:
-            for s in m["count"]:
+            for s in scope_sizes(m, scope):
                 c = counts[(name, s)]
                 r = measured.get((scope, name, s))
                 row: dict[str, Any] = {
@@ -403,7 +413,7 @@ def _series(counts: dict, measured: dict, m: dict, scope: str, name: str, metric
     """(tokens, values) of one curve: ``metric`` is "macs", or "ms"/"mib" with "_<pass>_<path>"."""
     xs, ys = [], []
     if metric == "macs":
-        for s in m["count"]:
+        for s in scope_sizes(m, scope):
             xs.append(scope_tokens(scope, name, s))
             ys.append(counts[(name, s)][f"{scope}_fwd"])
         return xs, ys
