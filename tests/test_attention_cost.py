@@ -17,6 +17,7 @@ from milestones.experiments.attention_cost import (
     MATCHED,
     _matched_input,
     attention_layer,
+    attention_matrix_bytes,
     closed_form_macs,
     count_pass,
     first_layer,
@@ -76,6 +77,16 @@ def test_native_layer_macs_equal_the_closed_form_at_224(name: str) -> None:
         alone = first_layer(name)  # what the experiment times: the same layer, built without the network
     assert count_pass(alone, x, backward=False) == expected
     assert sum(p.numel() for p in alone.parameters()) == sum(p.numel() for p in layer.parameters())
+
+
+def test_attention_matrix_bytes_counts_the_global_weights_kept_alive() -> None:
+    """ViT-B/16 at 224: 12 heads x 197^2 float32 per block; a backward pass keeps weights and softmax of all 12."""
+    assert attention_matrix_bytes("layer", "vit_b16", 224, backward=False, shrink={}) == 4 * 12 * 197**2
+    assert attention_matrix_bytes("network", "vit_b16", 224, backward=True, shrink={}) == 4 * 12 * 197**2 * 24
+    assert attention_matrix_bytes("network", "vit_b16", 224, backward=True, shrink={"vit_b16": {"depth": 1}}) == (
+        4 * 12 * 197**2 * 2)
+    assert attention_matrix_bytes("matched", "vit_b16", 320, backward=False, shrink={}) == 4 * 2 * 6400**2
+    assert attention_matrix_bytes("matched", "cswin_t", 320, backward=True, shrink={}) == 0
 
 
 def _box(h: int, w: int, rows: range, cols: range) -> torch.Tensor:

@@ -16,9 +16,10 @@ our count of the CSWin layer as built, two branches of C/2 channels):
 * cross-shaped, stripe width sw: NC(4C + sw(h + w)) + 9NC for LePE (exponent -> 1.5: a stripe spans the whole grid).
 
 The native layers differ in width (768, 96, 64) and token grid (patch 16 against 4), so a "matched" layer of each
-design at CSWin-T's first stage (C = 64, 2 heads, the h x w = (S/4)^2 grid) is counted too, on the meta device only:
-global attention over 65,536 tokens does not fit on a CPU. The figure of attended tokens reads the weights the
-models' own forward passes compute (:func:`milestones.attention.query_attention`).
+design at CSWin-T's first stage (C = 64, 2 heads, the h x w = (S/4)^2 grid) is counted at every size and measured at
+the sizes where global attention fits (a CPU holds its explicit N x N weights up to about 6,400 tokens). The verdict
+reads the matched layers and the whole networks. The figure of attended tokens reads the weights the models' own
+forward passes compute (:func:`milestones.attention.query_attention`).
 """
 
 from __future__ import annotations
@@ -261,11 +262,39 @@ def _timed(module: nn.Module, x: Tensor, *, backward: bool, path: str, reps: int
                 seconds.append(time.perf_counter() - start)
             peaks.append(mem.bytes)
     except torch.OutOfMemoryError:
+        for p in module.parameters():
+            p.grad = None
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return {"ms": None, "mib": None, "status": "out of memory"}
     known = [p for p in peaks if p is not None]
     return {"ms": 1000 * statistics.median(seconds), "mib": max(known) / 2**20 if known else None, "status": "ok"}
+
+
+def attention_matrix_bytes(scope: str, name: str, size: int, *, backward: bool, shrink: dict[str, Any]) -> int:
+    """Rough bytes of the float32 N x N global-attention weights an explicit pass keeps alive: every block's when
+    backpropagating (weights and softmax output are saved), one block's otherwise. Windows and stripes are small."""
+    if scope == "matched":
+        if DESIGNS[name] != "global":
+            return 0
+        n, heads, blocks = (size // 4) ** 2, MATCHED["heads"], 1
+    elif name.startswith("vit"):
+        cfg = get_spec(name).config
+        n, heads = tokens(name, size), cfg.num_heads
+        blocks = shrink.get(name, {}).get("depth", cfg.depth) if scope == "network" else 1
+    else:
+        return 0
+    return 4 * heads * n * n * (2 * blocks if backward else 1)
+
+
+def _available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            line = next(x for x in f if x.startswith("MemAvailable:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 def _measure(ctx: Context, scope: str, name: str, size: int, shrink: dict[str, Any], reps: int,
@@ -284,8 +313,17 @@ def _measure(ctx: Context, scope: str, name: str, size: int, shrink: dict[str, A
         else:
             module = _build(name, size, shrink, device)
             x = torch.randn(1, 3, size, size, device=device)
-        out = {f"{p}_{path}": _timed(module, x, backward=p == "fwd+bwd", path=path, reps=reps, device=device)
-               for p in PASSES for path in PATHS}
+        out = {}
+        for p in PASSES:
+            for path in PATHS:
+                backward = p == "fwd+bwd"
+                # On a CPU an allocation that does not fit ends the process rather than raising: skip what cannot fit
+                need = attention_matrix_bytes(scope, name, size, backward=backward, shrink=shrink)
+                free = _available_bytes() if device.type == "cpu" else None
+                if path == "explicit" and free is not None and need > free / 2:
+                    out[f"{p}_{path}"] = {"ms": None, "mib": None, "status": "skipped: would not fit in memory"}
+                    continue
+                out[f"{p}_{path}"] = _timed(module, x, backward=backward, path=path, reps=reps, device=device)
         del module, x
         return out
 
@@ -320,6 +358,9 @@ def setup(mode: str) -> Setup:
         f"over pixel {FIGURE_PIXEL} of a {FIGURE_SIZE}x{FIGURE_SIZE} random image; no ImageNet weights are "
         "available here, so the weights inside each window are those of a random initialisation, but which tokens "
         "get any weight is the architecture's.",
+        "OOM: the GPU ran out of memory; skipped: on a CPU, an explicit pass whose N x N attention weights would "
+        "need more than half the free memory is not attempted (there, an allocation that does not fit ends the "
+        "process instead of raising).",
         f"Sizes counted: {', '.join(map(str, all_sizes(m)))}; layer measured at "
         + "; ".join(f"{SHORT[k]} {', '.join(map(str, v))}" for k, v in m["layer"].items())
         + "; network measured at " + "; ".join(f"{SHORT[k]} {', '.join(map(str, v))}" for k, v in m["network"].items())
@@ -379,10 +420,9 @@ def analyse(ctx: Context) -> Analysis:
                 for p in PASSES:
                     for path in PATHS:
                         cell = (r or {}).get(f"{p}_{path}", {})
-                        row[f"ms {p} {path}"] = _fmt(cell.get("ms")) if cell.get("status") == "ok" else (
-                            "OOM" if cell else None)
-                        row[f"MiB {p} {path}"] = _fmt(cell.get("mib")) if cell.get("status") == "ok" else (
-                            "OOM" if cell else None)
+                        missing = {"out of memory": "OOM"}.get(cell.get("status"), "skipped") if cell else None
+                        row[f"ms {p} {path}"] = _fmt(cell.get("ms")) if cell.get("status") == "ok" else missing
+                        row[f"MiB {p} {path}"] = _fmt(cell.get("mib")) if cell.get("status") == "ok" else missing
                 rows.append(row)
     fits = _fits(counts, measured, m)
     verdict, reason, findings = _verdict(fits, counts, m)
