@@ -686,7 +686,7 @@ EXPERIMENT = register(Experiment(
     name="attention-cost",
     question="Does cross-shaped window attention's cost grow more slowly with the number of tokens than global "
              "attention's?",
-    claim="\"Global self-attention is very expensive to compute whereas local self-attention often limits the field "
+    claim="\"[G]lobal self-attention is very expensive to compute whereas local self-attention often limits the field "
           "of interactions of each token\"; cross-shaped windows attend in horizontal and vertical stripes \"while "
           "limiting the computation cost\", and CSWin-T reaches 82.7% ImageNet top-1 at 4.3G FLOPs against Swin-T's "
           "81.3% at 4.5G.",
