@@ -20,6 +20,7 @@ from milestones.experiments.skip_connections import (
     EndGradNorms,
     _verdict,
     compare_losses,
+    gradient_effect,
     in_out_ratio,
     profile,
 )
@@ -140,6 +141,17 @@ def test_compare_losses_branches() -> None:
     assert compare_losses(row(1.0), row(1.01)) == "tie"  # within 2% of the larger
     assert compare_losses(row(1.0, se=0.1), row(1.2, se=0.1)) == "tie"  # within twice the s.e. of the difference
     assert compare_losses(row(1.0), row(None, status="failed")) == "helps"  # without the skip it diverged
+
+
+def test_gradient_effect_reads_flatness_as_a_ratio_near_one_either_way() -> None:
+    def row(r: float | None) -> dict:
+        return {"grad in/out (init)": r}
+
+    assert "flatter (in/out 1.2 against 4.35)" in gradient_effect(row(1.2), row(4.35))  # BN plain net: grows
+    assert "flatter" in gradient_effect(row(0.8), row(0.1)) and "not" not in gradient_effect(row(0.8), row(0.1))
+    assert "not flatter" in gradient_effect(row(3.0), row(2.0)) and "get more" in gradient_effect(row(3.0), row(2.0))
+    assert "get less" in gradient_effect(row(0.2), row(0.5))
+    assert gradient_effect(row(None), row(2.0)) == ""
 
 
 def test_verdict_on_hand_made_rows() -> None:

@@ -231,7 +231,7 @@ def _profile_figure(profiles: dict[str, tuple[list[float], list[float]]]) -> Any
         ax.set_xlabel("layer (input -> classifier)")
         ax.set_ylabel("gradient norm")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend_or_note(ax, 7)
     fig.tight_layout()
     return fig
 
@@ -247,9 +247,16 @@ def _loss_figure(curves: dict[str, tuple[list[int], list[float]]]) -> Any:
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend_or_note(ax, 8)
     fig.tight_layout()
     return fig
+
+
+def _legend_or_note(ax: Any, fontsize: int) -> None:
+    if ax.lines:
+        ax.legend(fontsize=fontsize)
+    else:
+        ax.text(0.5, 0.5, "no finished run", ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
 def compare_losses(with_skip: dict[str, Any], without: dict[str, Any]) -> str:
@@ -265,6 +272,19 @@ def compare_losses(with_skip: dict[str, Any], without: dict[str, Any]) -> str:
     if a > b + noise:
         return "hurts"
     return "tie"
+
+
+def gradient_effect(with_skip: dict[str, Any], without: dict[str, Any]) -> str:
+    """What the skip does to the per-depth gradient profile at initialisation, from the in/out ratios: a ratio
+    closer to 1 (in log terms) is a flatter profile, the input layers getting as much gradient as the output ones."""
+    a, b = with_skip.get("grad in/out (init)"), without.get("grad in/out (init)")
+    if a is None or b is None:
+        return ""
+    if abs(math.log(a)) < abs(math.log(b)):
+        return f"; at initialisation its gradient profile is flatter (in/out {a:.3g} against {b:.3g})"
+    more = "more" if a > b else "less"
+    return (f"; at initialisation its profile is not flatter (in/out {a:.3g} against {b:.3g}): the input layers get "
+            f"{more} of the gradient with the skip")
 
 
 def _ratio_text(row: dict[str, Any]) -> str:
@@ -291,7 +311,7 @@ def _verdict(rows: list[dict[str, Any]], mode: str) -> tuple[str, str, list[str]
         loss_b = "diverged" if rb.get("status") == "failed" else f"{rb['train loss (last epoch)']:.3f}"
         findings.append(f"{family}: `{a}` ends at training loss {ra['train loss (last epoch)']:.3f} "
                         f"({_ratio_text(ra)}), `{b}` at {loss_b} ({_ratio_text(rb)}): the skip "
-                        f"{_SAYS[family][outcomes[family]]}.")
+                        f"{_SAYS[family][outcomes[family]]}{gradient_effect(ra, rb)}.")
     if len(outcomes) < len(FAMILIES):
         missing = [f for f in FAMILIES if f not in outcomes]
         return "not testable here", f"The runs for {', '.join(missing)} did not finish.", findings
@@ -331,7 +351,8 @@ EXPERIMENT = register(Experiment(
           "(DenseNet, abstract); the Transformer puts a residual connection around each of its sublayers (Vaswani "
           "et al. 2017, §3.1), as ViT does (Eq. 2-3).",
     source="He et al., CVPR 2016, §4.2; Huang et al., CVPR 2017; Dosovitskiy et al., ICLR 2021, Eq. 2-3, CIFAR-10",
-    quick_minutes=10,  # an estimate from timing probes on the shared machine; the lead's quiet rerun sets it
+    quick_minutes=9,  # estimated from 1-thread timing probes on the shared machine (2.5 s per step for all five nets,
+    # 186 steps, evaluation and start-up); the quiet rerun of the committed report replaces it
     full_cost="5 runs x 60 epochs of CIFAR-10 at batch 32: about 2 GPU-hours",
     setup=setup,
     analyse=analyse,
