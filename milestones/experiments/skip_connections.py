@@ -208,7 +208,8 @@ def analyse(ctx: Context) -> Analysis:
     if profiles:
         figures.append(Figure("grad_profile.png", f"Gradient norm of every convolution and linear weight, from the "
                               f"input (layer 0) to the classifier, averaged over the first {window} steps (dashed, "
-                              f"'init') and the last {window} (solid, 'end'); log scale.",
+                              f"'init') and the last {window} (solid, 'end'); log scale. The ViTs' init norms are "
+                              "small because their classifier starts at zero and has taken only a few steps.",
                               _profile_figure(profiles)))
     if curves:
         figures.append(Figure("training_loss.png", "Training loss (cross-entropy) per step, smoothed (thin: raw), "
