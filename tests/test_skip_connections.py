@@ -147,9 +147,10 @@ def test_gradient_effect_reads_flatness_as_a_ratio_near_one_either_way() -> None
     def row(r: float | None) -> dict:
         return {"grad in/out (init)": r}
 
-    assert "flatter (in/out 1.2 against 4.35)" in gradient_effect(row(1.2), row(4.35))  # BN plain net: grows
+    assert "is the flatter one" in gradient_effect(row(1.2), row(4.35))  # a BN plain net's gradient grows inwards
     assert "flatter" in gradient_effect(row(0.8), row(0.1)) and "not" not in gradient_effect(row(0.8), row(0.1))
-    assert "not flatter" in gradient_effect(row(3.0), row(2.0)) and "get more" in gradient_effect(row(3.0), row(2.0))
+    steeper = gradient_effect(row(3.0), row(2.0))
+    assert "not the flatter" in steeper and "get more" in steeper
     assert "get less" in gradient_effect(row(0.2), row(0.5))
     assert gradient_effect(row(None), row(2.0)) == ""
 

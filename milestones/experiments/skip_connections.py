@@ -282,10 +282,9 @@ def gradient_effect(with_skip: dict[str, Any], without: dict[str, Any]) -> str:
     if a is None or b is None:
         return ""
     if abs(math.log(a)) < abs(math.log(b)):
-        return f"; at initialisation its gradient profile is flatter (in/out {a:.3g} against {b:.3g})"
+        return "; at initialisation its gradient profile is the flatter one (in/out ratio nearer 1)"
     more = "more" if a > b else "less"
-    return (f"; at initialisation its profile is not flatter (in/out {a:.3g} against {b:.3g}): the input layers get "
-            f"{more} of the gradient with the skip")
+    return f"; at initialisation its profile is not the flatter one: the input layers get {more} of the gradient"
 
 
 def _ratio_text(row: dict[str, Any]) -> str:
