@@ -209,7 +209,9 @@ def analyse(ctx: Context) -> Analysis:
         figures.append(Figure("grad_profile.png", f"Gradient norm of every convolution and linear weight, from the "
                               f"input (layer 0) to the classifier, averaged over the first {window} steps (dashed, "
                               f"'init') and the last {window} (solid, 'end'); log scale. The ViTs' init norms are "
-                              "small because their classifier starts at zero and has taken only a few steps.",
+                              "small because their classifier starts at zero and has taken only a few steps. A norm is "
+                              "per weight tensor, so shapes matter (DenseNet's zig-zag: 1x1 bottleneck and 3x3 convs "
+                              "alternate, transitions spike): compare each net with its twin, whose shapes are equal.",
                               _profile_figure(profiles)))
     if curves:
         figures.append(Figure("training_loss.png", "Training loss (cross-entropy) per step, smoothed (thin: raw), "
