@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (registers)
     handcrafted_vs_learned,
     inception_1x1,
     relu_vs_tanh,
+    skip_connections,
     small_filters,
     vgg_fc_heads,
     vit_data_hunger,

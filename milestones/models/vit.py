@@ -27,6 +27,9 @@ Differences from the paper (and the official ``vit_jax`` code):
   * q, k and v are one fused ``qkv`` Linear (as torchvision and timm) rather than three DenseGeneral layers; each
     third is Xavier-initialised on its own (D, D) shape, so the init matches the official per-projection Xavier.
   * ``drop_path_rate`` (stochastic depth, DeiT's regulariser) is an extra option, off by default.
+  * ``residual=False`` (an ablation, not in the paper; the ``skip-connections`` experiment) removes the two skips of
+    every block: a block computes MLP(LN(MSA(LN(x)))) instead of Eq. 2-3. The LayerNorms stay where they were, in
+    front of each sublayer, so every sublayer still sees normalised input, and the encoder's final LN is kept.
   * Ti/16 and S/16 are not in the ViT paper: their widths come from the official ``vit_jax`` configs and their numbers
     from DeiT, which trains them with a different recipe (and stochastic depth 0.1). DeiT prints Ti as "5M" (5.72M),
     so REPORTED leaves its params out rather than fail the 5% rounding check.
@@ -42,6 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..errors import ConfigError
 from ._layers import DropPath, Mlp, attend, drop_path_rates
 from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
 
@@ -73,6 +77,8 @@ class ViTConfig:
         drop_rate: dropout after the position embedding, inside the MLP and after attention (0.1 for L/16 and H/14).
         attn_drop_rate: dropout on the attention weights (0 in every official config).
         drop_path_rate: stochastic depth at the last block, linear from 0 (not in the paper; DeiT uses 0.1).
+        residual: keep the skips around attention and MLP (Eq. 2-3); ``False`` is the no-skip ablation, which has the
+            same parameters (stochastic depth needs the skip, so it must then be 0).
     """
 
     patch_size: Size2
@@ -85,6 +91,7 @@ class ViTConfig:
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    residual: bool = True
 
 
 # fmt: off
@@ -205,7 +212,10 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm Transformer encoder block: x + MSA(LN(x)), then x + MLP(LN(x)) (paper Eq. 2-3)."""
+    """Pre-norm Transformer encoder block: x + MSA(LN(x)), then x + MLP(LN(x)) (paper Eq. 2-3).
+
+    With ``residual=False`` the skips are gone and the block is the composition MLP(LN(MSA(LN(x)))).
+    """
 
     def __init__(
         self,
@@ -216,8 +226,10 @@ class Block(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
+        residual: bool = True,
     ) -> None:
         super().__init__()
+        self.residual = residual
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)  # flax's default eps, kept by the official code
         self.attn = Attention(dim, num_heads, attn_drop=attn_drop, proj_drop=drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
@@ -226,6 +238,8 @@ class Block(nn.Module):
 
     def _forward(self, x: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         y, weights = self.attn(self.norm1(x), need_weights=need_weights)
+        if not self.residual:
+            return self.mlp(self.norm2(y)), weights
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, weights
@@ -265,6 +279,9 @@ class VisionTransformer(nn.Module):
         self.num_prefix_tokens = 1 if cfg.classifier == "token" else 0
         if cfg.classifier not in ("token", "gap"):
             raise ValueError(f"classifier must be 'token' or 'gap', got {cfg.classifier!r}")
+        if not cfg.residual and cfg.drop_path_rate:
+            raise ConfigError(f"drop_path_rate={cfg.drop_path_rate} drops residual branches, but residual=False "
+                              "removed them; set drop_path_rate=0")
         dim = cfg.dim
 
         # Linear projection of flattened patches (Eq. 1) written as a conv with kernel = stride = patch.
@@ -283,6 +300,7 @@ class VisionTransformer(nn.Module):
                     drop=cfg.drop_rate,
                     attn_drop=cfg.attn_drop_rate,
                     drop_path=r,
+                    residual=cfg.residual,
                 )
                 for r in rates
             )
