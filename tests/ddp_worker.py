@@ -1,7 +1,7 @@
-"""Run under torchrun by tests/test_distributed.py (or in one process with ``--single``): a few float64 SGD steps of
-lenet5_modern (flip, crop and mixup) and resnet20 (flip, crop, SyncBatchNorm) on a digits subset through the
-library's distributed pieces (``TensorLoader.shard``, ``distributed.init/convert_sync_bn/wrap``); rank 0 (or the
-single process) saves the final weights to ``OUT/<model>.pt``.
+"""Run under torchrun by tests/test_distributed.py, which also calls :func:`train` in one process: a few float64 SGD
+steps of lenet5_modern (flip, crop and mixup) and resnet20 (flip, crop, SyncBatchNorm) on a digits subset through
+the library's distributed pieces (``TensorLoader.shard``, ``distributed.init/convert_sync_bn/wrap``); rank 0 (or
+the single process) saves the final weights to ``OUT/<model>.pt``.
 
 In float64 the only differences between 2 ranks and 1 process are summation orders, so the test can ask for
 agreement to ~1e-9 of the weights' size; float32 runs of a BN net diverge by ~1e-2 within a few steps from rounding
@@ -54,9 +54,6 @@ def train(name: str, out: Path, single: bool) -> None:
 
 
 if __name__ == "__main__":
-    out, single = Path(sys.argv[1]), "--single" in sys.argv
-    torch.set_default_dtype(torch.float64)
     for model_name in RUNS:
-        train(model_name, out, single)
-    if not single:
-        distributed.close()
+        train(model_name, Path(sys.argv[1]), single=False)
+    distributed.close()
