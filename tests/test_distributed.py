@@ -175,3 +175,26 @@ def test_bad_input_is_one_line_and_exit_2(two_nodes: Path, capsys: pytest.Captur
         assert expected in err and err.count("\n") == 1, err
     assert state.read_bytes() == before
     assert not (two_nodes.parent / "x").exists()
+
+
+@pytest.mark.parametrize("options", [dict(flip=True, crop_padding=2), dict(flip=True, cutmix_alpha=1.0)])
+def test_shards_put_together_are_the_global_batches(options: dict) -> None:
+    """In one process: the 3 ranks' parts of every batch, stacked in rank order, are the unsharded loader's batch,
+    augmentation draws included (cutmix pastes across the global batch); a last evaluation batch splits too."""
+    from milestones.data import get_dataset
+    from milestones.data.batch_augment import BatchAugment
+    from milestones.data.loader import TensorLoader, subset
+
+    split = subset(get_dataset("digits", "train"), 100, seed=0)
+    aug = BatchAugment.for_spec(split.spec, **options)
+
+    def loader(rank: int, world: int, train: bool = True) -> TensorLoader:
+        return TensorLoader(split, batch_size=24 if train else 40, train=train, augment=aug, seed=3).shard(rank, world)
+
+    for train in (True, False):
+        whole = list(loader(0, 1, train))
+        parts = [list(loader(r, 3, train)) for r in range(3)]
+        assert all(len(p) == len(whole) for p in parts)
+        for i, (x, y) in enumerate(whole):
+            assert torch.equal(torch.cat([p[i][0] for p in parts]), x)
+            assert torch.equal(torch.cat([p[i][1] for p in parts]), y)

@@ -81,8 +81,9 @@ def current() -> World:
 def init(device: str, timeout_s: float) -> tuple[World, torch.device]:
     """Join the process group torchrun set up, once; returns the world and this rank's device.
 
-    ``device`` is ``train.device``: ``auto`` or ``cuda`` gives each local rank its own GPU (NCCL), ``cpu`` uses gloo.
-    Without torchrun's environment this does nothing and returns ``(SINGLE, None-equivalent device)``.
+    ``device`` is ``train.device``: ``auto`` (with a GPU) or ``cuda`` gives each local rank its own GPU (NCCL);
+    ``cpu`` uses gloo. ``timeout_s`` bounds every collective. Without torchrun's environment this joins nothing and
+    returns ``(SINGLE, device)``.
     """
     from .loop import resolve_device
 
