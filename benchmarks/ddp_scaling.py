@@ -71,6 +71,7 @@ def main() -> None:
         raise SystemExit(f"--threads {args.threads} does not split over --nproc {args.nproc}")
     arms = {f"1 x {args.threads}": 1, f"{args.nproc} x {args.threads // args.nproc}": args.nproc}
     results: dict[str, list[dict]] = {arm: [] for arm in arms}
+    print(f"at the start: {machine_description(threads=args.threads)}", flush=True)
     with tempfile.TemporaryDirectory() as out:
         for i in range(args.runs):
             for arm, nproc in arms.items():  # alternate the arms, so that a change in load hits both
@@ -78,7 +79,8 @@ def main() -> None:
                 results[arm].append(r)
                 print(f"run {i + 1}, {arm}: {r['img_per_s']:.0f} img/s, {args.target:.2%} after {r['to_target']} s "
                       f"(epoch {r['epochs']}, test {r['acc']:.4f}), process tree {r['wall']:.1f} s", flush=True)
-    print(f"\n{args.model} on {args.data}, target {args.target:.2%}, {args.runs} run(s), {machine_description()}")
+    print(f"\n{args.model} on {args.data}, target {args.target:.2%}, {args.runs} run(s), at the end: "
+          f"{machine_description(threads=args.threads)}")
     print("| processes x threads | img/s (training) | time to target (s) | process tree wall (s) |")
     print("|---|---|---|---|")
     for arm, rs in results.items():
