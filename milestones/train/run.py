@@ -10,6 +10,10 @@ settings that cannot change the outcome of the finished steps may differ on resu
 ``train.epochs`` may grow, which recomputes the learning-rate schedule for the new total from the next step on.
 ``metrics.jsonl`` is cut back to what it held when the state was saved, then appended to, with a ``{"kind":
 "resume"}`` record marking the restart. One process at a time writes a run directory (:meth:`RunDir.lock`).
+
+Under torchrun every rank calls :func:`run_training` (:mod:`.distributed`): each joins the process group and trains
+its share of every batch through DDP, and rank 0 alone creates, locks and writes the run directory. A distributed run
+resumes only with the world size it was saved with.
 """
 
 from __future__ import annotations
