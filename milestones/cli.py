@@ -167,12 +167,20 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         cfg = build_config(model=args.model, data=args.data, config_file=args.config, overrides=overrides)
     if args.dry_run:
         return _show_config(cfg)
+    if args.nproc is not None:
+        return _launch_torchrun(args, cfg)
+    from .train.distributed import from_env
+
+    main_rank = from_env().is_main  # under torchrun only rank 0 shows progress and the summary
     try:
         result = run_training(cfg, resume=args.resume, overwrite=args.overwrite,
-                              callbacks=[progress_bar()] if cfg.train.progress else [])
+                              callbacks=[progress_bar()] if cfg.train.progress and main_rank else [])
     except TrainingInterrupted as e:  # not an error: one line saying how to go on, exit 130 (SIGINT) / 143 (SIGTERM)
-        print(str(e), file=sys.stderr)
+        if main_rank:
+            print(str(e), file=sys.stderr)
         return e.exit_code
+    if not main_rank:
+        return 0
     if result.resumed_from is not None:
         print(f"resumed {result.run.path} from step {result.resumed_from}")
     s = result.summary
@@ -183,6 +191,85 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         print(f"reached {100 * s['target_accuracy']:.2f}% after {s['time_to_target']:.1f} s")
     print(f"run directory: {result.run.path}")
     return 0
+
+
+LAUNCH_OPTIONS = {"--nproc": True, "--nnodes": True, "--node-rank": True, "--rdzv-endpoint": True, "--rdzv-id": True}
+"""``milestones train`` options that configure the torchrun launch (each takes a value); the workers never see them."""
+
+
+def _launch_torchrun(args: argparse.Namespace, cfg: RunConfig) -> int:
+    """``train --nproc N``: check what would fail on every rank (one line, exit 2, before anything starts), then
+    replace this process with ``torchrun`` running ``python -m milestones train`` with the same arguments."""
+    import os
+
+    import torch
+
+    from .errors import ConfigError
+
+    nproc, nnodes = args.nproc, args.nnodes
+    if nproc < 1 or nnodes < 1:
+        raise ConfigError(f"--nproc and --nnodes must be at least 1, got {nproc} and {nnodes}")
+    gpu = cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available())
+    if gpu and nproc > torch.cuda.device_count():
+        raise ConfigError(f"--nproc {nproc} is more than the {torch.cuda.device_count()} GPU(s) of this machine: "
+                          "start one process per GPU at most")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not gpu and nproc > cores:
+        raise ConfigError(f"--nproc {nproc} is more than the {cores} CPU core(s) this process may use: start at "
+                          f"most {cores} processes on this machine")
+    if nnodes > 1 and not args.rdzv_endpoint:
+        raise ConfigError(f"--nnodes {nnodes} needs --rdzv-endpoint HOST:PORT, the address every node's launcher "
+                          "meets at (node 0's host and a free port)")
+    if args.rdzv_endpoint:
+        host, _, port = args.rdzv_endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--rdzv-endpoint must be HOST:PORT, got {args.rdzv_endpoint!r}")
+    world = nproc * nnodes
+    if cfg.data.batch_size % world:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} (the global batch) does not split into {world} "
+                          f"equal parts: make it a multiple of --nproc x --nnodes")
+    if args.resume:
+        _check_resume_world(Path(args.resume), world)
+    rdzv = (["--nnodes", str(nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", args.rdzv_endpoint,
+             "--rdzv-id", args.rdzv_id or "milestones"] if args.rdzv_endpoint else ["--standalone"])
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), *rdzv,
+               "-m", "milestones", "train", *_without_launch_options(args.argv)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+    return 0  # not reached
+
+
+def _check_resume_world(run: Path, world: int) -> None:
+    """Refuse to resume a run with a number of processes other than the one it was saved with."""
+    import json
+
+    from .errors import CheckpointError
+    from .train.checkpoint import STATE_JSON
+
+    try:
+        saved = int(json.loads((run / "checkpoints" / STATE_JSON).read_text()).get("world_size", 1))
+    except (OSError, ValueError, AttributeError):
+        return  # missing or unreadable: the workers report it in their own words
+    if saved != world:
+        raise CheckpointError(f"{run} was trained by {saved} process(es), not {world}: resume it with the same "
+                              f"number (--nproc {saved}{' across nodes' if saved > 1 and world > 1 else ''})")
+
+
+def _without_launch_options(argv: Sequence[str]) -> list[str]:
+    """``argv`` after ``train``, without the launcher's options and their values."""
+    out, skip = [], False
+    rest = list(argv)[list(argv).index("train") + 1:] if "train" in argv else list(argv)
+    for arg in rest:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in LAUNCH_OPTIONS:
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
 
 
 def _show_config(cfg: RunConfig) -> int:
@@ -479,6 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.add_argument("--dry-run", action="store_true",
                    help="print the resolved config (recipe and overrides) and check the model's options; train nothing")
+    s.add_argument("--nproc", type=int, metavar="N",
+                   help="data-parallel training on N processes of this machine (one per GPU, or CPU processes with "
+                   "gloo): starts torchrun, which runs 'python -m milestones train' with the other arguments; "
+                   "data.batch_size stays the global batch")
+    s.add_argument("--nnodes", type=int, default=1, help="with --nproc: machines taking part (default 1)")
+    s.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="with --nnodes > 1: where the nodes' launchers meet (torchrun's c10d rendezvous)")
+    s.add_argument("--rdzv-id", help="with --rdzv-endpoint: a name shared by the nodes of one job")
+    s.add_argument("--node-rank", type=int, help=argparse.SUPPRESS)  # c10d assigns ranks; accepted for torchrun users
 
     s = sub.add_parser("compare", help="train a suite of models x seeds (resumable) and write a leaderboard",
                        description="Train every run of SUITE (a YAML file, or a shipped suite: quick, full) that has "
@@ -578,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     with show_progress(None if getattr(args, "no_progress", False) else tqdm_bars):
         return _dispatch(parser, args, extra)
 

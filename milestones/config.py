@@ -107,6 +107,9 @@ class TrainConfig:
     ``checkpoint_every``: optimiser steps between full training-state saves for ``--resume`` (0: at epoch ends only;
     the state is always saved at epoch ends and on SIGINT/SIGTERM). ``ema_decay``: keep an exponential moving average
     of the weights with this decay (e.g. 0.999), evaluated each epoch and saved as ``checkpoints/ema``.
+    ``sync_bn``: in a distributed run (torchrun), normalise BatchNorm layers with the global batch's statistics, as
+    one process would (no effect in one process). ``dist_timeout``: seconds a collective may wait for the other ranks
+    before the run stops with an error.
     """
 
     epochs: int = 10
@@ -124,6 +127,8 @@ class TrainConfig:
     progress: bool = True
     checkpoint_every: int = 0
     ema_decay: float | None = None
+    sync_bn: bool = False
+    dist_timeout: float = 300.0
 
 
 @dataclass

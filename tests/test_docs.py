@@ -343,7 +343,7 @@ def check_command(cmd: str, tmp: Path) -> None:
     elif argv[0] == "python" and argv[1].startswith("benchmarks/"):
         name = Path(argv[1]).stem
         parser = _script(name).build_parser()
-        if name == "time_to_accuracy":  # it runs `milestones train MODEL --data DATA ... EXTRA` per run
+        if name in ("time_to_accuracy", "ddp_scaling"):  # each runs `milestones train MODEL --data DATA ... EXTRA`
             try:
                 args, extra = parser.parse_known_args(argv[2:])
             except SystemExit:

@@ -5,6 +5,10 @@ Each epoch draws, from the loader's own ``torch.Generator``, one permutation and
 flip mask, policy operations, cutout centres, mixing), so the epoch is fully determined by the generator state at its
 start. That is what :meth:`TensorLoader.state_dict` saves, with the epoch and the number of batches already served, so
 a run resumed from a checkpoint sees exactly the batches it would have seen. No workers, no per-sample Python, no PIL.
+
+In a distributed run (:meth:`TensorLoader.shard`) every rank draws the same permutation and augmentation parameters
+and serves only its rows of each global batch, so N ranks together see exactly the batches one process sees. A mixed
+batch (mixup, cutmix: each image is mixed with a partner anywhere in the batch) is augmented whole and then sliced.
 """
 
 from __future__ import annotations
@@ -80,6 +84,24 @@ class TensorLoader:
         self._served = 0
         self._started = False  # an __iter__ has begun the current epoch
         self._next_state: Tensor | None = None  # generator state after the current epoch's draws
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> TensorLoader:
+        """Serve only rank ``rank``'s part of each batch: rows ``[rank * b / world_size, (rank + 1) * b / world_size)``
+        of a batch of ``b`` (``torch.tensor_split``'s parts when ``b`` does not divide). ``batch_size`` and
+        ``len(self)`` stay those of the global batches. Returns ``self``."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
+        if self.train and self.drop_last and self.batch_size % world_size:
+            raise ValueError(f"batch_size {self.batch_size} does not split into {world_size} equal parts")
+        self.rank, self.world_size = rank, world_size
+        return self
+
+    def _rows(self, b: int) -> tuple[int, int]:
+        """This rank's rows ``[lo, hi)`` of a global batch of ``b``."""
+        q, r = divmod(b, self.world_size)
+        lo = self.rank * q + min(self.rank, r)
+        return lo, lo + q + (self.rank < r)
 
     @property
     def img_size(self) -> tuple[int, int]:
@@ -122,14 +144,23 @@ class TensorLoader:
         self.generator.set_state(self._epoch_state)
         order, draws = self._draw()
         self._next_state = self.generator.get_state()
+        n = len(self.labels)
+        whole = self.world_size == 1 or self.augment.mixes
         for i in range(self._served, len(self)):
-            batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            start = i * self.batch_size
+            lo, hi = (0, None) if whole else self._rows(min(self.batch_size, n - start))
+            batch = slice(start + lo, start + hi if hi is not None else start + self.batch_size)
             idx = batch if order is None else order[batch]
             # per-sample draws are indexed by the sample (idx), per-batch ones by the batch (i)
             x, y = self.augment(self.images[idx], self.labels[idx], draws, index=idx, batch=i)
+            if self.world_size > 1 and whole:  # mixed within the global batch, then this rank's rows
+                lo, hi = self._rows(len(y))
+                x, y = x[lo:hi], y[lo:hi]
+            self._served = i + 1
+            if len(y) == 0:  # a last evaluation batch smaller than the world: nothing for this rank
+                continue
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            self._served = i + 1
             yield x, y
 
     def state_dict(self) -> dict[str, Any]:

@@ -10,6 +10,10 @@ raised. Everything else (writing the run directory, progress bars, gradient norm
 Failure is loud and early. A non-finite loss stops the run at the step it happens (every step on a CPU, where the
 check is free; on a GPU a flag kept on the device is read at each log, save and epoch end, so there is no sync per
 step), and the weights are checked to be finite before every save, so a saved state is always a good one.
+
+The same loop runs on every rank of a distributed run (:mod:`.distributed`): steps go through the DDP wrapper
+(``state.net``), the ranks agree at each step on whether to stop, and the epoch's tally, the logged loss and the
+evaluation (each rank evaluates its rows of every test batch) are summed over the ranks.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import RunConfig
 from ..errors import ConfigError, MilestonesError
+from . import distributed
 from .callbacks import Callback, CallbackList, StepInfo
 from .losses import Loss, build_loss
 from .optim import lr_at, set_lr
@@ -135,6 +140,9 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], loss_fn:
 
     ``flip_tta``: average the logits of each image and its mirror image (test-time augmentation; training runs
     never use it, ``milestones eval --tta`` does on request).
+
+    A loader sharded over the ranks of a distributed run (``loader.world_size > 1``) serves each rank part of the
+    test set: the sums are then added over the ranks, so every rank returns the figures of the whole set.
     """
     model.eval()
     loss_fn = loss_fn or build_loss("ce")
@@ -149,6 +157,10 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], loss_fn:
         k = min(5, logits.shape[1])
         correct5 += int((logits.topk(k, dim=1).indices == y[:, None]).any(1).sum())
         seen += y.shape[0]
+    if getattr(loader, "world_size", 1) > 1:
+        where = device or next(model.parameters()).device
+        loss_sum, c1, c5, n = distributed.all_sum([loss_sum, correct, correct5, seen], where)
+        correct, correct5, seen = round(c1), round(c5), round(n)
     return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1), "acc5": correct5 / max(seen, 1),
             "n": seen}
 
@@ -158,7 +170,7 @@ def train_step(state: TrainState, x: Tensor, y: Tensor, loss_fn: Loss, lr: float
     """One optimiser step on one batch at learning rate ``lr``; returns ``(loss, logits)``, both detached."""
     set_lr(state.optimizer, lr)
     with autocast(state.device):
-        logits, loss = logits_and_loss(state.model, x, y, loss_fn, cfg.train.aux_loss_weight)
+        logits, loss = logits_and_loss(state.net, x, y, loss_fn, cfg.train.aux_loss_weight)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     callbacks.on_backward(state)
@@ -200,9 +212,14 @@ def fit(state: TrainState, test_loader: Iterable[tuple[Tensor, Tensor]], cfg: Ru
             cbs.on_step(StepInfo(state.step, state.epochs_done, lr, loss, logits, x, y, state.model, state.optimizer))
             if log_every and state.step % log_every == 0:
                 guard.check()
+                value = loss.item()
+                if state.world.size > 1:  # the global batch's loss: the mean of the ranks' equal shares
+                    value = distributed.all_sum([value], state.device)[0] / state.world.size
                 cbs.on_record({"kind": "step", "step": state.step, "epoch": state.epochs_done + 1,
-                               "loss": loss.item(), "lr": lr})
+                               "loss": value, "lr": lr})
             requested = stop() if stop is not None else None
+            if state.world.size > 1:
+                requested = distributed.agree_to_stop(requested, state.device)
             if state.tally.batches >= per_epoch:
                 batches = None
                 guard.check()
@@ -223,6 +240,8 @@ def fit(state: TrainState, test_loader: Iterable[tuple[Tensor, Tensor]], cfg: Ru
 def _end_epoch(state: TrainState, test_loader: Iterable[tuple[Tensor, Tensor]], loss_fn: Loss, lr: float,
                cfg: RunConfig, cbs: Callback) -> None:
     """Evaluate, record the epoch, save the weights and the state."""
+    if state.world.size > 1:
+        state.tally.all_reduce()
     train_stats = state.tally.summary()
     if not math.isfinite(train_stats["train_loss"]):
         raise NonFiniteLossError(f"loss became {train_stats['train_loss']} during epoch {state.epochs_done + 1} (by "
@@ -239,11 +258,13 @@ def _end_epoch(state: TrainState, test_loader: Iterable[tuple[Tensor, Tensor]], 
     cbs.on_record(record)
     check_finite_weights(state.model, state.step)  # once for the weights and the state saved below
     cbs.on_epoch_end(record, improved, state)
+    state.gather()
     cbs.on_checkpoint(state)
 
 
 def _checkpoint(state: TrainState, cbs: Callback) -> None:
     check_finite_weights(state.model, state.step)
+    state.gather()
     cbs.on_checkpoint(state)
 
 

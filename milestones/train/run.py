@@ -10,6 +10,10 @@ settings that cannot change the outcome of the finished steps may differ on resu
 ``train.epochs`` may grow, which recomputes the learning-rate schedule for the new total from the next step on.
 ``metrics.jsonl`` is cut back to what it held when the state was saved, then appended to, with a ``{"kind":
 "resume"}`` record marking the restart. One process at a time writes a run directory (:meth:`RunDir.lock`).
+
+Under torchrun every rank calls :func:`run_training` (:mod:`.distributed`): each joins the process group and trains
+its share of every batch through DDP, and rank 0 alone creates, locks and writes the run directory. A distributed run
+resumes only with the world size it was saved with.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from torch import Tensor, nn
 
 from ..config import RunConfig, from_dict, to_yaml
 from ..data import make_loaders
-from ..errors import CheckpointError, ConfigError, RunDirError
+from ..data.loader import TensorLoader
+from ..errors import CheckpointError, ConfigError, MilestonesError, RunDirError
 from ..measure import count_macs, count_params
 from ..models import create_model, get_spec, model_options
+from . import distributed
 from .callbacks import Callback
 from .checkpoint import load_training_state, remove_leftovers, save_checkpoint, save_training_state
 from .loop import NonFiniteLossError, TrainingInterrupted, build_ema, fit, resolve_device
@@ -48,7 +54,8 @@ SavedState = tuple[dict[str, Tensor], dict[str, Any]]
 
 RESUMABLE_KEYS = (
     "train.epochs", "train.progress", "train.log_every", "train.checkpoint_every", "train.threads", "train.device",
-    "train.target_accuracy", "data.root", "data.download", "data.eval_batch_size", "out_dir", "name",
+    "train.target_accuracy", "train.dist_timeout", "data.root", "data.download", "data.eval_batch_size", "out_dir",
+    "name",
 )
 """Config keys that may differ when a run is resumed: they decide where things are and what is logged or evaluated,
 not the steps already taken. ``train.epochs`` may only grow."""
@@ -184,13 +191,17 @@ class RunWriter(Callback):
     """Writes a run directory as training goes: metrics records, the last/best/EMA weights after each epoch, and the
     full training state at each checkpoint. ``saved_step`` is the step of the last state saved (None before)."""
 
-    def __init__(self, run: RunDir, cfg: RunConfig, meta: dict[str, Any], saved_step: int | None = None) -> None:
-        self.run, self.cfg, self.meta, self.saved_step = run, cfg, meta, saved_step
+    def __init__(self, run: RunDir, cfg: RunConfig, meta: dict[str, Any], saved_step: int | None = None, *,
+                 world: distributed.World = distributed.SINGLE) -> None:
+        self.run, self.cfg, self.meta, self.saved_step, self.world = run, cfg, meta, saved_step, world
 
     def on_record(self, record: dict[str, Any]) -> None:
-        self.run.log(record)
+        if self.world.is_main:
+            self.run.log(record)
 
     def on_epoch_end(self, record: dict[str, Any], improved: bool, state: TrainState) -> None:
+        if not self.world.is_main:
+            return
         meta = {**self.meta, "epoch": record["epoch"], "step": record["step"], "test_acc": record["test_acc"]}
         save_checkpoint(self.run.ckpt_dir / "last", state.model, meta)
         if improved:
@@ -199,6 +210,9 @@ class RunWriter(Callback):
             save_checkpoint(self.run.ckpt_dir / "ema", state.ema.module, meta)
 
     def on_checkpoint(self, state: TrainState) -> None:
+        if not self.world.is_main:  # rank 0 saves every rank's state (TrainState.gather)
+            self.saved_step = state.step
+            return
         tensors, info = state.state_dict()
         info.update(model=self.cfg.model.name, metrics_bytes=self.run.metrics_size(),
                     saved_at=datetime.now().isoformat(timespec="seconds"), config=self.cfg.to_dict())
@@ -215,7 +229,7 @@ class RunWriter(Callback):
         if self.saved_step is None:
             return "no training state was saved yet, so the run must start again"
         return (f"the training state after step {self.saved_step} is intact: free some space, then resume with: "
-                f"milestones train --resume {self.run.path}")
+                f"{resume_command(self.run.path, self.world.size)}")
 
 
 @dataclasses.dataclass
@@ -254,28 +268,42 @@ def run_training(
         raise ConfigError("--resume continues a run and --overwrite replaces it: pass one of them")
     deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     start = time.perf_counter()
-    resumed = RunDir(Path(resume)).lock() if resume is not None else None  # before any work: one writer at a time
+    world = distributed.from_env()  # torchrun's RANK/WORLD_SIZE, else one process
+    resumed = RunDir(Path(resume)) if resume is not None else None
+    if resumed is not None and world.is_main:
+        resumed.lock()  # before any work: one writer at a time
+    joined = False
     try:
-        cfg, saved = _prepare(cfg, resumed)
-        device = _setup(cfg)
+        cfg, saved = _prepare(cfg, resumed, world)
+        device, joined = _setup(cfg, world)
         loaders = make_loaders(cfg.data, device, seed=cfg.train.seed,
                                default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
+        _shard(loaders, cfg, world)
         model = _build_model(cfg, loaders.spec, device)
-        run = resumed or RunDir.create(Path(cfg.out_dir) / (cfg.name or default_run_name(cfg)), overwrite=overwrite)
-        with run:
+        if world.size > 1 and cfg.train.sync_bn:  # before the optimizer and the EMA take the parameters
+            distributed.convert_sync_bn(model, device)
+        run = resumed or _create_run(cfg, overwrite, world)
+        with run if world.is_main else contextlib.nullcontext(run):
             input_size = (loaders.spec.in_chans, *loaders.test.img_size)  # (C, H, W) as the batches come out
             writer = RunWriter(run, cfg, _checkpoint_meta(cfg, loaders.spec, input_size),
-                               saved[1]["step"] if saved else None)
-            _start_run_files(run, cfg, saved)
+                               saved[1]["step"] if saved else None, world=world)
+            if world.is_main:
+                _start_run_files(run, cfg, saved)
             state = TrainState(model, build_optimizer(model, cfg.optim), loaders.train, device,
-                               ema=build_ema(model, cfg.train.ema_decay), started=start)
+                               ema=build_ema(model, cfg.train.ema_decay), started=start, world=world)
+            if world.size > 1:
+                state.ddp = distributed.wrap(model, device, aux_weight=cfg.train.aux_loss_weight)
+                torch.manual_seed(cfg.train.seed + 7919 * world.rank)  # ranks draw their own dropout masks
             if saved is not None:
                 state.load_state_dict(saved, model_name=cfg.model.name)
             history = _fit(state, loaders.test, cfg, [writer, *callbacks], handle_signals)
-            summary = _summarise(run, cfg, state, loaders.spec, input_size, saved, writer.meta["environment"])
+            summary = (_summarise(run, cfg, state, loaders.spec, input_size, saved, writer.meta["environment"])
+                       if world.is_main else {})
     finally:
         if resumed is not None:
             resumed.unlock()
+        if joined:
+            distributed.close()
         torch.use_deterministic_algorithms(deterministic_before)
         torch.set_num_threads(threads_before)
     return RunResult(run, history, summary, model, saved[1]["step"] if saved else None)
@@ -285,7 +313,8 @@ def default_run_name(cfg: RunConfig) -> str:
     return f"{cfg.model.name}-{cfg.data.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def _prepare(cfg: RunConfig | None, resumed: RunDir | None) -> tuple[RunConfig, SavedState | None]:
+def _prepare(cfg: RunConfig | None, resumed: RunDir | None,
+             world: distributed.World = distributed.SINGLE) -> tuple[RunConfig, SavedState | None]:
     """The config to train with, and the saved state to continue from when resuming (checked before any work)."""
     if resumed is None:
         assert cfg is not None
@@ -306,17 +335,62 @@ def _prepare(cfg: RunConfig | None, resumed: RunDir | None) -> tuple[RunConfig, 
                               f"with: {edited}; put it back or start a new run")
     cfg = resume_config(saved_cfg, cfg, path, info.get("epochs_done", 0))
     _refuse_finished(path, cfg, info)
+    saved_world = int(info.get("world_size", 1))
+    if saved_world != world.size:
+        raise CheckpointError(f"{path} was trained by {saved_world} process(es) and this run has {world.size}: "
+                              f"resume it with the same number ({resume_command(path, saved_world)})")
     return cfg, state
 
 
-def _setup(cfg: RunConfig) -> torch.device:
-    """Threads, seeds, deterministic kernels; the device to train on. Also checks the settings the loss needs."""
+def resume_command(path: Path, world_size: int = 1) -> str:
+    """The command that continues the run in ``path`` with ``world_size`` processes."""
+    return f"milestones train {f'--nproc {world_size} ' if world_size > 1 else ''}--resume {path}"
+
+
+def _create_run(cfg: RunConfig, overwrite: bool, world: distributed.World) -> RunDir:
+    """A new run directory: created and locked by rank 0 alone, whose path (or error) every rank then shares."""
+    if world.size == 1:
+        return RunDir.create(Path(cfg.out_dir) / (cfg.name or default_run_name(cfg)), overwrite=overwrite)
+    run, made = None, None
+    if world.is_main:
+        try:
+            run = RunDir.create(Path(cfg.out_dir) / (cfg.name or default_run_name(cfg)), overwrite=overwrite)
+            made = str(run.path)
+        except MilestonesError as e:
+            made = e
+    made = distributed.broadcast_object(made)
+    if isinstance(made, BaseException):
+        raise made
+    return run if run is not None else RunDir(Path(made))
+
+
+def _shard(loaders: Any, cfg: RunConfig, world: distributed.World) -> None:
+    """Give each rank its rows of every batch (a distributed run needs the in-memory loader)."""
+    if world.size == 1:
+        return
+    if not isinstance(loaders.train, TensorLoader):
+        raise ConfigError(f"a distributed run needs the data in memory, and {cfg.data.name} is streamed: set "
+                          "data.in_memory=true (if it fits) or train in one process")
+    if cfg.data.batch_size % world.size:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} (the global batch) does not split into "
+                          f"{world.size} equal parts: make it a multiple of the number of processes")
+    loaders.train.shard(world.rank, world.size)
+    if isinstance(loaders.test, TensorLoader):
+        loaders.test.shard(world.rank, world.size)
+
+
+def _setup(cfg: RunConfig, world: distributed.World = distributed.SINGLE) -> tuple[torch.device, bool]:
+    """Threads, seeds, deterministic kernels; the device to train on, and whether this call joined a process group
+    (torchrun's ranks). Also checks the settings the loss needs."""
     if (cfg.data.mixup_alpha or cfg.data.cutmix_alpha) and cfg.train.loss != "ce":
         raise ConfigError(f"mixup/cutmix need train.loss=ce (their soft targets), not {cfg.train.loss!r}")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    return resolve_device(cfg.train.device)
+    if world.size == 1:
+        return resolve_device(cfg.train.device), False
+    joined = not distributed.current().size > 1
+    return distributed.init(cfg.train.device, cfg.train.dist_timeout)[1], joined
 
 
 def _build_model(cfg: RunConfig, spec: Any, device: torch.device) -> nn.Module:
@@ -368,7 +442,7 @@ def _fit(state: TrainState, test_loader: Any, cfg: RunConfig, callbacks: list[Ca
         with signals as stop:
             return fit(state, test_loader, cfg, callbacks=callbacks, stop=stop)
     except TrainingInterrupted as e:
-        hint = f"resume with: milestones train --resume {writer.run.path}"
+        hint = f"resume with: {resume_command(writer.run.path, state.world.size)}"
         if writer.saved_step == e.step:
             how = f"the state is saved: {hint}"
         elif writer.saved_step is not None:
@@ -384,6 +458,16 @@ def _fit(state: TrainState, test_loader: Any, cfg: RunConfig, callbacks: list[Ca
         raise
     except RunDirError as e:
         raise RunDirError(f"{e}; {writer.kept()}") from None
+    except Exception as e:
+        if state.world.size == 1 or not distributed.is_peer_failure(e):
+            raise
+        why = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        kept = (f"the training state after step {writer.saved_step} is kept: resume with: "
+                f"{resume_command(writer.run.path, state.world.size)}" if writer.saved_step is not None
+                else "no training state was saved yet, so the run must start again")
+        raise distributed.PeerLostError(f"rank {state.world.rank}: another process of this {state.world.size}-process "
+                                        f"run stopped or became unreachable at step {state.step + 1} ({why}); "
+                                        f"{kept}") from None
 
 
 def _summarise(run: RunDir, cfg: RunConfig, state: TrainState, spec: Any, input_size: tuple[int, ...],

@@ -7,6 +7,10 @@ atomically and never unpickles anything); :meth:`TrainState.load_state_dict` put
 (Python, NumPy, torch, CUDA) included. Restoring all of it is what makes a resumed deterministic run end with the same
 weights, bit for bit, as one never interrupted: the learning rate is a pure function of the step, and the loader
 serves the rest of its epoch from its saved generator state.
+
+In a distributed run (:mod:`.distributed`) every rank holds a TrainState; :meth:`TrainState.gather` (called on every
+rank before a save) collects the ranks' RNG states and the epoch tally onto rank 0, whose state_dict then holds them
+all, and :meth:`TrainState.load_state_dict` gives each rank its own back.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from ..errors import CheckpointError
+from . import distributed
 from .checkpoint import load_weights_into, pack, unpack
 
 
@@ -83,6 +88,16 @@ class EpochTally:
     def elapsed(self) -> float:
         return self.seconds + time.perf_counter() - self.started
 
+    def all_reduce(self, *, to_main: bool = False) -> None:
+        """Sum the ranks' tallies onto every rank, or (``to_main``) onto rank 0, leaving zeros elsewhere: the
+        ranks' tallies always add up to the global one."""
+        loss_sum, correct, seen = distributed.all_sum([float(self.loss_sum), float(self.correct), self.seen],
+                                                      self.loss_sum.device)
+        mine = not to_main or distributed.current().is_main
+        self.loss_sum.fill_(loss_sum if mine else 0.0)
+        self.correct.fill_(round(correct) if mine else 0)
+        self.seen = round(seen) if mine else 0
+
     def summary(self) -> dict[str, float]:
         seconds = self.elapsed()
         return {"train_loss": float(self.loss_sum) / max(self.seen, 1),
@@ -105,6 +120,28 @@ class TrainState:
     history: History = field(default_factory=History)
     started: float = field(default_factory=time.perf_counter)
     """``time.perf_counter()`` when the run started (data loading included), moved back by a resumed run's time."""
+    world: distributed.World = distributed.SINGLE
+    ddp: nn.Module | None = None
+    """The :class:`~torch.nn.parallel.DistributedDataParallel` wrapper of ``model`` that training steps go through
+    (distributed runs only); ``model`` is what is saved, evaluated and measured."""
+    rank_rng: list[tuple[dict[str, Tensor], dict[str, Any]]] | None = None
+    """Every rank's RNG state, gathered by :meth:`gather` for rank 0 to save."""
+
+    @property
+    def net(self) -> nn.Module:
+        """The module a training step calls: the DDP wrapper in a distributed run, else the model."""
+        return self.ddp if self.ddp is not None else self.model
+
+    def gather(self) -> None:
+        """Before a save, on every rank of a distributed run: the epoch tally summed onto rank 0 and every rank's
+        RNG state gathered there (a no-op in one process)."""
+        if self.world.size == 1:
+            return
+        if self.tally is not None:
+            self.tally.all_reduce(to_main=True)
+        mine: dict[str, Tensor] = {}
+        info = _rng_state(mine)
+        self.rank_rng = distributed.gather_objects((mine, info))
 
     @property
     def elapsed(self) -> float:
@@ -132,7 +169,16 @@ class TrainState:
             "history": self.history.to_dict(),
             "elapsed": self.elapsed,
             "rng": _rng_state(tensors),
+            "world_size": self.world.size,
         }
+        if self.world.size > 1:
+            if self.rank_rng is None or len(self.rank_rng) != self.world.size:
+                raise CheckpointError("a distributed training state needs every rank's RNG: call gather() on every "
+                                      "rank before state_dict()")
+            info["rank_rng"] = []
+            for r, (rank_tensors, rank_info) in enumerate(self.rank_rng):
+                tensors.update({f"rank{r}.{k}": v for k, v in rank_tensors.items()})
+                info["rank_rng"].append(rank_info)
         if self.tally is not None:
             tensors["tally.loss_sum"], tensors["tally.correct"] = self.tally.loss_sum, self.tally.correct
             info["tally"] = {"seen": self.tally.seen, "batches": self.tally.batches, "seconds": self.tally.elapsed()}
@@ -142,6 +188,11 @@ class TrainState:
                         source: str = "the training state") -> None:
         """Put a :meth:`state_dict` back. The global RNGs are restored too, so call this right before training."""
         tensors, info = state
+        saved_world = int(info.get("world_size", 1))
+        if saved_world != self.world.size:
+            raise CheckpointError(f"{source} was saved by {saved_world} process(es) and this run has "
+                                  f"{self.world.size}: resume with the same number (milestones train --nproc "
+                                  f"{saved_world} --resume RUN_DIR)")
 
         def part(prefix: str) -> dict[str, Tensor]:
             return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -164,13 +215,22 @@ class TrainState:
             t = info["tally"]
             self.tally = EpochTally(tensors["tally.loss_sum"].to(self.device),
                                     tensors["tally.correct"].to(self.device), t["seen"], t["batches"], t["seconds"])
+            if not self.world.is_main:  # rank 0 holds the whole tally of the epoch so far (gather)
+                self.tally.loss_sum.zero_()
+                self.tally.correct.zero_()
+                self.tally.seen = 0
         if info.get("loader") is not None and self.can_save_mid_epoch:
             self.loader.load_state_dict(unpack(info["loader"], tensors))
         self.step, self.epochs_done = info["step"], info["epochs_done"]
         self.history = History.from_dict(info["history"])
         self.history.reached_target_at = None
         self.started -= info["elapsed"]  # the time before the interruption counts too
-        _set_rng_state(tensors, info["rng"])
+        if self.world.size > 1:
+            prefix = f"rank{self.world.rank}."
+            _set_rng_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                           info["rank_rng"][self.world.rank])
+        else:
+            _set_rng_state(tensors, info["rng"])
 
 
 def _rng_state(tensors: dict[str, Tensor]) -> dict[str, Any]:
