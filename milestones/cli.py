@@ -130,6 +130,20 @@ def progress_bar() -> object:
     return ProgressBar()
 
 
+def settings_line() -> object:
+    """A training callback that prints, as training starts, how the run computes (precision, memory format,
+    torch.compile) and why."""
+    from .train.callbacks import Callback
+
+    class SettingsLine(Callback):
+        def on_fit_start(self, state, total_steps: int) -> None:
+            shown = "; ".join(f"{k.replace('_', ' ')}: {c.describe()}" for k, c in state.choices.items())
+            if shown:
+                print(shown, flush=True)
+
+    return SettingsLine()
+
+
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .config import build_config
     from .train.loop import TrainingInterrupted
@@ -137,7 +151,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     overrides = _split_overrides(extra)
     shortcuts = {"epochs": "train.epochs", "data_root": "data.root", "out": "out_dir", "name": "name",
-                 "device": "train.device", "seed": "train.seed"}
+                 "device": "train.device", "seed": "train.seed", "precision": "train.precision"}
     for attr, key in shortcuts.items():
         value = getattr(args, attr)
         if value is not None:
@@ -173,8 +187,9 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     main_rank = from_env().is_main  # under torchrun only rank 0 shows progress and the summary
     try:
+        shown = [settings_line()] if main_rank else []
         result = run_training(cfg, resume=args.resume, overwrite=args.overwrite,
-                              callbacks=[progress_bar()] if cfg.train.progress and main_rank else [])
+                              callbacks=shown + ([progress_bar()] if cfg.train.progress and main_rank else []))
     except TrainingInterrupted as e:  # not an error: one line saying how to go on, exit 130 (SIGINT) / 143 (SIGTERM)
         if main_rank:
             print(str(e), file=sys.stderr)
@@ -278,7 +293,11 @@ def _show_config(cfg: RunConfig) -> int:
 
     from .config import to_yaml
     from .models import create_model
+    from .precision import check_flag, check_precision
 
+    check_precision(cfg.train.precision)
+    check_flag(cfg.data.channels_last, "data.channels_last")
+    check_flag(cfg.train.compile, "train.compile")
     with torch.device("meta"):
         create_model(cfg.model.name, **cfg.model.kwargs)
     print(to_yaml(cfg), end="")
@@ -287,15 +306,19 @@ def _show_config(cfg: RunConfig) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data import make_test_loader
+    from .models import get_spec
+    from .precision import resolve_precision
     from .train.checkpoint import restore_model
     from .train.loop import evaluate
 
     model, meta = restore_model(args.checkpoint, prefer=args.which)
+    precision = resolve_precision(args.precision, "cpu", get_spec(meta["model"]).family)
+    print(f"precision: {precision.describe()}", flush=True)
     loader = make_test_loader(meta["data"], split=args.split, name=args.data, root=args.data_root)
-    res = evaluate(model, loader, flip_tta=args.tta)
+    res = evaluate(model, loader, flip_tta=args.tta, precision=precision.value)
     tta = ", flip TTA" if args.tta else ""
-    print(f"{meta['model']} on {loader.spec.full_name} ({args.split}, {res['n']} images{tta}): top-1 "
-          f"{100 * res['acc']:.2f}%, top-5 {100 * res['acc5']:.2f}%, loss {res['loss']:.4f}")
+    print(f"{meta['model']} on {loader.spec.full_name} ({args.split}, {res['n']} images{tta}, {precision.value}): "
+          f"top-1 {100 * res['acc']:.2f}%, top-5 {100 * res['acc5']:.2f}%, loss {res['loss']:.4f}")
     return 0
 
 
@@ -388,8 +411,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(args.json, "a")) if args.json else None  # one line per model as it finishes
         for name in names:
+            amp = args.amp
+            if amp is None:
+                from .models import get_spec
+                from .precision import resolve_precision
+
+                choice = resolve_precision(args.precision, device, get_spec(name).family)
+                amp = "bf16" if choice.value == "bf16" else None
+                print(f"{name} precision: {choice.describe()}", flush=True)
             r = bench_model(name, args.mode, batch=args.batch, size=args.size, threads=args.threads,
-                            channels_last=args.channels_last, compile=args.compile, amp=args.amp, reps=args.reps,
+                            channels_last=args.channels_last, compile=args.compile, amp=amp, reps=args.reps,
                             warmup=args.warmup, torchvision=not args.no_torchvision,
                             onnxruntime=not args.no_onnxruntime, optimizer=args.optimizer, device=device,
                             probe=args.probe or None, clock=args.clock,
@@ -437,6 +468,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         settings["data.root"] = args.data_root
     if args.device:
         settings["train.device"] = args.device
+    if args.precision:
+        settings["train.precision"] = args.precision
     if args.no_progress:
         settings["train.progress"] = False
     out = Path(args.out)
@@ -508,7 +541,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     try:
         result = run_experiment(args.name, mode=args.mode, out=args.out, seeds=args.seeds, device=args.device,
-                                data_root=args.data_root, report_dir=args.report_dir, on_event=event,
+                                precision=args.precision, data_root=args.data_root, report_dir=args.report_dir,
+                                on_event=event,
                                 callbacks=[] if args.no_progress else [progress_bar()])
     except TrainingInterrupted as e:
         print(f"{e}\nthe experiment stopped; run the same command again to go on", file=sys.stderr)
@@ -563,6 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing run directory of that name")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
     s.add_argument("--seed", type=int)
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="train.precision: bf16 autocast or fp32 (default auto: bf16 where this device runs it faster)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.add_argument("--dry-run", action="store_true",
                    help="print the resolved config (recipe and overrides) and check the model's options; train nothing")
@@ -586,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "folder)")
     s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the recipes')")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="train.precision of every run (default: the recipes', auto)")
     s.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     s.add_argument("--report-only", action="store_true", help="write the reports from the finished runs only")
     s.add_argument("--retry-failed", action="store_true", help="train again the runs that failed earlier")
@@ -604,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report-dir", help="also write report.md, results.csv and the figures here")
     s.add_argument("--seeds", type=int, help="seeds per run (default: the mode's)")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the recipes')")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="train.precision of every run (default: the recipes', auto)")
     s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -615,6 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")
     s.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's logits with its "
                    "mirror image's")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="bf16 autocast or fp32 forward passes (default auto: bf16 where this CPU runs it faster)")
 
     s = sub.add_parser("predict", help="top-k classes for image files")
     s.add_argument("checkpoint", help="run directory or .safetensors file")
@@ -645,7 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="torch (and onnxruntime) threads (default: torch's)")
     s.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     s.add_argument("--compile", action="store_true", help="torch.compile (falls back to eager if unavailable)")
-    s.add_argument("--amp", choices=["bf16"], help="bfloat16 autocast")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="fp32, or bf16 autocast (default auto: bf16 where this device runs it faster)")
+    s.add_argument("--amp", choices=["bf16"], help=argparse.SUPPRESS)  # older spelling of --precision bf16
     s.add_argument("--reps", type=int, default=10, help="timed reps per contender, interleaved (default 10)")
     s.add_argument("--warmup", type=int, default=2, help="untimed steps first (peak memory is measured over them)")
     s.add_argument("--optimizer", default="sgd-foreach",

@@ -51,7 +51,7 @@ RUN_KEYS = ("model", "label", "recipe", "overrides")
 FAILED_MARKER = "failed.json"
 
 CSV_FIELDS = (
-    "suite", "label", "model", "seed", "status", "dataset", "device", "params", "macs", "year", "epochs",
+    "suite", "label", "model", "seed", "status", "dataset", "device", "precision", "params", "macs", "year", "epochs",
     "final_test_acc", "best_test_acc", "train_seconds", "wall_seconds", "img_per_s", "processor", "cpu_count",
     "torch_threads", "torch", "run_dir", "error",
 )
@@ -329,7 +329,8 @@ def result_rows(suite: Suite, outcomes: Sequence[Outcome]) -> list[dict[str, Any
         rows.append({
             "suite": suite.name, "label": p.run.label, "model": p.run.model, "seed": p.seed,
             "status": "ok" if o.summary else o.status, "dataset": s.get("dataset", ""), "device": s.get("device", ""),
-            "params": s.get("params", ""), "macs": s.get("macs", ""), "year": get_spec(p.run.model).paper.year,
+            "precision": s.get("precision", ""), "params": s.get("params", ""), "macs": s.get("macs", ""),
+            "year": get_spec(p.run.model).paper.year,
             "epochs": s.get("epochs", ""), "final_test_acc": s.get("final_test_acc", ""),
             "best_test_acc": s.get("best_test_acc", ""), "train_seconds": s.get("train_seconds", ""),
             "wall_seconds": s.get("wall_seconds", ""), "img_per_s": s.get("img_per_s", ""),
@@ -400,7 +401,8 @@ def _machine(rows: Sequence[Mapping[str, Any]]) -> str:
     if not ok:
         return "no finished runs"
     kinds = sorted({f"{r['device']}: {r['processor'] or 'unknown processor'}, {r['cpu_count']} CPUs, "
-                    f"{r['torch_threads']} torch threads, torch {r['torch']}" for r in ok})
+                    f"{r['torch_threads']} torch threads, torch {r['torch']}"
+                    + (f", {r['precision']}" if r.get("precision") else "") for r in ok})
     return "; ".join(kinds)
 
 

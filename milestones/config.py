@@ -42,6 +42,9 @@ class DataConfig:
     An image folder (``name: folder:PATH``) is resized to ``image_size``, by default the model's input size; it is
     decoded into memory when it fits (``in_memory``: null = decide by size, true, false) and otherwise streamed by
     ``workers`` DataLoader processes (crop, flip and cutout only; resumable at epoch ends).
+
+    ``channels_last``: NHWC tensors for the model and the batches; ``auto`` (default) decides per family from measured
+    speeds (:func:`milestones.precision.resolve_channels_last`).
     """
 
     name: str = "mnist"
@@ -64,7 +67,7 @@ class DataConfig:
     std: list[float] | None = None
     train_subset: int | None = None
     test_subset: int | None = None
-    channels_last: bool = False
+    channels_last: bool | str = "auto"
     in_memory: bool | None = None
     workers: int = 2
 
@@ -109,7 +112,9 @@ class TrainConfig:
     of the weights with this decay (e.g. 0.999), evaluated each epoch and saved as ``checkpoints/ema``.
     ``sync_bn``: in a distributed run (torchrun), normalise BatchNorm layers with the global batch's statistics, as
     one process would (no effect in one process). ``dist_timeout``: seconds a collective may wait for the other ranks
-    before the run stops with an error.
+    before the run stops with an error. ``precision``: ``auto`` (default), ``fp32`` or ``bf16`` (autocast; weights,
+    optimizer, BatchNorm statistics and loss stay float32); ``compile``: ``auto`` (default), true or false
+    (``torch.compile``); :mod:`milestones.precision` says how ``auto`` decides each.
     """
 
     epochs: int = 10
@@ -129,6 +134,8 @@ class TrainConfig:
     ema_decay: float | None = None
     sync_bn: bool = False
     dist_timeout: float = 300.0
+    precision: str = "auto"
+    compile: bool | str = "auto"
 
 
 @dataclass

@@ -204,6 +204,7 @@ def run_experiment(
     out: str | Path | None = None,
     seeds: int | None = None,
     device: str | None = None,
+    precision: str | None = None,
     data_root: str | None = None,
     report_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
@@ -215,6 +216,7 @@ def run_experiment(
 
     Args:
         seeds: How many seeds (0..N-1) each run gets; default the mode's.
+        precision: ``train.precision`` of every run (``auto``, ``fp32``, ``bf16``); default the recipes'.
         callbacks: Added to every run (the CLI's progress bar).
         command: The command line to print in the report (default: the equivalent ``milestones experiment run``).
     """
@@ -242,6 +244,8 @@ def run_experiment(
         settings["data.root"] = data_root
     if device:
         settings["train.device"] = device
+    if precision:
+        settings["train.precision"] = precision
 
     def per_run(p: Any) -> list[Callback]:
         make = specs[p.run.label].callbacks
@@ -298,6 +302,17 @@ def _training_seconds(outcomes: Sequence[Outcome]) -> float:
     return sum(float((o.summary or {}).get("wall_seconds") or 0.0) for o in outcomes)
 
 
+def _precisions(outcomes: Sequence[Outcome]) -> str:
+    """How the runs computed, from their summaries: ``fp32 (6 runs)``, with the reason ``auto`` gave."""
+    seen: dict[tuple[str, str], int] = {}
+    for o in outcomes:
+        s = o.summary or {}
+        if s.get("precision"):
+            reason = (s.get("run_settings") or {}).get("precision", {}).get("reason", "")
+            seen[(s["precision"], reason)] = seen.get((s["precision"], reason), 0) + 1
+    return "; ".join(f"{p} ({n} run{'s' if n > 1 else ''}{': ' + r if r else ''})" for (p, r), n in seen.items())
+
+
 def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, outcomes: Sequence[Outcome], *,
                   seconds: float, command: str) -> str:
     """The report as markdown: question, claim, verdict, setup, results, figures, how to reproduce."""
@@ -320,6 +335,9 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
     ]
     if setup.runs:
         lines.append(f"- Runs: {', '.join(f'`{r.label}`' for r in setup.runs)}")
+        ran_in = _precisions(outcomes)
+        if ran_in:
+            lines.append(f"- Precision: {ran_in}")
     lines += [f"- {n}" for n in setup.notes]
     lines += ["", "## Results", "", markdown_table(analysis.rows, analysis.columns or list(analysis.rows[0]))
               if analysis.rows else "(no results)", ""]

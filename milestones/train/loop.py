@@ -19,6 +19,7 @@ evaluation (each rank evaluates its rows of every test batch) are summed over th
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +35,8 @@ from .callbacks import Callback, CallbackList, StepInfo
 from .losses import Loss, build_loss
 from .optim import lr_at, set_lr
 from .state import EpochTally, History, TrainState
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(MilestonesError):
@@ -75,20 +78,37 @@ def build_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs that support it; fp32 on the CPU, where autocast is slower for these small convs."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when the resolved ``precision`` is ``"bf16"`` (see :mod:`milestones.precision`),
+    else nothing: float32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def logits_and_loss(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Loss, aux_weight: float) -> tuple[Tensor, Tensor]:
-    """The logits, and the loss with GoogLeNet-style auxiliary heads weighted in when ``aux_weight > 0``."""
-    if aux_weight > 0 and hasattr(model, "forward_with_aux"):
-        logits, aux = model.forward_with_aux(x)
-        return logits, loss_fn(logits, y) + aux_weight * sum(loss_fn(a, y) for a in aux)
-    logits = model(x)
-    return logits, loss_fn(logits, y)
+def logits_and_loss(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Loss, aux_weight: float,
+                    precision: str = "fp32") -> tuple[Tensor, Tensor]:
+    """The logits, and the loss with GoogLeNet-style auxiliary heads weighted in when ``aux_weight > 0``.
+
+    The forward pass runs under :func:`autocast`; the loss (softmax and all) is computed outside it on float32
+    logits, so a bf16 run's loss and the gradient it starts from are float32.
+    """
+    aux: list[Tensor] = []
+    with autocast(x.device, precision):
+        if aux_weight > 0 and hasattr(model, "forward_with_aux"):
+            logits, aux = model.forward_with_aux(x)
+        else:
+            logits = model(x)
+    logits = _widen(logits)
+    loss = loss_fn(logits, y)
+    if aux:
+        loss = loss + aux_weight * sum(loss_fn(_widen(a), y) for a in aux)
+    return logits, loss
+
+
+def _widen(t: Tensor) -> Tensor:
+    """bf16/fp16 -> float32; float32 and float64 as they are."""
+    return t.float() if t.element_size() < 4 else t
 
 
 _ADVICE = "lower optim.lr or set train.clip_grad_norm"
@@ -135,8 +155,12 @@ def check_finite_weights(model: nn.Module, step: int) -> None:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], loss_fn: Loss | None = None,
-             device: torch.device | None = None, *, flip_tta: bool = False) -> dict[str, float]:
+             device: torch.device | None = None, *, flip_tta: bool = False, precision: str = "fp32"
+             ) -> dict[str, float]:
     """Mean loss (cross-entropy unless ``loss_fn``), top-1 and top-5 accuracy over ``loader``.
+
+    ``precision``: ``"bf16"`` runs the forward passes under bf16 autocast (the loss and the accuracy are computed on
+    float32 logits), as a bf16 training run evaluates.
 
     ``flip_tta``: average the logits of each image and its mirror image (test-time augmentation; training runs
     never use it, ``milestones eval --tta`` does on request).
@@ -148,7 +172,7 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], loss_fn:
     loss_fn = loss_fn or build_loss("ce")
     loss_sum, correct, correct5, seen = 0.0, 0, 0, 0
     for x, y in loader:
-        with autocast(device or x.device):
+        with autocast(device or x.device, precision):
             logits = model(x).float()
             if flip_tta:
                 logits = (logits + model(x.flip(-1)).float()) / 2
@@ -165,14 +189,26 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], loss_fn:
             "n": seen}
 
 
+def _forward_backward(state: TrainState, x: Tensor, y: Tensor, loss_fn: Loss, cfg: RunConfig
+                      ) -> tuple[Tensor, Tensor]:
+    logits, loss = logits_and_loss(state.net, x, y, loss_fn, cfg.train.aux_loss_weight, state.precision)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss, logits
+
+
 def train_step(state: TrainState, x: Tensor, y: Tensor, loss_fn: Loss, lr: float, cfg: RunConfig,
                callbacks: Callback) -> tuple[Tensor, Tensor]:
     """One optimiser step on one batch at learning rate ``lr``; returns ``(loss, logits)``, both detached."""
     set_lr(state.optimizer, lr)
-    with autocast(state.device):
-        logits, loss = logits_and_loss(state.net, x, y, loss_fn, cfg.train.aux_loss_weight)
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    try:
+        loss, logits = _forward_backward(state, x, y, loss_fn, cfg)
+    except Exception as e:  # torch.compile fails at a first call, with any exception type, before any update
+        if state.compiled is None:
+            raise
+        log.warning("torch.compile failed (%s: %s); training eager", type(e).__name__, str(e).strip()[:160])
+        state.compiled = None
+        loss, logits = _forward_backward(state, x, y, loss_fn, cfg)
     callbacks.on_backward(state)
     if cfg.train.clip_grad_norm:
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.train.clip_grad_norm)
@@ -246,12 +282,12 @@ def _end_epoch(state: TrainState, test_loader: Iterable[tuple[Tensor, Tensor]], 
     if not math.isfinite(train_stats["train_loss"]):
         raise NonFiniteLossError(f"loss became {train_stats['train_loss']} during epoch {state.epochs_done + 1} (by "
                                  f"step {state.step}); {_ADVICE}")
-    test = evaluate(state.model, test_loader, loss_fn, state.device)
+    test = evaluate(state.model, test_loader, loss_fn, state.device, precision=state.precision)
     record = {"kind": "epoch", "epoch": state.epochs_done + 1, "step": state.step, **train_stats,
               "test_loss": test["loss"], "test_acc": test["acc"], "test_acc5": test["acc5"], "lr": lr,
               "elapsed": state.elapsed}
     if state.ema is not None:
-        ema = evaluate(state.ema.module, test_loader, loss_fn, state.device)
+        ema = evaluate(state.ema.module, test_loader, loss_fn, state.device, precision=state.precision)
         record.update(ema_test_loss=ema["loss"], ema_test_acc=ema["acc"], ema_test_acc5=ema["acc5"])
     improved = state.history.add(record, cfg.train.target_accuracy)
     state.epochs_done, state.tally = state.epochs_done + 1, None

@@ -42,6 +42,16 @@ from ..data.loader import TensorLoader
 from ..errors import CheckpointError, ConfigError, MilestonesError, RunDirError
 from ..measure import count_macs, count_params
 from ..models import create_model, get_spec, model_options
+from ..precision import (
+    Choice,
+    check_flag,
+    check_precision,
+    estimate_step_seconds,
+    resolve_channels_last,
+    resolve_compile,
+    resolve_precision,
+    use_compile_cache,
+)
 from . import distributed
 from .callbacks import Callback
 from .checkpoint import load_training_state, remove_leftovers, save_checkpoint, save_training_state
@@ -276,21 +286,30 @@ def run_training(
     try:
         cfg, saved = _prepare(cfg, resumed, world)
         device, joined = _setup(cfg, world)
-        loaders = make_loaders(cfg.data, device, seed=cfg.train.seed,
-                               default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
+        family = get_spec(cfg.model.name).family
+        choices = {"precision": resolve_precision(cfg.train.precision, device, family),
+                   "channels_last": resolve_channels_last(cfg.data.channels_last, family, device)}
+        channels_last = choices["channels_last"].value
+        loaders = make_loaders(dataclasses.replace(cfg.data, channels_last=channels_last), device,
+                               seed=cfg.train.seed, default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
         _shard(loaders, cfg, world)
-        model = _build_model(cfg, loaders.spec, device)
+        model = _build_model(cfg, loaders.spec, device, channels_last)
+        choices["compile"] = _resolve_compile(cfg, family, device, loaders, saved, world, choices["precision"].value)
         if world.size > 1 and cfg.train.sync_bn:  # before the optimizer and the EMA take the parameters
             distributed.convert_sync_bn(model, device)
         run = resumed or _create_run(cfg, overwrite, world)
         with run if world.is_main else contextlib.nullcontext(run):
             input_size = (loaders.spec.in_chans, *loaders.test.img_size)  # (C, H, W) as the batches come out
-            writer = RunWriter(run, cfg, _checkpoint_meta(cfg, loaders.spec, input_size),
+            writer = RunWriter(run, cfg, _checkpoint_meta(cfg, loaders.spec, input_size, choices),
                                saved[1]["step"] if saved else None, world=world)
             if world.is_main:
                 _start_run_files(run, cfg, saved)
             state = TrainState(model, build_optimizer(model, cfg.optim), loaders.train, device,
-                               ema=build_ema(model, cfg.train.ema_decay), started=start, world=world)
+                               ema=build_ema(model, cfg.train.ema_decay), started=start, world=world,
+                               precision=choices["precision"].value, choices=choices)
+            if choices["compile"].value:
+                use_compile_cache()
+                state.compiled = torch.compile(model)
             if world.size > 1:
                 state.ddp = distributed.wrap(model, device, aux_weight=cfg.train.aux_loss_weight)
                 torch.manual_seed(cfg.train.seed + 7919 * world.rank)  # ranks draw their own dropout masks
@@ -382,6 +401,9 @@ def _shard(loaders: Any, cfg: RunConfig, world: distributed.World) -> None:
 def _setup(cfg: RunConfig, world: distributed.World = distributed.SINGLE) -> tuple[torch.device, bool]:
     """Threads, seeds, deterministic kernels; the device to train on, and whether this call joined a process group
     (torchrun's ranks). Also checks the settings the loss needs."""
+    check_precision(cfg.train.precision)
+    check_flag(cfg.data.channels_last, "data.channels_last")
+    check_flag(cfg.train.compile, "train.compile")
     if (cfg.data.mixup_alpha or cfg.data.cutmix_alpha) and cfg.train.loss != "ce":
         raise ConfigError(f"mixup/cutmix need train.loss=ce (their soft targets), not {cfg.train.loss!r}")
     if cfg.train.threads:
@@ -393,7 +415,25 @@ def _setup(cfg: RunConfig, world: distributed.World = distributed.SINGLE) -> tup
     return distributed.init(cfg.train.device, cfg.train.dist_timeout)[1], joined
 
 
-def _build_model(cfg: RunConfig, spec: Any, device: torch.device) -> nn.Module:
+def _resolve_compile(cfg: RunConfig, family: str, device: torch.device, loaders: Any, saved: SavedState | None,
+                     world: distributed.World, precision: str) -> Choice:
+    """``train.compile`` for this run: its remaining steps, and an eager step's time estimated from the model's
+    multiply-adds and the machine's probe (only if ``auto`` needs it)."""
+    if world.size > 1 and cfg.train.compile is not False:
+        return Choice(False, "a distributed run trains eager")
+    steps = len(loaders.train) * cfg.train.epochs - (saved[1]["step"] if saved else 0)
+
+    def step_seconds() -> float:
+        size = (loaders.spec.in_chans, *loaders.test.img_size)
+        with torch.device("meta"):
+            macs = count_macs(create_model(cfg.model.name, **cfg.model.kwargs), size)
+        return estimate_step_seconds(macs, cfg.data.batch_size, device)
+
+    return resolve_compile(cfg.train.compile, family, device, steps=steps, step_seconds=step_seconds,
+                           precision=precision)
+
+
+def _build_model(cfg: RunConfig, spec: Any, device: torch.device, channels_last: bool = False) -> nn.Module:
     """The model, with ``num_classes``/``in_chans`` filled in from the data where the recipe leaves them out."""
     kwargs = dict(cfg.model.kwargs)
     options = model_options(cfg.model.name)
@@ -403,11 +443,13 @@ def _build_model(cfg: RunConfig, spec: Any, device: torch.device) -> nn.Module:
         kwargs.setdefault("in_chans", spec.in_chans)
     cfg.model.kwargs = kwargs
     model = create_model(cfg.model.name, **kwargs).to(device)
-    return model.to(memory_format=torch.channels_last if cfg.data.channels_last else torch.contiguous_format)
+    return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def _checkpoint_meta(cfg: RunConfig, spec: Any, input_size: tuple[int, ...]) -> dict[str, Any]:
-    """What every checkpoint of the run records so that it can be rebuilt and fed."""
+def _checkpoint_meta(cfg: RunConfig, spec: Any, input_size: tuple[int, ...],
+                     choices: dict[str, Choice] | None = None) -> dict[str, Any]:
+    """What every checkpoint of the run records so that it can be rebuilt and fed, and how it was computed."""
+    choices = choices or {}
     return {
         "model": cfg.model.name,
         "model_kwargs": cfg.model.kwargs,
@@ -417,6 +459,8 @@ def _checkpoint_meta(cfg: RunConfig, spec: Any, input_size: tuple[int, ...]) -> 
                  "input_size": list(input_size)},
         "config": cfg.to_dict(),
         "environment": environment(),
+        **({"precision": choices["precision"].value} if "precision" in choices else {}),
+        "run_settings": {k: c.to_dict() for k, c in choices.items()},
     }
 
 
@@ -496,6 +540,10 @@ def _summarise(run: RunDir, cfg: RunConfig, state: TrainState, spec: Any, input_
         "train_seconds": train_seconds,
         "img_per_s": images / train_seconds if train_seconds else 0.0,
         "device": str(device) if device.type != "cuda" else f"cuda ({env['cuda']})",
+        "precision": state.precision,
+        "channels_last": bool(state.choices["channels_last"].value) if "channels_last" in state.choices else None,
+        "compiled": state.compiled is not None,
+        "run_settings": {k: c.to_dict() for k, c in state.choices.items()},
         "run_dir": str(run.path),
         **{k: env[k] for k in ("python", "torch", "torchvision", "platform", "processor", "cpu_count",
                                "torch_threads", "git_commit")},

@@ -126,11 +126,21 @@ class TrainState:
     (distributed runs only); ``model`` is what is saved, evaluated and measured."""
     rank_rng: list[tuple[dict[str, Tensor], dict[str, Any]]] | None = None
     """Every rank's RNG state, gathered by :meth:`gather` for rank 0 to save."""
+    precision: str = "fp32"
+    """The resolved ``train.precision``: ``"fp32"`` or ``"bf16"`` (autocast)."""
+    compiled: nn.Module | None = None
+    """``torch.compile(model)`` when the run compiles: training steps go through it, evaluation uses ``model``."""
+    choices: dict[str, Any] = field(default_factory=dict)
+    """How the run computes, resolved at its start: ``precision``, ``channels_last`` and ``compile``, each a
+    :class:`milestones.precision.Choice`."""
 
     @property
     def net(self) -> nn.Module:
-        """The module a training step calls: the DDP wrapper in a distributed run, else the model."""
-        return self.ddp if self.ddp is not None else self.model
+        """The module a training step calls: the DDP wrapper in a distributed run, else the compiled model if any,
+        else the model."""
+        if self.ddp is not None:
+            return self.ddp
+        return self.compiled if self.compiled is not None else self.model
 
     def gather(self) -> None:
         """Before a save, on every rank of a distributed run: the epoch tally summed onto rank 0 and every rank's

@@ -1,0 +1,337 @@
+"""How a run computes: numeric precision, memory format and ``torch.compile``, each chosen once per process.
+
+Every setting takes ``auto`` (the default) or an explicit value. ``auto`` decides from what can be known or measured
+about the machine at hand, never from CPU flags alone:
+
+* ``train.precision``: ``bf16`` autocast on CUDA devices that support bfloat16. On a CPU, bf16 only if the CPU
+  advertises a native bf16 matmul (``amx_bf16`` or ``avx512_bf16`` in ``/proc/cpuinfo``) *and* a short probe (a
+  3x3 convolution of a CIFAR-sized layer under autocast, against float32, interleaved, median of a few reps) runs bf16
+  at least :data:`PROBE_MARGIN` times faster. The flags are not enough: the AMD EPYC machines of this project list
+  ``avx512_bf16`` yet ran bf16 autocast at 0.03-0.23x float32 speed (docs/benchmarks.md). Otherwise float32. The
+  probe's result is cached per machine (CPU model name, torch version) in the project's cache folder
+  (``$MILESTONES_CACHE``, else ``~/.cache/milestones``), so it runs once. Autocast leaves the weights, the optimizer,
+  BatchNorm's running statistics and the loss (computed on float32 logits, outside autocast) in float32.
+* ``data.channels_last``: NHWC tensors for the families measured faster with them in training
+  (:data:`CHANNELS_LAST_CPU`, from docs/benchmarks.md); on CUDA for the convolutional families.
+* ``train.compile``: only where the measured per-step saving, times the run's steps, exceeds the compile time
+  (:func:`compile_pays`); off where the family was not measured on this kind of device. Inductor's cache goes to the
+  project's cache folder, so a second run of the same model compiles from cache.
+
+Each choice is a :class:`Choice`, a value and the reason for it, which the CLI prints at start and the run records in
+``summary.json`` and its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16")
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+"""``/proc/cpuinfo`` flags of CPUs whose matrix units take bfloat16 natively (Intel AMX, AVX512-BF16)."""
+
+PROBE_MARGIN = 1.2
+"""bf16 must run the probe this many times faster than float32 for ``auto`` to choose it: a smaller gain is within
+what autocast's casts and the model's memory-bound layers can take back."""
+
+PROBE_VERSION = 2
+"""Bump when the probe changes: cached results of the old probe are then measured again."""
+
+BF16_SLOWER_CPU = {
+    "lenet": (0.75, "lenet5_modern"),
+}
+"""Families that ``auto`` keeps in float32 on a CPU even where the probe finds bf16 faster: (bf16 training speed
+over float32, the model measured). lenet5_modern's layers are too small for bf16 to pay for its casts: 0.75x at
+batch 32 on the 2-core EPYC whose probe gives bf16 1.3-1.6x (resnet20 there: 1.48x). Measured 2026-12-01 with
+``compare_settings`` (3 interleaved reps) while other processes shared the machine: ratios, not absolute speeds."""
+
+CHANNELS_LAST_CPU = {
+    "lenet": (True, 1.26, "lenet5_modern"),
+    "alexnet": (False, 0.97, "alexnet_owt"),
+    "vgg": (False, 0.74, "vgg11"),
+    "googlenet": (True, 1.26, "googlenet_tv"),
+    "resnet": (True, 1.14, "resnet20"),  # resnet18 1.00, resnet50 1.07
+    "vit": (False, 0.97, "vit_b16"),
+    "swin": (False, 0.99, "swin_t"),
+    "cswin": (False, 1.01, "cswin_t"),
+}
+"""Family -> (channels_last by default on a CPU, its measured training speed over NCHW, the model measured): the
+"Default against the other CPU paths" table of docs/benchmarks.md (2026-11-25, AMD EPYC, 1 thread, quick mode).
+Families not listed keep NCHW (not measured). A ratio within 1.05 of even keeps NCHW, the layout every kernel
+supports."""
+
+CNN_FAMILIES = ("lenet", "convnet4", "alexnet", "vgg", "googlenet", "resnet", "densenet")
+
+COMPILE_CPU = {
+    "resnet": (1.22, 110.0, "resnet20"),
+    "lenet": (0.64, 110.0, "lenet5_modern"),
+}
+"""Family -> (training speed of ``torch.compile`` over eager, compile seconds, the model measured) on a CPU, in
+float32. The speed ratios are docs/benchmarks.md's (2026-11-25, AMD EPYC, 1 thread). The compile seconds are the
+first compiled training step of resnet20 at batch 128 with an empty inductor cache (108 s, 2026-12-01, on a 2-core
+EPYC shared with other processes: an upper bound; a warm cache compiles faster), used for lenet5_modern too, which
+``auto`` never compiles anyway. Families not listed are not compiled by ``auto`` on a CPU."""
+
+CUDA_COMPILE_ASSUMED = (1.3, 60.0)
+"""(speed ratio, compile seconds) assumed for ``auto`` on CUDA, where no GPU was measured yet: compile when a run is
+long enough that a 1.3x gain would repay a minute of compiling."""
+
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A resolved setting and why: ``value`` (``"fp32"``/``"bf16"``, or a bool) and one line of ``reason``."""
+
+    value: Any
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "reason": self.reason}
+
+    def describe(self) -> str:
+        shown = ("on" if self.value else "off") if isinstance(self.value, bool) else self.value
+        return f"{shown} ({self.reason})"
+
+
+def cache_dir() -> Path:
+    """The project's cache folder: ``$MILESTONES_CACHE``, else ``~/.cache/milestones``."""
+    env = os.environ.get("MILESTONES_CACHE")
+    return Path(env).expanduser() if env else Path("~/.cache/milestones").expanduser()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is no such file)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(flags: set[str] | None = None) -> list[str]:
+    """Which of :data:`NATIVE_BF16_FLAGS` the CPU advertises."""
+    flags = cpu_flags() if flags is None else flags
+    return [f for f in NATIVE_BF16_FLAGS if f in flags]
+
+
+def cpu_capability() -> str:
+    """The instruction set torch's CPU kernels were dispatched to (``AVX512``, ``AVX2``, ...)."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return "unknown"
+
+
+def _probe_key(device: torch.device) -> str:
+    from .train.rundir import cpu_name
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return f"{where} | torch {torch.__version__} | {torch.get_num_threads()} thread(s) | probe v{PROBE_VERSION}"
+
+
+def measure_bf16(device: str | torch.device = "cpu", *, reps: int = 7) -> dict[str, float]:
+    """Time a training step of one residual-style block in float32 and under bf16 autocast, side by side.
+
+    The block is ResNet-20's middle stage at batch 16: conv 3x3 (32 -> 32 channels, 16x16), BatchNorm, ReLU, conv,
+    BatchNorm; forward and backward, the loss on float32 outputs. A convolution's forward pass alone is not enough:
+    where bf16 is not native, the backward pass and the casts around BatchNorm are what make a bf16 step slow. The two
+    take turns rep by rep (:func:`milestones.bench._time_interleaved`, the benchmark's own timing), so a load spike
+    from another process hits both alike. Returns the medians ``fp32_ms`` and ``bf16_ms``, ``speedup`` (the median of
+    the per-rep ratios of float32 time over bf16 time; > 1: bf16 faster) and ``fp32_gflops`` (the block's float32
+    rate, 3 x 2 FLOPs per multiply-add of its convolutions). About 10 ms a step in float32 on a 2-core EPYC.
+    """
+    from torch import nn
+
+    from .bench import _Contender, _median_ratio, _time_interleaved
+
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        block = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                              nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32)).to(device)
+        x = torch.randn(16, 32, 16, 16, device=device)
+    flops = 3 * 2 * 2 * (16 * 32 * 32 * 9 * 16 * 16)
+
+    def step_fn(bf16: bool) -> Callable[[], None]:
+        def step() -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = block(x)
+            block.zero_grad(set_to_none=True)
+            out.float().square().mean().backward()
+
+        return step
+
+    fp32, bf16 = (_Contender(label, step_fn(label == "bf16"), lambda: None, steps=1) for label in ("fp32", "bf16"))
+    for _ in range(4):  # warm-up: oneDNN creates its bf16 primitives over the first calls
+        fp32.step()
+        bf16.step()
+    _time_interleaved([fp32, bf16], reps, device, min_rep_seconds=0.0, progress=False, desc="bf16 probe",
+                      clock="wall")
+    f = statistics.median(fp32.times)
+    return {"fp32_ms": 1000 * f, "bf16_ms": 1000 * statistics.median(bf16.times),
+            "speedup": _median_ratio(fp32, bf16), "fp32_gflops": flops / f / 1e9}
+
+
+def probe(device: str | torch.device = "cpu", *, measure: Callable[[torch.device], dict[str, float]] | None = None
+          ) -> dict[str, float]:
+    """:func:`measure_bf16` for this machine, read from the cache when it was measured before (and written there
+    otherwise); ``cached`` in the result says which."""
+    device = torch.device(device)
+    path = cache_dir() / "machine_probe.json"
+    key = _probe_key(device)
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if key in known:
+        return {**known[key], "cached": True}
+    result = (measure or measure_bf16)(device)
+    known[key] = result
+    try:
+        from .train.checkpoint import atomic_write
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(known, indent=1).encode())
+    except OSError as e:  # a read-only cache only costs the probe again next time
+        log.warning("could not cache the precision probe in %s: %s", path, e)
+    return {**result, "cached": False}
+
+
+_RESOLVED: dict[tuple[str, str, str | None], Choice] = {}
+
+
+def reset() -> None:
+    """Forget this process's resolved precisions (tests that change the flags or the probe call this)."""
+    _RESOLVED.clear()
+
+
+def check_precision(value: str) -> None:
+    if value not in PRECISIONS:
+        raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {value!r}")
+
+
+def resolve_precision(value: str, device: str | torch.device = "cpu", family: str | None = None) -> Choice:
+    """``auto``/``fp32``/``bf16`` -> the precision to run in on ``device``, decided once per process (see the module
+    docstring); ``family`` (a model family) lets ``auto`` keep float32 where :data:`BF16_SLOWER_CPU` says so."""
+    check_precision(value)
+    device = torch.device(device)
+    key = (value, device.type, family)
+    if key not in _RESOLVED:
+        _RESOLVED[key] = _resolve_precision(value, device, family)
+    return _RESOLVED[key]
+
+
+def _resolve_precision(value: str, device: torch.device, family: str | None) -> Choice:
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if value == "fp32":
+        return Choice("fp32", "asked for")
+    if value == "bf16":
+        if device.type == "cuda" and not cuda_bf16:
+            raise ConfigError(f"train.precision=bf16, but {torch.cuda.get_device_name(device)} does not support "
+                              "bfloat16; use fp32 or auto")
+        if device.type == "cpu" and not native_bf16():
+            return Choice("bf16", "asked for; this CPU has no native bf16 matmul, so expect it slower than fp32")
+        return Choice("bf16", "asked for")
+    if device.type == "cuda":
+        return Choice("bf16", "auto: CUDA with bfloat16") if cuda_bf16 else Choice("fp32", "auto: this GPU has no "
+                                                                                   "bfloat16")
+    if device.type != "cpu":
+        return Choice("fp32", f"auto: bf16 autocast is not chosen on {device.type}")
+    flags = native_bf16()
+    if not flags:
+        return Choice("fp32", f"auto: no amx_bf16/avx512_bf16 among the CPU's flags (kernels: {cpu_capability()})")
+    p = probe(device)
+    measured = f"bf16 ran the probe at {p['speedup']:.2f}x float32 speed"
+    if p["speedup"] >= PROBE_MARGIN:
+        if family in BF16_SLOWER_CPU:
+            ratio, model = BF16_SLOWER_CPU[family]
+            return Choice("fp32", f"auto: {measured}, but {model} trained at {ratio:.2f}x in bf16 here")
+        return Choice("bf16", f"auto: the CPU has {'+'.join(flags)} and {measured}")
+    return Choice("fp32", f"auto: the CPU lists {'+'.join(flags)}, but {measured} (needs {PROBE_MARGIN}x)")
+
+
+def check_flag(value: Any, key: str) -> None:
+    """``auto``, ``true`` or ``false``: anything else is a one-line ConfigError."""
+    if not (isinstance(value, bool) or value == "auto"):
+        raise ConfigError(f"{key} must be auto, true or false, got {value!r}")
+
+
+def resolve_channels_last(value: bool | str, family: str, device: str | torch.device = "cpu") -> Choice:
+    """``data.channels_last``: an explicit bool as asked; ``auto`` from the measured table of the family."""
+    check_flag(value, "data.channels_last")
+    if isinstance(value, bool):
+        return Choice(value, "asked for")
+    if torch.device(device).type == "cuda":
+        cnn = family in CNN_FAMILIES
+        return Choice(cnn, "auto: " + ("a convolutional family on CUDA" if cnn else "not a convolutional family"))
+    if family not in CHANNELS_LAST_CPU:
+        return Choice(False, f"auto: the {family} family was not measured with channels_last")
+    on, ratio, model = CHANNELS_LAST_CPU[family]
+    return Choice(on, f"auto: {model} trained {ratio:.2f}x as fast with it (docs/benchmarks.md)")
+
+
+def compile_pays(speedup: float, compile_seconds: float, step_seconds: float, steps: int) -> bool:
+    """Whether compiling saves more time over ``steps`` than it costs: ``steps x step_seconds x (1 - 1/speedup)``
+    (eager step time, minus the compiled step's) against ``compile_seconds``."""
+    return speedup > 1 and steps * step_seconds * (1 - 1 / speedup) > compile_seconds
+
+
+def estimate_step_seconds(macs: float, batch: int, device: str | torch.device = "cpu") -> float:
+    """Eager float32 training-step time from the model's multiply-adds per image: ``6 x MACs x batch`` FLOPs at the
+    probe's float32 rate. The probe is itself a training step of ResNet-20's layers, so a CNN trains at about its
+    rate (on the 2-core EPYC, shared: resnet20 at batch 128 ran 37 GFLOP/s, the probe 32-45)."""
+    gflops = probe(device)["fp32_gflops"]
+    return 6 * macs * batch / (gflops * 1e9)
+
+
+def resolve_compile(value: bool | str, family: str, device: str | torch.device, *, steps: int,
+                    step_seconds: Callable[[], float], precision: str = "fp32") -> Choice:
+    """``train.compile``: an explicit bool as asked; ``auto`` when :func:`compile_pays` over the run's ``steps``,
+    with ``step_seconds`` (called only when needed) estimating one eager step. On a CPU the measurements are
+    float32's, so a bf16 run is not compiled by ``auto``."""
+    check_flag(value, "train.compile")
+    if isinstance(value, bool):
+        return Choice(value, "asked for")
+    device = torch.device(device)
+    if device.type == "cpu" and precision != "fp32":
+        return Choice(False, f"auto: torch.compile was measured in float32 only, and this run is {precision}")
+    if device.type == "cuda":
+        speedup, seconds = CUDA_COMPILE_ASSUMED
+        source = "assumed for CUDA"
+    elif device.type == "cpu" and family in COMPILE_CPU:
+        speedup, seconds, model = COMPILE_CPU[family]
+        source = f"measured on {model}"
+    else:
+        return Choice(False, f"auto: torch.compile was not measured for the {family} family on {device.type}")
+    if speedup <= 1:
+        return Choice(False, f"auto: compiled steps ran {speedup:.2f}x eager speed ({source})")
+    step = step_seconds()
+    saving = steps * step * (1 - 1 / speedup)
+    pays = compile_pays(speedup, seconds, step, steps)
+    verdict = "repays" if pays else "would not repay"
+    return Choice(pays, f"auto: {speedup:.2f}x faster steps ({source}) save ~{saving:.0f} s over {steps} steps, "
+                        f"which {verdict} ~{seconds:.0f} s of compiling")
+
+
+def use_compile_cache() -> Path:
+    """Point inductor's cache at the project's cache folder (unless ``TORCHINDUCTOR_CACHE_DIR`` is set already), so
+    that compiled kernels are reused between runs; returns the folder."""
+    folder = cache_dir() / "inductor"
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder))
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])

@@ -1,0 +1,180 @@
+"""Precision, memory format and torch.compile choices (milestones.precision): bf16 training agrees with float32 within
+what bf16's 8-bit significand allows, ``auto`` picks float32 where bf16 is not native or not faster, the choice is
+recorded, and bad values are one-line errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from parity import relative_error
+from torch.nn import functional as F
+
+from milestones import precision as P
+from milestones.cli import main
+from milestones.config import build_config
+from milestones.errors import ConfigError
+from milestones.models import create_model
+from milestones.train import run_training
+from milestones.train.loop import logits_and_loss
+
+# bf16 keeps 8 significant bits: a relative rounding error of up to 2^-9 ~ 2e-3 per stored value. Convolutions and
+# linear layers accumulate in float32, so each layer's output is off by a few of those, and gradients, which pass
+# through every layer twice, by more. Measured for lenet5_modern after 3 SGD steps against a float64 run (AMD EPYC,
+# torch 2.14): the update (weights - initial weights) 2.7e-2 of its size in bf16 and 8e-7 in float32; the losses
+# 4.5e-5 and 1e-7. The bounds leave ~4x headroom over bf16's and sit far below a wrong update (a sign error or a
+# skipped step is an error of 1 or more).
+BF16_UPDATE_REL = 0.1
+BF16_LOSS_REL = 1e-2
+FP32_REL = 1e-4
+# bf16 must be measurably different from float32: autocast that silently did nothing would be within FP32_REL.
+BF16_MIN_DIFF = 1e-3
+
+
+@pytest.fixture(autouse=True)
+def _fresh(tmp_path, monkeypatch):
+    """Each test resolves afresh, with its own probe cache."""
+    monkeypatch.setenv("MILESTONES_CACHE", str(tmp_path / "cache"))
+    P.reset()
+    yield
+    P.reset()
+
+
+def _three_steps(base: torch.nn.Module, precision: str, dtype: torch.dtype = torch.float32):
+    gen = torch.Generator().manual_seed(1)
+    model = copy.deepcopy(base).to(dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses, outputs = [], []
+    for _ in range(3):
+        x = torch.randn(16, 1, 32, 32, generator=gen).to(dtype)
+        y = torch.randint(0, 10, (16,), generator=gen)
+        logits, loss = logits_and_loss(model, x, y, F.cross_entropy, 0.0, precision)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach().double())
+        outputs.append((logits.dtype, loss.dtype))
+    return model, torch.stack(losses), outputs, opt
+
+
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().double().flatten() for p in model.parameters()])
+
+
+def test_bf16_and_fp32_steps_agree_with_float64() -> None:
+    torch.manual_seed(0)
+    base = create_model("lenet5_modern", num_classes=10)
+    ref, loss64, _, _ = _three_steps(base, "fp32", torch.float64)
+    m32, loss32, _, _ = _three_steps(base, "fp32")
+    m16, loss16, kinds, opt = _three_steps(base, "bf16")
+    w0 = _flat(base)
+    update64 = _flat(ref) - w0
+    assert relative_error(_flat(m32) - w0, update64) <= FP32_REL
+    assert relative_error(loss32, loss64) <= FP32_REL
+    assert relative_error(_flat(m16) - w0, update64) <= BF16_UPDATE_REL
+    assert relative_error(loss16, loss64) <= BF16_LOSS_REL
+    assert relative_error(_flat(m16) - w0, _flat(m32) - w0) >= BF16_MIN_DIFF  # autocast really ran in bf16
+    # what stays float32 under autocast: logits handed to the loss, the loss, weights, optimizer state
+    assert set(kinds) == {(torch.float32, torch.float32)}
+    assert all(p.dtype == torch.float32 for p in m16.parameters())
+    assert all(s["momentum_buffer"].dtype == torch.float32 for s in opt.state.values())
+
+
+def test_batchnorm_statistics_stay_float32_under_bf16() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10)
+    logits_and_loss(model, torch.randn(4, 3, 32, 32), torch.arange(4), F.cross_entropy, 0.0, "bf16")
+    stats = [b for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var"))]
+    assert stats and all(b.dtype == torch.float32 and torch.isfinite(b).all() for b in stats)
+
+
+def _no_probe(*args, **kwargs):
+    raise AssertionError("the probe must not run")
+
+
+def test_auto_is_fp32_without_native_bf16_flags(monkeypatch) -> None:
+    monkeypatch.setattr(P, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})
+    monkeypatch.setattr(P, "measure_bf16", _no_probe)
+    choice = P.resolve_precision("auto", "cpu")
+    assert choice.value == "fp32" and "no amx_bf16/avx512_bf16" in choice.reason
+
+
+@pytest.mark.parametrize(("speedup", "family", "expected"), [
+    (0.1, None, "fp32"),          # the flag is there, but bf16 is emulated (this project's AMD machines, once)
+    (1.1, None, "fp32"),          # faster, but not by PROBE_MARGIN
+    (1.9, None, "bf16"),
+    (1.9, "lenet", "fp32"),       # a family measured slower in bf16 on a CPU
+])
+def test_auto_follows_the_probe(monkeypatch, speedup, family, expected) -> None:
+    monkeypatch.setattr(P, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(P, "measure_bf16", lambda device: {"fp32_ms": 10.0, "bf16_ms": 10.0 / speedup,
+                                                           "speedup": speedup, "fp32_gflops": 40.0})
+    assert P.resolve_precision("auto", "cpu", family).value == expected
+    assert P.resolve_precision("fp32", "cpu").value == "fp32" and P.resolve_precision("bf16", "cpu").value == "bf16"
+
+
+def test_probe_runs_once_per_machine(monkeypatch, tmp_path) -> None:
+    calls = []
+
+    def fake(device):
+        calls.append(device)
+        return {"fp32_ms": 10.0, "bf16_ms": 20.0, "speedup": 0.5, "fp32_gflops": 40.0}
+
+    monkeypatch.setattr(P, "measure_bf16", fake)
+    first, again = P.probe("cpu"), P.probe("cpu")
+    assert len(calls) == 1 and not first["cached"] and again["cached"] and again["speedup"] == 0.5
+    (key,) = json.loads((tmp_path / "cache" / "machine_probe.json").read_text())
+    assert f"torch {torch.__version__}" in key
+
+
+def test_the_real_probe_measures_both() -> None:
+    p = P.measure_bf16("cpu", reps=3)
+    assert p["fp32_ms"] > 0 and p["bf16_ms"] > 0 and p["fp32_gflops"] > 0
+    assert p["speedup"] == pytest.approx(p["fp32_ms"] / p["bf16_ms"], rel=0.5)  # a median of ratios, near theirs
+
+
+def test_channels_last_and_compile_choices() -> None:
+    assert P.resolve_channels_last("auto", "resnet").value is True
+    assert P.resolve_channels_last("auto", "vgg").value is False          # measured 0.74x
+    assert P.resolve_channels_last("auto", "densenet").value is False     # not measured: NCHW
+    assert P.resolve_channels_last(False, "resnet").value is False
+    # resnet20's measured 1.22x and 110 s of compiling: 3,900 steps of 0.8 s repay it, 100 steps do not
+    assert P.compile_pays(1.22, 110.0, 0.8, 3900) and not P.compile_pays(1.22, 110.0, 0.8, 100)
+    assert not P.compile_pays(0.64, 1.0, 10.0, 10**6)
+    long = P.resolve_compile("auto", "resnet", "cpu", steps=3900, step_seconds=lambda: 0.8)
+    short = P.resolve_compile("auto", "resnet", "cpu", steps=100, step_seconds=lambda: 0.8)
+    assert long.value is True and short.value is False and "110 s" in short.reason
+    bf16 = P.resolve_compile("auto", "resnet", "cpu", steps=3900, step_seconds=_no_probe, precision="bf16")
+    assert bf16.value is False
+    assert P.resolve_compile("auto", "vit", "cpu", steps=10**6, step_seconds=_no_probe).value is False
+    assert P.resolve_compile(True, "vit", "cpu", steps=1, step_seconds=_no_probe).value is True
+
+
+@pytest.mark.parametrize("override", ["--train.precision=fp16", "--train.compile=maybe",
+                                      "--data.channels_last=sometimes"])
+def test_bad_values_are_one_line_errors(override, capsys) -> None:
+    with pytest.raises(ConfigError) as e:
+        run_training(build_config(model="lenet5_modern", data="digits", overrides=[override]))
+    assert "\n" not in str(e.value) and override.split("=")[0].removeprefix("--") in str(e.value)
+    assert main(["train", "lenet5_modern", "--data", "digits", override, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must be auto" in err
+
+
+def test_the_choice_is_recorded(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(P, "cpu_flags", lambda: set())
+    cfg = build_config(model="lenet5_modern", data="digits", overrides=[
+        "--data.train_subset=256", "--data.test_subset=64", "--train.epochs=1", "--train.progress=false",
+        "--train.precision=bf16", f"--out_dir={tmp_path}", "--name=bf16"])
+    result = run_training(cfg)
+    s = json.loads((result.run.path / "summary.json").read_text())
+    assert s["precision"] == "bf16" and s["run_settings"]["precision"]["reason"].startswith("asked for")
+    assert s["channels_last"] is True and s["compiled"] is False  # lenet: measured 1.26x NHWC, 0.64x compiled
+    meta = json.loads((result.run.path / "checkpoints" / "last.json").read_text())
+    assert meta["precision"] == "bf16" and meta["run_settings"]["compile"]["value"] is False
+    auto = build_config(model="lenet5_modern", data="digits", overrides=[
+        "--data.train_subset=256", "--data.test_subset=64", "--train.epochs=1", "--train.progress=false",
+        f"--out_dir={tmp_path}", "--name=auto"])
+    assert run_training(auto).summary["precision"] == "fp32"  # no native bf16 flag: auto stays float32
