@@ -14,7 +14,11 @@ Sections, each measured in this process with ``milestones.bench``:
 5. Threads: 1 against 2 torch threads, by wall clock.
 6. Ours against torchvision: the "never slower" check (median ratio >= 0.97) for the models both implement.
 7. ResNet-20 training (batch 128, 32x32) against the matmul peak, with a torch.profiler breakdown.
-8. GPU: measured when CUDA is available (bf16 autocast, torch.compile), otherwise a line saying there was none.
+8. Precision and memory format per family on this machine kind (``--precision-table`` runs only this section): the
+   CPU's native-bf16 flags and the bf16 probe of ``milestones.precision``, then float32 against bf16 autocast,
+   channels_last and torch.compile for the CNN families (resnet20 and resnet18 for ResNet), with what ``auto`` picks.
+   These tables decide the defaults in ``milestones/precision.py``; run it once on each machine kind.
+9. GPU: measured when CUDA is available (bf16 autocast, torch.compile), otherwise a line saying there was none.
 
 A summary of the measured gains opens the file.
 
@@ -22,6 +26,7 @@ Usage::
 
     python benchmarks/make_benchmarks_doc.py --quick          # ~20-40 min on a busy 2-core CPU
     python benchmarks/make_benchmarks_doc.py                  # full: batch 8, 10 reps, compile and bf16 candidates
+    python benchmarks/make_benchmarks_doc.py --quick --precision-table --out docs/precision-KIND.md   # one section
 
 The default clock is this process's CPU time with one torch thread (``--clock cpu --threads 1``): on a machine
 shared with other work, wall time mostly measures the neighbours; CPU time measures what our process computed. Pass
@@ -44,6 +49,7 @@ from pathlib import Path
 
 import torch
 
+from milestones import precision
 from milestones.bench import (
     DEFAULT_MODELS,
     TABLE_HEADERS,
@@ -59,10 +65,12 @@ from milestones.bench import (
 )
 from milestones.measure import count_macs, count_params
 from milestones.models import create_model, get_spec
+from milestones.train.rundir import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 TV_CHECK = ("resnet18", "resnet50", "vgg11", "alexnet_owt", "googlenet_tv", "vit_b16", "swin_t")
 ATTENTION = ("vit", "swin", "cswin")
+PRECISION_MODELS = ("lenet5_modern", "alexnet_owt", "vgg11", "googlenet_tv", "resnet20", "resnet18")
 NO_GPU = ("CUDA was not available on the machine that generated this file, so there are no GPU numbers. On a CUDA "
           "machine this script adds float32, bf16-autocast and torch.compile rows here.")
 
@@ -88,6 +96,7 @@ class Doc:
         self.quick = args.quick
         self.probe = probe_side(args.quick)
         self.tv_ratios: list[tuple[str, str, float]] = []
+        self.precision_models = args.precision_models
 
     def add(self, text: str) -> None:
         self.parts.append(text.rstrip() + "\n")
@@ -395,6 +404,68 @@ def section_resnet20(doc: Doc) -> None:
             "is what the compiled rows above gain.")
 
 
+def _precision_candidates(name: str, compile_too: bool) -> dict[str, Settings]:
+    out = {"fp32": Settings(), "channels_last": Settings(channels_last=True), "bf16": Settings(amp="bf16"),
+           "bf16 + channels_last": Settings(amp="bf16", channels_last=True)}
+    if compile_too:
+        out["compile"] = Settings(compile=True)
+        out["compile + channels_last"] = Settings(compile=True, channels_last=True)
+        out["compile + bf16 + channels_last"] = Settings(compile=True, amp="bf16", channels_last=True)
+    return out
+
+
+def _auto_label(name: str) -> str:
+    """The candidate that ``auto`` runs for ``name`` on this machine (precision and memory format; compile depends on
+    the run's length, see milestones.precision.resolve_compile)."""
+    family = get_spec(name).family
+    bf16 = precision.resolve_precision("auto", "cpu", family).value == "bf16"
+    nhwc = precision.resolve_channels_last("auto", family, "cpu").value
+    return {(False, False): "fp32", (False, True): "channels_last", (True, False): "bf16",
+            (True, True): "bf16 + channels_last"}[(bf16, nhwc)]
+
+
+def section_precision(doc: Doc) -> None:
+    a = doc.args
+    flags = precision.native_bf16()
+    probe = precision.measure_bf16("cpu")
+    doc.add("\n## Precision and memory format on this machine kind\n")
+    doc.add("\n".join([
+        f"- CPU: {cpu_name()}; native bf16 flags in /proc/cpuinfo: {', '.join(flags) or 'none'} (of "
+        f"{', '.join(precision.NATIVE_BF16_FLAGS)}); torch CPU kernels: {precision.cpu_capability()}",
+        f"- bf16 probe (``milestones.precision.measure_bf16``, a conv-BN-ReLU-conv-BN training step at batch 16, "
+        f"interleaved, measured now): float32 {probe['fp32_ms']:.1f} ms, bf16 {probe['bf16_ms']:.1f} ms, bf16 at "
+        f"{probe['speedup']:.2f}x float32 speed (auto needs {precision.PROBE_MARGIN}x)",
+        "- what ``auto`` picks here: " + ", ".join(f"{n} {_auto_label(n)}" for n in doc.precision_models),
+    ]))
+    doc.add("\nTraining steps (forward, cross-entropy, backward, SGD), speed over float32 NCHW eager (median of "
+            "per-rep ratios, reps interleaved, one copy of the same weights each); > 1 is faster. 'auto' is the "
+            "candidate the library's ``auto`` runs for that family on this machine. "
+            + ("torch.compile is tried on the 32x32 nets only in quick mode." if doc.quick and not a.tiny else "")
+            + ("Tiny mode (a test of this script): 1 rep at batch 4, no compile; not a measurement."
+               if a.tiny else ""))
+    table, cols = [], []
+    for name in doc.precision_models:
+        compile_too = not a.tiny and (not doc.quick or get_spec(name).input_size[1] <= 32)
+        batch = 4 if a.tiny else doc.batch(name, "train")
+        notes: list[str] = []
+        res = compare_settings(name, "train", _precision_candidates(name, compile_too), batch=batch, notes=notes,
+                               **doc.common())
+        auto = _auto_label(name)
+        doc.raw.append({"section": "precision", "model": name, "mode": "train", "batch": batch, "auto": auto,
+                        "flags": flags, "probe": probe, "notes": notes,
+                        "results": {r.label: {"ms": r.ms_per_batch, "speedup": r.speedup, "compiled": r.compiled}
+                                    for r in res}})
+        cols += [r.label for r in res if r.label not in cols]
+        cells = {r.label: f"{r.speedup:.2f}" for r in res}
+        best = max(res, key=lambda r: r.speedup)
+        table.append((name, batch, _sig(1000 * batch / res[0].ms_per_batch), cells, auto,
+                      f"{best.label} ({best.speedup:.2f}x)"))
+    headers = ["model", "batch", "fp32 img/s", *cols[1:], "auto", "best"]
+    rows = [[n, b, ips, *[c.get(k, "-") for k in cols[1:]], f"{auto} ({c.get(auto, '-')})", best]
+            for n, b, ips, c, auto, best in table]
+    doc.add(md_table(headers, rows))
+
+
 def section_gpu(doc: Doc) -> None:
     doc.add("\n## GPU\n")
     if not torch.cuda.is_available():
@@ -445,6 +516,13 @@ def summary(doc: Doc) -> str:
         elif r.get("section") == "resnet20" and "results" in r:
             lines.append("- resnet20 training at batch 128, share of the matmul peak: "
                          + ", ".join(f"{k} {v['pct_of_peak']:.0f}%" for k, v in r["results"].items()))
+    prec = [r for r in doc.raw if r.get("section") == "precision"]
+    if prec:
+        flags = ", ".join(prec[0]["flags"]) or "no native bf16 flag"
+        lines.append(f"- bf16 autocast, training, on this CPU ({flags}; probe {prec[0]['probe']['speedup']:.2f}x): "
+                     + ", ".join(f"{r['model']} {r['results']['bf16']['speedup']:.2f}" for r in prec))
+        lines.append("- what auto runs, training: " + ", ".join(
+            f"{r['model']} {r['auto']} {r['results'][r['auto']]['speedup']:.2f}" for r in prec))
     ort = [(r["model"], r["ort_speedup"]) for r in doc.raw
            if r.get("section") == "families" and r.get("ort_speedup") is not None]
     if ort:
@@ -465,15 +543,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     p.add_argument("--json", help="also write every measurement to this JSON file")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["families", "settings", "optimizers", "threads", "torchvision", "resnet20", "gpu"])
+                   choices=["families", "settings", "optimizers", "threads", "torchvision", "resnet20", "precision",
+                            "gpu"])
+    p.add_argument("--precision-table", action="store_true",
+                   help="only the machine and the precision/memory-format section (run once per machine kind)")
+    p.add_argument("--precision-models", nargs="+", default=list(PRECISION_MODELS))
+    p.add_argument("--tiny", action="store_true",
+                   help="1 rep at batch 4, no compile: tests the script, measures nothing")
     return p
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command line with the quick/full defaults filled in (reps, warm-up steps)."""
     args = build_parser().parse_args(list(argv))
-    args.reps = args.reps or (5 if args.quick else 10)
-    args.warmup = args.warmup or (1 if args.quick else 2)
+    args.reps = args.reps or (1 if args.tiny else 5 if args.quick else 10)
+    args.warmup = args.warmup or (1 if args.quick or args.tiny else 2)
     return args
 
 
@@ -502,6 +586,8 @@ def main(argv: list[str] | None = None) -> None:
     doc.add(intro(argv, datetime.date.today().isoformat()))
     section_machine(doc)
     at = len(doc.parts)
+    if args.precision_table:
+        args.skip = ["families", "settings", "optimizers", "threads", "torchvision", "resnet20", "gpu"]
     if "families" not in args.skip:
         section_families(doc)
     if "settings" not in args.skip:
@@ -514,6 +600,8 @@ def main(argv: list[str] | None = None) -> None:
         section_torchvision(doc)
     if "resnet20" not in args.skip:
         section_resnet20(doc)
+    if "precision" not in args.skip:
+        section_precision(doc)
     if "gpu" not in args.skip:
         section_gpu(doc)
     doc.parts.insert(at, "\n" + summary(doc))

@@ -317,8 +317,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     loader = make_test_loader(meta["data"], split=args.split, name=args.data, root=args.data_root)
     res = evaluate(model, loader, flip_tta=args.tta, precision=precision.value)
     tta = ", flip TTA" if args.tta else ""
-    print(f"{meta['model']} on {loader.spec.full_name} ({args.split}, {res['n']} images{tta}, {precision.value}): "
-          f"top-1 {100 * res['acc']:.2f}%, top-5 {100 * res['acc5']:.2f}%, loss {res['loss']:.4f}")
+    print(f"{meta['model']} on {loader.spec.full_name} ({args.split}, {res['n']} images{tta}): top-1 "
+          f"{100 * res['acc']:.2f}%, top-5 {100 * res['acc5']:.2f}%, loss {res['loss']:.4f}")
     return 0
 
 

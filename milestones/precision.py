@@ -143,7 +143,7 @@ def _probe_key(device: torch.device) -> str:
     return f"{where} | torch {torch.__version__} | {torch.get_num_threads()} thread(s) | probe v{PROBE_VERSION}"
 
 
-def measure_bf16(device: str | torch.device = "cpu", *, reps: int = 7) -> dict[str, float]:
+def measure_bf16(device: str | torch.device = "cpu", *, reps: int = 9) -> dict[str, float]:
     """Time a training step of one residual-style block in float32 and under bf16 autocast, side by side.
 
     The block is ResNet-20's middle stage at batch 16: conv 3x3 (32 -> 32 channels, 16x16), BatchNorm, ReLU, conv,
@@ -179,7 +179,7 @@ def measure_bf16(device: str | torch.device = "cpu", *, reps: int = 7) -> dict[s
     for _ in range(4):  # warm-up: oneDNN creates its bf16 primitives over the first calls
         fp32.step()
         bf16.step()
-    _time_interleaved([fp32, bf16], reps, device, min_rep_seconds=0.0, progress=False, desc="bf16 probe",
+    _time_interleaved([fp32, bf16], reps, device, min_rep_seconds=0.02, progress=False, desc="bf16 probe",
                       clock="wall")
     f = statistics.median(fp32.times)
     return {"fp32_ms": 1000 * f, "bf16_ms": 1000 * statistics.median(bf16.times),

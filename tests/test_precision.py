@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -178,3 +179,23 @@ def test_the_choice_is_recorded(tmp_path, monkeypatch) -> None:
         "--data.train_subset=256", "--data.test_subset=64", "--train.epochs=1", "--train.progress=false",
         f"--out_dir={tmp_path}", "--name=auto"])
     assert run_training(auto).summary["precision"] == "fp32"  # no native bf16 flag: auto stays float32
+
+
+def test_benchmarks_precision_table_names_the_flags(tmp_path, monkeypatch) -> None:
+    """``make_benchmarks_doc.py --precision-table`` in its tiny mode (1 rep, batch 4, no compile): the section names
+    the machine's bf16 flags and probe, and has a row per model with the candidate auto runs."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "make_benchmarks_doc.py"
+    spec = importlib.util.spec_from_file_location("_make_benchmarks_doc", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    monkeypatch.setattr(P, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    monkeypatch.setattr(gen, "measure_peak_gflops", lambda *a, **k: 1.0)
+    out = tmp_path / "precision.md"
+    gen.main(["--quick", "--tiny", "--precision-table", "--precision-models", "lenet5_modern", "--out", str(out)])
+    text = out.read_text()
+    assert "native bf16 flags in /proc/cpuinfo: amx_bf16" in text and "bf16 probe" in text
+    row = next(line for line in text.splitlines() if line.startswith("| lenet5_modern |"))
+    assert "| fp32 (" in row or "| channels_last (" in row  # lenet: auto keeps float32 on a CPU
+    assert "## Every family" not in text  # only the precision section
