@@ -402,7 +402,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"machine: {machine_description(device, args.threads)}")
+    amps = _bench_precisions(names, device, args.precision, args.amp)
+    print(f"machine: {machine_description(device, args.threads)}; precision: {amps.pop('')}")
     if args.probe:
         peak = measure_peak_gflops(args.threads, n=args.probe, device=device)
         print(f"matmul peak: {peak:.1f} GFLOP/s ({args.probe}^3 float32, median of 5; '% peak' uses the same probe "
@@ -411,14 +412,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(args.json, "a")) if args.json else None  # one line per model as it finishes
         for name in names:
-            amp = args.amp
-            if amp is None:
-                from .models import get_spec
-                from .precision import resolve_precision
-
-                choice = resolve_precision(args.precision, device, get_spec(name).family)
-                amp = "bf16" if choice.value == "bf16" else None
-                print(f"{name} precision: {choice.describe()}", flush=True)
+            amp = amps[name]
             r = bench_model(name, args.mode, batch=args.batch, size=args.size, threads=args.threads,
                             channels_last=args.channels_last, compile=args.compile, amp=amp, reps=args.reps,
                             warmup=args.warmup, torchvision=not args.no_torchvision,
@@ -442,6 +436,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\n{args.mode}: {what} per second; medians of interleaved reps; ours/tv > 1: ours faster; "
           "ORT/ours > 1: onnxruntime faster")
     return 0
+
+
+def _bench_precisions(names: Sequence[str], device: str, precision: str, amp: str | None) -> dict[str, str | None]:
+    """Each model's autocast dtype (``"bf16"`` or None) for ``bench``, and under the key "" one line saying what was
+    chosen and why (models grouped by choice)."""
+    from .models import get_spec
+    from .precision import resolve_precision
+
+    if amp is not None:  # the older --amp bf16 spelling
+        return {"": "bf16 (asked for with --amp)", **dict.fromkeys(names, amp)}
+    out: dict[str, str | None] = {}
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        choice = resolve_precision(precision, device, get_spec(name).family)
+        out[name] = "bf16" if choice.value == "bf16" else None
+        groups.setdefault(choice.describe(), []).append(name)
+    if len(groups) == 1:
+        out[""] = next(iter(groups))
+    else:
+        out[""] = "; ".join(f"{', '.join(models)}: {what}" for what, models in groups.items())
+    return out
 
 
 def cmd_export(args: argparse.Namespace) -> int:

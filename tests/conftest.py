@@ -43,3 +43,17 @@ def data_root() -> Path:
             pytest.fail("CI needs MILESTONES_DATA pointing at the shared data folder")
         pytest.skip("no data root: set MILESTONES_DATA to a folder holding mnist/ (and cifar10/)")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _auto_precision_is_float32(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside tests/test_precision.py, ``train.precision=auto`` resolves to float32 on a CPU: the bf16 probe's verdict
+    depends on the machine kind and on its load (1.0-1.7x on the same 2-core EPYC under other processes), and the
+    suite's expectations are float32's. test_precision.py tests ``auto`` itself, with the flags and probe it sets."""
+    if request.module.__name__.endswith("test_precision"):
+        return
+    from milestones import precision
+
+    monkeypatch.setattr(precision, "probe", lambda device="cpu", **kwargs: {
+        "fp32_ms": 10.0, "bf16_ms": 100.0, "speedup": 0.1, "fp32_gflops": 50.0, "cached": True})
+    precision.reset()
