@@ -4,11 +4,13 @@ Every setting takes ``auto`` (the default) or an explicit value. ``auto`` decide
 about the machine at hand, never from CPU flags alone:
 
 * ``train.precision``: ``bf16`` autocast on CUDA devices that support bfloat16. On a CPU, bf16 only if the CPU
-  advertises a native bf16 matmul (``amx_bf16`` or ``avx512_bf16`` in ``/proc/cpuinfo``) *and* a short probe (a
-  3x3 convolution of a CIFAR-sized layer under autocast, against float32, interleaved, median of a few reps) runs bf16
-  at least :data:`PROBE_MARGIN` times faster. The flags are not enough: the AMD EPYC machines of this project list
-  ``avx512_bf16`` yet ran bf16 autocast at 0.03-0.23x float32 speed (docs/benchmarks.md). Otherwise float32. The
-  probe's result is cached per machine (CPU model name, torch version) in the project's cache folder
+  advertises a native bf16 matmul (``amx_bf16`` or ``avx512_bf16`` in ``/proc/cpuinfo``) *and* a short probe
+  (:func:`measure_bf16`: a conv-BN-ReLU-conv-BN training step, timed beside float32, interleaved) runs bf16 at least
+  :data:`PROBE_MARGIN` times faster, and the model's family is not one measured slower in bf16
+  (:data:`BF16_SLOWER_CPU`). Otherwise float32. Flags alone cannot decide: docs/benchmarks.md (2026-11-25) measured
+  bf16 autocast at 0.03-0.23x float32 speed on an AMD EPYC that lists ``avx512_bf16``, while on 2026-12-01 a machine
+  of the same name and flags ran resnet20's training step 1.48x faster in bf16 (and lenet5_modern's 0.75x). The
+  probe's result is cached per machine (CPU model name, torch version, threads) in the project's cache folder
   (``$MILESTONES_CACHE``, else ``~/.cache/milestones``), so it runs once. Autocast leaves the weights, the optimizer,
   BatchNorm's running statistics and the loss (computed on float32 logits, outside autocast) in float32.
 * ``data.channels_last``: NHWC tensors for the families measured faster with them in training
