@@ -331,9 +331,14 @@ def resolve_compile(value: bool | str, family: str, device: str | torch.device, 
                         f"which {verdict} ~{seconds:.0f} s of compiling")
 
 
+_USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+"""The user's own ``TORCHINDUCTOR_CACHE_DIR``, read at import: torch sets the variable itself (to
+``/tmp/torchinductor_<user>``) the first time something asks for the folder, so it cannot be read later."""
+
+
 def use_compile_cache() -> Path:
-    """Point inductor's cache at the project's cache folder (unless ``TORCHINDUCTOR_CACHE_DIR`` is set already), so
-    that compiled kernels are reused between runs; returns the folder."""
-    folder = cache_dir() / "inductor"
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder))
-    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    """Point inductor's cache at the project's cache folder (unless the user set ``TORCHINDUCTOR_CACHE_DIR``), so that
+    compiled kernels are reused between runs, and not lost with ``/tmp``; returns the folder."""
+    folder = Path(_USER_INDUCTOR_CACHE) if _USER_INDUCTOR_CACHE else cache_dir() / "inductor"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return folder
