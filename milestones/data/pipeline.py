@@ -56,12 +56,17 @@ def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
         default_image_size: ``(H, W)`` an image folder is resized to when ``data.image_size`` is unset: the model's
             input size (image folders mix sizes).
 
+    ``data.channels_last`` must be a bool here: ``auto`` depends on the model, and ``run_training`` resolves it first
+    (:func:`milestones.precision.resolve_channels_last`); left at ``auto``, batches come in the default NCHW layout.
+
     Raises:
         ConfigError: Augmentation options that cannot go together (checked before any data loads), or options a
             streamed image folder does not serve.
         DataError: The data cannot be found or read.
     """
     BatchAugment.check_config(data_cfg)
+    if not isinstance(data_cfg.channels_last, bool):
+        data_cfg = dataclasses.replace(data_cfg, channels_last=False)
     device = torch.device(device)
     folder = is_folder_name(data_cfg.name)
     image_size = data_cfg.image_size or (default_image_size if folder else None)
