@@ -199,3 +199,18 @@ def test_benchmarks_precision_table_names_the_flags(tmp_path, monkeypatch) -> No
     row = next(line for line in text.splitlines() if line.startswith("| lenet5_modern |"))
     assert "| fp32 (" in row or "| channels_last (" in row  # lenet: auto keeps float32 on a CPU
     assert "## Every family" not in text  # only the precision section
+
+
+def test_runs_from_before_the_keys_resume_as_they_trained(tmp_path) -> None:
+    """A config.yaml without train.precision/compile (written before they existed) reads back as what it trained
+    with on a CPU, float32 and eager, not as today's auto."""
+    import yaml
+
+    from milestones.config import RunConfig, to_yaml
+    from milestones.train.run import load_run_config
+
+    data = yaml.safe_load(to_yaml(RunConfig()))
+    del data["train"]["precision"], data["train"]["compile"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    cfg = load_run_config(tmp_path)
+    assert cfg.train.precision == ("auto" if torch.cuda.is_available() else "fp32") and cfg.train.compile is False

@@ -88,9 +88,20 @@ def load_run_config(path: str | Path) -> RunConfig:
     if not isinstance(data, dict):
         raise RunDirError(f"{file} does not hold a run configuration; the run cannot be resumed")
     try:
-        return from_dict(data)
+        return from_dict(legacy_defaults(data))
     except ConfigError as e:
         raise ConfigError(f"{file}: {e}") from None
+
+
+def legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config from before ``train.precision`` and ``train.compile`` existed, with the values it trained
+    with: eager, float32 on a CPU and bf16 autocast on CUDA (what ``auto`` gives on CUDA), so that resuming it does
+    not change how it computes."""
+    train = data.get("train")
+    if isinstance(train, dict) and "precision" not in train:
+        data = {**data, "train": {"precision": "auto" if torch.cuda.is_available() else "fp32", "compile": False,
+                                  **train}}
+    return data
 
 
 def _flat(cfg: RunConfig) -> dict[str, Any]:
@@ -344,7 +355,7 @@ def _prepare(cfg: RunConfig | None, resumed: RunDir | None,
     state = load_training_state(path / "checkpoints")  # a corrupt state fails here, before any work
     info = state[1]
     try:
-        at_save = from_dict(info.get("config") or {})
+        at_save = from_dict(legacy_defaults(info.get("config") or {}))
     except ConfigError:
         raise CheckpointError(f"the training state in {path} records a config this version cannot read; "
                               "the run cannot be resumed") from None
