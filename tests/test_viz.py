@@ -66,6 +66,20 @@ def test_rgb_filters_are_colour_and_per_filter_stretches() -> None:
     np.testing.assert_allclose(stretched[1, 1 + 4], [1.0, 1.0, 0.0], rtol=1e-6)  # its minimum -> 0, zeros -> 1
 
 
+def test_overlay_puts_the_heatmap_where_it_belongs() -> None:
+    """A 2x2 map with only its top-right cell hot, blended at alpha 0.5 over a black 8x8 image without smoothing:
+    that quadrant has half the colour map's top colour, the rest half its bottom colour."""
+    import matplotlib
+
+    from milestones.viz import overlay
+
+    out = overlay(np.zeros((8, 8, 3), np.float32), np.array([[0.0, 3.0], [0.0, 0.0]]), smooth=False, alpha=0.5)
+    jet = matplotlib.colormaps["jet"]
+    hot, cold = np.round(127.5 * np.array(jet(1.0)[:3])), np.round(127.5 * np.array(jet(0.0)[:3]))
+    assert out.dtype == np.uint8 and out.shape == (8, 8, 3)
+    assert (out[:4, 4:] == hot).all() and (out[4:] == cold).all() and (out[:4, :4] == cold).all()
+
+
 # ---------------------------------------------------------------------------------------------------------- Grad-CAM
 
 
