@@ -42,6 +42,9 @@ class DataConfig:
     An image folder (``name: folder:PATH``) is resized to ``image_size``, by default the model's input size; it is
     decoded into memory when it fits (``in_memory``: null = decide by size, true, false) and otherwise streamed by
     ``workers`` DataLoader processes (crop, flip and cutout only; resumable at epoch ends).
+
+    ``classes``: keep only these labels of the dataset, relabelled ``0..k-1`` in the order given (``[5, 6, 7, 8,
+    9]`` makes CIFAR-10's dog label 0); applied before ``max_per_class``, ``train_subset`` and ``test_subset``.
     """
 
     name: str = "mnist"
@@ -60,6 +63,7 @@ class DataConfig:
     cutmix_alpha: float = 0.0
     image_size: int | None = None
     max_per_class: int | None = None
+    classes: list[int] | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
     train_subset: int | None = None
@@ -135,6 +139,27 @@ class TrainConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Start from trained weights instead of a random init (transfer learning; ``milestones finetune``).
+
+    ``weights``: a run directory (its best checkpoint) or a ``.safetensors`` checkpoint (a run's, or one made by
+    ``milestones convert``) of the same model. ``new_head``: replace the classifier with a fresh one for the data's
+    classes (the model's own ``reset_classifier``); false keeps the trained head, which must then have as many classes
+    as the data. ``freeze``: glob patterns over parameter names (``stem.*``, ``stages.[01].*``) whose parameters
+    are not trained; a BatchNorm layer whose parameters are all frozen also keeps its running statistics. ``head_only``:
+    freeze everything but the new head (a linear probe on frozen features). ``backbone_lr_mult``: the learning rate
+    of every parameter outside the head, as a multiple of ``optim.lr`` (discriminative learning rates; 0.1 is usual).
+    Applied when the run starts; a resumed run continues from its own saved state.
+    """
+
+    weights: str | None = None
+    new_head: bool = True
+    freeze: list[str] = field(default_factory=list)
+    head_only: bool = False
+    backbone_lr_mult: float = 1.0
+
+
+@dataclass
 class RunConfig:
     """Everything that defines a run; saved as ``config.yaml`` in its run directory."""
 
@@ -143,6 +168,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     out_dir: str = "runs"
     name: str | None = None
 

@@ -36,6 +36,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from .. import transfer
 from ..config import RunConfig, from_dict, to_yaml
 from ..data import make_loaders
 from ..data.loader import TensorLoader
@@ -282,7 +283,8 @@ def run_training(
         loaders = make_loaders(cfg.data, device, seed=cfg.train.seed,
                                default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
         _shard(loaders, cfg, world)
-        model = _build_model(cfg, loaders.spec, device)
+        model = _build_model(cfg, loaders.spec, device, fresh=saved is None)
+        head = transfer.prepare(model, cfg)
         if world.size > 1 and cfg.train.sync_bn:  # before the optimizer and the EMA take the parameters
             distributed.convert_sync_bn(model, device)
         run = resumed or _create_run(cfg, overwrite, world)
@@ -292,7 +294,8 @@ def run_training(
                                saved[1]["step"] if saved else None, world=world)
             if world.is_main:
                 _start_run_files(run, cfg, saved)
-            state = TrainState(model, build_optimizer(model, cfg.optim), loaders.train, device,
+            optimizer = build_optimizer(model, cfg.optim, head=head, backbone_lr_mult=cfg.finetune.backbone_lr_mult)
+            state = TrainState(model, optimizer, loaders.train, device,
                                ema=build_ema(model, cfg.train.ema_decay), started=start, world=world)
             if world.size > 1:
                 state.ddp = distributed.wrap(model, device, aux_weight=cfg.train.aux_loss_weight)
@@ -323,6 +326,8 @@ def _prepare(cfg: RunConfig | None, resumed: RunDir | None,
     if resumed is None:
         assert cfg is not None
         get_spec(cfg.model.name)  # fail fast on an unknown model, before loading data
+        if cfg.finetune.weights:
+            transfer.check_source(cfg.model.name, cfg.finetune.weights)  # and on weights of another model
         return cfg, None
     path = resumed.path
     saved_cfg = load_run_config(path)
@@ -397,8 +402,9 @@ def _setup(cfg: RunConfig, world: distributed.World = distributed.SINGLE) -> tup
     return distributed.init(cfg.train.device, cfg.train.dist_timeout)[1], joined
 
 
-def _build_model(cfg: RunConfig, spec: Any, device: torch.device) -> nn.Module:
-    """The model, with ``num_classes``/``in_chans`` filled in from the data where the recipe leaves them out."""
+def _build_model(cfg: RunConfig, spec: Any, device: torch.device, *, fresh: bool = True) -> nn.Module:
+    """The model, with ``num_classes``/``in_chans`` filled in from the data where the recipe leaves them out; a new
+    run with ``finetune.weights`` starts from those weights (a resumed one gets its own state loaded later)."""
     kwargs = dict(cfg.model.kwargs)
     options = model_options(cfg.model.name)
     if "num_classes" in options:
@@ -406,7 +412,10 @@ def _build_model(cfg: RunConfig, spec: Any, device: torch.device) -> nn.Module:
     if "in_chans" in options:
         kwargs.setdefault("in_chans", spec.in_chans)
     cfg.model.kwargs = kwargs
-    model = create_model(cfg.model.name, **kwargs).to(device)
+    if fresh and cfg.finetune.weights:
+        model = transfer.build_finetuned(cfg.model.name, kwargs, cfg.finetune).to(device)
+    else:
+        model = create_model(cfg.model.name, **kwargs).to(device)
     return model.to(memory_format=torch.channels_last if cfg.data.channels_last else torch.contiguous_format)
 
 
@@ -418,7 +427,7 @@ def _checkpoint_meta(cfg: RunConfig, spec: Any, input_size: tuple[int, ...]) -> 
         "data": {"name": cfg.data.name, "full_name": spec.full_name, "variant": spec.variant, "note": spec.note,
                  "classes": list(spec.classes), "mean": list(spec.mean), "std": list(spec.std),
                  "in_chans": spec.in_chans, "img_size": list(spec.img_size), "pad": cfg.data.pad,
-                 "input_size": list(input_size)},
+                 "input_size": list(input_size), "class_subset": cfg.data.classes},
         "config": cfg.to_dict(),
         "environment": environment(),
     }
