@@ -132,8 +132,6 @@ def progress_bar() -> object:
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .config import build_config
-    from .train.loop import TrainingInterrupted
-    from .train.run import run_training
 
     overrides = _split_overrides(extra)
     shortcuts = {"epochs": "train.epochs", "data_root": "data.root", "out": "out_dir", "name": "name",
@@ -169,7 +167,14 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return _show_config(cfg)
     if args.nproc is not None:
         return _launch_torchrun(args, cfg)
+    return _train(cfg, args)
+
+
+def _train(cfg: RunConfig, args: argparse.Namespace) -> int:
+    """Train ``cfg`` (``train`` and ``finetune``): progress bar, interruption, the summary lines."""
     from .train.distributed import from_env
+    from .train.loop import TrainingInterrupted
+    from .train.run import run_training
 
     main_rank = from_env().is_main  # under torchrun only rank 0 shows progress and the summary
     try:
@@ -190,6 +195,58 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if s.get("time_to_target") is not None:
         print(f"reached {100 * s['target_accuracy']:.2f}% after {s['time_to_target']:.1f} s")
     print(f"run directory: {result.run.path}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .transfer import check_config, finetune_config
+
+    overrides = _split_overrides(extra)
+    shortcuts = {"epochs": "train.epochs", "data_root": "data.root", "out": "out_dir", "name": "name",
+                 "device": "train.device", "seed": "train.seed"}
+    overrides += [f"--{key}={getattr(args, a)}" for a, key in shortcuts.items() if getattr(args, a) is not None]
+    if args.no_progress:
+        overrides.append("--train.progress=false")
+    cfg = finetune_config(args.source, data=args.data, model=args.model, recipe=args.config, freeze=args.freeze or [],
+                          head_only=args.head_only, backbone_lr_mult=args.backbone_lr_mult,
+                          new_head=not args.keep_head, overrides=overrides)
+    check_config(cfg)
+    if args.dry_run:
+        return _show_config(cfg)
+    args.resume = None
+    return _train(cfg, args)
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import make_test_loader
+    from .errors import ConfigError, RunDirError
+    from .train.checkpoint import restore_model
+    from .transfer import extract_features
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".npz"):
+        raise ConfigError(f"--out must end in .npy (labels go beside it in .labels.npy) or .npz, got {out.name!r}")
+    model, meta = restore_model(args.checkpoint, prefer=args.which)
+    loader = make_test_loader(meta["data"], split=args.split, name=args.data, root=args.data_root,
+                              batch_size=args.batch_size)
+    feats, labels = extract_features(model, loader, args.layer, pool_how=args.pool)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".npz":
+            np.savez(out, features=feats.numpy(), labels=labels.numpy(), classes=np.array(loader.spec.classes))
+            where = str(out)
+        else:
+            labels_file = out.with_name(out.stem + ".labels.npy")
+            np.save(out, feats.numpy())
+            np.save(labels_file, labels.numpy())
+            where = f"{out} (labels: {labels_file})"
+    except OSError as e:
+        raise RunDirError(f"could not write {out}: {e.strerror or e}") from None
+    layer = args.layer or "forward_features"
+    print(f"{meta['model']} {layer} on {loader.spec.full_name} ({args.split}): {feats.shape[0]} x {feats.shape[1]} "
+          f"features -> {where}")
     return 0
 
 
@@ -644,6 +701,52 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rdzv-id", help="with --rdzv-endpoint: a name shared by the nodes of one job")
     s.add_argument("--node-rank", type=int, help=argparse.SUPPRESS)  # c10d assigns ranks; accepted for torchrun users
 
+    s = sub.add_parser("finetune", help="train a trained run or weight file on new data (new head, frozen layers, "
+                       "lower backbone lr)",
+                       description="Fine-tune: start from the weights of SOURCE, replace its head for the classes of "
+                       "--data (an image folder: folder:PATH) and train as 'milestones train' does (a run directory, "
+                       "--resume, Ctrl-C). The same run is 'milestones train MODEL --finetune.weights=SOURCE ...'. "
+                       "Extra --section.key=value arguments override the recipe. Errors exit with status 2.")
+    s.add_argument("source", help="run directory or .safetensors checkpoint (a run's, or from 'milestones convert')")
+    s.add_argument("--data", required=True, help="the new data: a dataset name or folder:PATH (train/<class>/*, "
+                   "test/<class>/*)")
+    s.add_argument("--freeze", action="append", metavar="PATTERN",
+                   help="do not train parameters matching this glob over parameter names (repeatable), e.g. "
+                   "'stem.*' or 'stages.[01].*'")
+    s.add_argument("--head-only", action="store_true",
+                   help="train only the new head: a linear probe on frozen features")
+    s.add_argument("--backbone-lr-mult", type=float, default=1.0, metavar="X",
+                   help="learning rate of everything but the head, as a multiple of optim.lr (e.g. 0.1)")
+    s.add_argument("--keep-head", action="store_true",
+                   help="keep the trained head (the data must have its number of classes)")
+    s.add_argument("--model", help="the model of bare weights without metadata (else the checkpoint's)")
+    s.add_argument("--config", help="recipe (default: the shipped one for the model on --data, else SOURCE's own)")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
+    s.add_argument("--out", help="folder for run directories (default: runs)")
+    s.add_argument("--name", help="run directory name (default: MODEL-DATA-TIMESTAMP)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing run directory of that name")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--dry-run", action="store_true", help="print the resolved config; train nothing")
+
+    s = sub.add_parser("features", help="features of a trained network's layer for every image of a dataset",
+                       description="Run SOURCE over a dataset split and save one feature vector per image (a layer's "
+                       "output, averaged over space or tokens) with the labels. Errors exit with status 2.")
+    s.add_argument("checkpoint", metavar="source", help="run directory or .safetensors checkpoint")
+    s.add_argument("--layer", help="layer name from named_modules(), e.g. stages.2 (default: forward_features, the "
+                   "vector the head reads); an unknown name lists close ones")
+    s.add_argument("--data", help="dataset or folder:PATH (default: the one SOURCE was trained on)")
+    s.add_argument("--split", default="test", help="split (default: test)")
+    s.add_argument("--out", required=True, help="features.npy (labels in features.labels.npy) or features.npz "
+                   "(arrays features, labels, classes)")
+    s.add_argument("--pool", default="avg", choices=["avg", "flatten"],
+                   help="a spatial or token output: average it (default) or keep it all, flattened")
+    s.add_argument("--batch-size", type=int, default=500)
+    s.add_argument("--data-root")
+    s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")
+
     s = sub.add_parser("compare", help="train a suite of models x seeds (resumable) and write a leaderboard",
                        description="Train every run of SUITE (a YAML file, or a shipped suite: quick, full) that has "
                        "not finished yet, one after another, then write results.csv, leaderboard.md and plots. "
@@ -773,12 +876,15 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: 
     try:
         if args.command == "train":
             return cmd_train(args, extra)
+        if args.command == "finetune":
+            return cmd_finetune(args, extra)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         handler = {"list": cmd_list, "info": cmd_info, "eval": cmd_eval, "predict": cmd_predict,
                    "convert": cmd_convert, "report": cmd_report, "bench": cmd_bench,
                    "export": cmd_export, "compare": cmd_compare, "recipes": cmd_recipes,
-                   "experiment": cmd_experiment, "viz": cmd_viz}[args.command]
+                   "experiment": cmd_experiment, "viz": cmd_viz,
+                   "features": cmd_features}[args.command]
         return handler(args)
     except MilestonesError as e:
         print(f"error: {e}", file=sys.stderr)

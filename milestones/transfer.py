@@ -147,6 +147,23 @@ def unknown_pattern(model: nn.Module, pattern: str) -> ConfigError:
     return ConfigError(f"finetune.freeze pattern {pattern!r} matches no parameter of {type(model).__name__}; {hint}")
 
 
+def check_config(cfg: RunConfig) -> None:
+    """Check the ``finetune`` section before any data are loaded: weights of this model, patterns that match (on a
+    meta-device copy of the model)."""
+    ft = cfg.finetune
+    if ft.weights:
+        check_source(cfg.model.name, ft.weights)
+    if ft.backbone_lr_mult < 0:
+        raise ConfigError(f"finetune.backbone_lr_mult must be >= 0, got {ft.backbone_lr_mult}")
+    if ft.freeze:
+        with torch.device("meta"):
+            model = create_model(cfg.model.name, **cfg.model.kwargs)
+        names = [n for n, _ in model.named_parameters()]
+        for pattern in ft.freeze:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                raise unknown_pattern(model, pattern)
+
+
 def prepare(model: nn.Module, cfg: RunConfig) -> list[str]:
     """Freeze what ``cfg.finetune`` asks for; returns the head's parameter names (for the learning-rate groups)."""
     ft = cfg.finetune

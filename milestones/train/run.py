@@ -326,8 +326,7 @@ def _prepare(cfg: RunConfig | None, resumed: RunDir | None,
     if resumed is None:
         assert cfg is not None
         get_spec(cfg.model.name)  # fail fast on an unknown model, before loading data
-        if cfg.finetune.weights:
-            transfer.check_source(cfg.model.name, cfg.finetune.weights)  # and on weights of another model
+        transfer.check_config(cfg)  # and on weights of another model or freeze patterns that match nothing
         return cfg, None
     path = resumed.path
     saved_cfg = load_run_config(path)
