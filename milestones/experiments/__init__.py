@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (registers)
     skip_connections,
     small_filters,
     vgg_fc_heads,
+    vgg_features_transfer,
     vit_data_hunger,
 )
 from .base import (
