@@ -229,7 +229,17 @@ def cmd_features(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".npz"):
         raise ConfigError(f"--out must end in .npy (labels go beside it in .labels.npy) or .npz, got {out.name!r}")
     model, meta = restore_model(args.checkpoint, prefer=args.which)
-    loader = make_test_loader(meta["data"], split=args.split, name=args.data, root=args.data_root,
+    data_meta = meta.get("data")
+    if data_meta is None:  # a converted torchvision checkpoint: ImageNet statistics at the model's input size
+        if not args.data:
+            raise ConfigError(f"{args.checkpoint} does not record the data it was trained on; pass --data")
+        from .models import get_spec
+        from .viz.inputs import RGB_STATS
+
+        size = list(get_spec(meta["model"]).input_size[1:])
+        data_meta = {"name": args.data, "mean": list(RGB_STATS[0]), "std": list(RGB_STATS[1]), "pad": 0,
+                     "img_size": meta.get("model_kwargs", {}).get("img_size", size)}
+    loader = make_test_loader(data_meta, split=args.split, name=args.data, root=args.data_root,
                               batch_size=args.batch_size)
     feats, labels = extract_features(model, loader, args.layer, pool_how=args.pool)
     try:
