@@ -106,6 +106,9 @@ def _trained_classes(model_name: str, kwargs: Mapping[str, Any], state: Mapping[
     return int(kwargs.get("num_classes", 1000))
 
 
+_STOCHASTIC = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
 def _keep_eval(module: nn.Module, args: Any) -> None:
     module.training = False  # a frozen BatchNorm normalises with its trained statistics and does not update them
 
@@ -113,7 +116,8 @@ def _keep_eval(module: nn.Module, args: Any) -> None:
 def freeze(model: nn.Module, patterns: Sequence[str] = (), *, head: Collection[str] = (),
            head_only: bool = False) -> list[str]:
     """Stop training the parameters whose names match any glob pattern (or, with ``head_only``, all but ``head``);
-    returns their names. A BatchNorm layer left with no trainable parameter also stops updating its statistics.
+    returns their names. A BatchNorm layer left with no trainable parameter also stops updating its statistics; with
+    ``head_only`` every BatchNorm and dropout layer outside the head runs as in eval mode (fixed features).
 
     Raises:
         ConfigError: a pattern matches no parameter (with close names), or nothing would be left to train.
@@ -130,9 +134,14 @@ def freeze(model: nn.Module, patterns: Sequence[str] = (), *, head: Collection[s
     params = dict(model.named_parameters())
     for n in frozen:
         params[n].requires_grad_(False)
-    for m in model.modules():
+    head_modules = {n.rpartition(".")[0] for n in head}
+    for name, m in model.named_modules():
         own = list(m.parameters(recurse=False))
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and own and not any(p.requires_grad for p in own):
+        frozen_bn = isinstance(m, nn.modules.batchnorm._BatchNorm) and own and not any(p.requires_grad for p in own)
+        # a linear probe reads fixed features: no dropout (nor batch statistics) anywhere before the head
+        in_head = any(name == h or name.startswith(f"{h}.") for h in head_modules)
+        probe = head_only and isinstance(m, _STOCHASTIC) and not in_head
+        if frozen_bn or probe:
             m.register_forward_pre_hook(_keep_eval)
     return frozen
 

@@ -219,3 +219,20 @@ def test_vgg_features_transfer_smoke(data_root: Path, tmp_path: Path) -> None:
     setup = vft.setup("quick")
     sizes = {r.label: r.overrides.get("data.train_subset") for r in setup.runs}
     assert sizes["resnet20-scratch-10"] == 50 and sizes["resnet20-probe-1000"] == 5000
+
+
+def test_a_linear_probe_reads_fixed_features() -> None:
+    """head_only: in train mode VGG's features are the same twice (FC6/FC7 dropout off) and equal eval mode's, and
+    batch-norm statistics do not move; fine-tuning with dropout keeps it."""
+    kwargs = {"num_classes": 5, "img_size": 32, "widths": (8, 8, 8, 8, 8), "hidden": 16}
+    torch.manual_seed(0)
+    model = create_model("vgg11_bn", **kwargs)
+    freeze(model, head=head_names("vgg11_bn", kwargs), head_only=True)
+    x = torch.randn(4, 3, 32, 32)
+    stats = model.stages[0].bn1.running_mean.clone()
+    model.train()
+    a, b = model.forward_features(x), model.forward_features(x)
+    assert torch.equal(a, b) and torch.equal(model.stages[0].bn1.running_mean, stats)
+    assert_close(a, model.eval().forward_features(x))
+    free = create_model("vgg11_bn", **kwargs).train()
+    assert not torch.equal(free.forward_features(x), free.forward_features(x))
