@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import FinetuneConfig, RunConfig, build_config, shipped_file
+from .config import FinetuneConfig, RunConfig, apply_overrides, build_config, shipped_file
 from .errors import CheckpointError, ConfigError
 from .models import create_model, get_spec
 
@@ -219,8 +219,6 @@ def finetune_config(weights: str | Path, *, data: str, model: str | None = None,
     cfg.model.kwargs = kwargs
     cfg.finetune = FinetuneConfig(weights=str(weights), new_head=new_head, freeze=list(freeze), head_only=head_only,
                                   backbone_lr_mult=backbone_lr_mult)
-    from .config import apply_overrides
-
     return apply_overrides(cfg, overrides)
 
 
