@@ -189,6 +189,11 @@ def _train(cfg: RunConfig, args: argparse.Namespace) -> int:
     if result.resumed_from is not None:
         print(f"resumed {result.run.path} from step {result.resumed_from}")
     s = result.summary
+    if s.get("final_test_acc") is None:  # a training set smaller than one batch: no step
+        from .errors import ConfigError
+
+        raise ConfigError(f"no training step ran: data.batch_size={cfg.data.batch_size} is more than the training "
+                          f"images of {cfg.data.name}; lower data.batch_size (and --overwrite {result.run.path})")
     print(f"{s['model']} on {s['dataset']}: test accuracy {100 * s['final_test_acc']:.2f}% "
           f"(best {100 * s['best_test_acc']:.2f}% at epoch {s['best_epoch']}), {s['epochs']} epochs in "
           f"{s['wall_seconds']:.1f} s, {s['img_per_s']:.0f} img/s on {s['device']}")

@@ -283,9 +283,6 @@ def run_training(
         loaders = make_loaders(cfg.data, device, seed=cfg.train.seed,
                                default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
         _shard(loaders, cfg, world)
-        if len(loaders.train) == 0:  # the last partial batch is dropped: an epoch would train nothing
-            raise ConfigError(f"data.batch_size={cfg.data.batch_size} is more than the training images of "
-                              f"{cfg.data.name}; lower data.batch_size")
         model = _build_model(cfg, loaders.spec, device, fresh=saved is None)
         head = transfer.prepare(model, cfg)
         if world.size > 1 and cfg.train.sync_bn:  # before the optimizer and the EMA take the parameters
