@@ -236,3 +236,26 @@ def test_a_linear_probe_reads_fixed_features() -> None:
     assert_close(a, model.eval().forward_features(x))
     free = create_model("vgg11_bn", **kwargs).train()
     assert not torch.equal(free.forward_features(x), free.forward_features(x))
+
+
+def test_transfer_verdict_branches() -> None:
+    """The verdict on hand-made accuracies: reproduced when VGG's pretrained start beats scratch at every size,
+    partly when only with few labels, not when never; a missing run is not testable."""
+    from milestones.experiments import vgg_features_transfer as vft
+
+    def table(vgg_gain: list[float]) -> dict:
+        acc = {}
+        for model in vft.MODELS:
+            for n, g in zip(vft.LABELS, vgg_gain if model == "vgg11_bn" else [10.0, 10.0, 10.0], strict=True):
+                acc[(model, n, "scratch")] = 50.0
+                acc[(model, n, "probe")] = 50.0 + g
+                acc[(model, n, "fine-tune")] = 50.0
+        return acc
+
+    assert vft._verdict(table([9.0, 9.0, 9.0]), vft.LABELS, 4.5, 5000)[0] == "reproduced"
+    verdict, reason, _ = vft._verdict(table([9.0, 1.0, -9.0]), vft.LABELS, 4.5, 5000)
+    assert verdict == "partly reproduced" and "(10 per class)" in reason
+    assert vft._verdict(table([1.0, 1.0, 1.0]), vft.LABELS, 4.5, 5000)[0] == "not reproduced"
+    partial = table([9.0, 9.0, 9.0])
+    del partial[("resnet20", 10, "probe")]
+    assert vft._verdict(partial, vft.LABELS, 4.5, 5000)[0] == "not testable here"
