@@ -110,6 +110,8 @@ class TrainConfig:
     ``sync_bn``: in a distributed run (torchrun), normalise BatchNorm layers with the global batch's statistics, as
     one process would (no effect in one process). ``dist_timeout``: seconds a collective may wait for the other ranks
     before the run stops with an error.
+    ``tensorboard``: also write the metrics and a per-epoch filter grid for TensorBoard in ``<run>/tensorboard``
+    (needs the ``tensorboard`` package: ``pip install 'milestones[tensorboard]'``).
     """
 
     epochs: int = 10
@@ -129,6 +131,7 @@ class TrainConfig:
     ema_decay: float | None = None
     sync_bn: bool = False
     dist_timeout: float = 300.0
+    tensorboard: bool = False
 
 
 @dataclass

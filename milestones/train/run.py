@@ -43,7 +43,7 @@ from ..errors import CheckpointError, ConfigError, MilestonesError, RunDirError
 from ..measure import count_macs, count_params
 from ..models import create_model, get_spec, model_options
 from . import distributed
-from .callbacks import Callback
+from .callbacks import Callback, TensorBoard, require_tensorboard
 from .checkpoint import load_training_state, remove_leftovers, save_checkpoint, save_training_state
 from .loop import NonFiniteLossError, TrainingInterrupted, build_ema, fit, resolve_device
 from .optim import build_optimizer
@@ -54,7 +54,8 @@ SavedState = tuple[dict[str, Tensor], dict[str, Any]]
 
 RESUMABLE_KEYS = (
     "train.epochs", "train.progress", "train.log_every", "train.checkpoint_every", "train.threads", "train.device",
-    "train.target_accuracy", "train.dist_timeout", "data.root", "data.download", "data.eval_batch_size", "out_dir",
+    "train.target_accuracy", "train.dist_timeout", "train.tensorboard", "data.root", "data.download",
+    "data.eval_batch_size", "out_dir",
     "name",
 )
 """Config keys that may differ when a run is resumed: they decide where things are and what is logged or evaluated,
@@ -275,6 +276,8 @@ def run_training(
     joined = False
     try:
         cfg, saved = _prepare(cfg, resumed, world)
+        if cfg.train.tensorboard:
+            require_tensorboard()  # a missing package fails before the data are loaded
         device, joined = _setup(cfg, world)
         loaders = make_loaders(cfg.data, device, seed=cfg.train.seed,
                                default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
@@ -296,7 +299,8 @@ def run_training(
                 torch.manual_seed(cfg.train.seed + 7919 * world.rank)  # ranks draw their own dropout masks
             if saved is not None:
                 state.load_state_dict(saved, model_name=cfg.model.name)
-            history = _fit(state, loaders.test, cfg, [writer, *callbacks], handle_signals)
+            board = [TensorBoard(run.path / "tensorboard")] if cfg.train.tensorboard and world.is_main else []
+            history = _fit(state, loaders.test, cfg, [writer, *board, *callbacks], handle_signals)
             summary = (_summarise(run, cfg, state, loaders.spec, input_size, saved, writer.meta["environment"])
                        if world.is_main else {})
     finally:
