@@ -248,7 +248,9 @@ def tower_exchange_bytes(model: AlexNet, batch: int) -> dict[str, float]:
     ``logits``.
     """
     world = _towers(model)
-    meta = copy.deepcopy(model).to("meta")
+    memo = {id(t): nn.Parameter(torch.empty_like(t, device="meta"), requires_grad=False)
+            for t in [*model.parameters(), *model.buffers()]}
+    meta = copy.deepcopy(model, memo)  # the same layers with weights that hold no memory
     sizes: dict[str, int] = {}
     cross = {f"stages.{i}.conv": f"conv{i + 1}" for i, c in enumerate(CROSS_TOWER) if c and i > 0}
     cross.update({"pre_logits.fc6": "fc6", "pre_logits.fc7": "fc7", "head": "fc8"})

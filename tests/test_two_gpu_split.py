@@ -133,7 +133,8 @@ def test_two_gpu_split_strategies_agree_in_smoke_mode(towers: list[dict[str, Any
 
 
 def _row(strategy: str, counted: float, computed: float, grad_err: float = 1e-7) -> dict[str, Any]:
-    return {"strategy": strategy, "sent MB/step (counted)": counted, "sent MB/step (from shapes)": computed,
+    return {"strategy": strategy, "sent bytes/step (counted)": round(counted * 2**20),
+            "sent bytes/step (from shapes)": round(computed * 2**20),
             "params+grads+momentum MB/rank": 1.0, "loss rel err": 1e-7, "grad rel err": grad_err}
 
 
