@@ -111,6 +111,11 @@ def computed_bytes(strategy: str, model: nn.Module, batch: int) -> float:
     w, f = WORLD, RING_FACTOR
     if strategy == "towers":
         return sum(tower_exchange_bytes(model, batch).values())
+    if strategy == "hybrid":  # 2014: conv gradients all-reduced; FC6's input gathered over the batch instead of over
+        # the channels (the same volume), FC6-FC8 split by neurons as in the towers; no conv3 exchange
+        towers = tower_exchange_bytes(model, batch)
+        return towers["fc6"] + towers["fc7"] + towers["fc8"] + towers["logits"] + \
+            f["all_reduce"](w) * _param_bytes(model.stages)
     if strategy == "ddp":  # one all-reduce of every gradient
         return f["all_reduce"](w) * _param_bytes(model)
     if strategy == "fsdp":  # all-gather forward and again backward, reduce-scatter of the gradients; rows padded to w
@@ -275,10 +280,10 @@ def setup(mode: str) -> Setup:
         "processes with 1 torch thread each, against 1 process with 2 threads; then "
         f"{m['timed']} timed step(s) each (median shown). Random images and labels (seed 1): what is measured does "
         "not depend on the pixels. He init and dropout off, so that all strategies compute the same function.",
-        "Bytes: what each rank sends per step under the ring algorithm (all-gather (W-1) x local input, "
-        "reduce-scatter (W-1)/W x input, all-reduce 2(W-1)/W x input), counted on every collective the step "
-        "dispatches (including DDP's C++ bucket all-reduce and DTensor's functional collectives), and computed from "
-        "the layer shapes.",
+        "Bytes (MB = 2^20 bytes): what each rank sends per step under the ring algorithm (all-gather (W-1) x "
+        "local input, reduce-scatter (W-1)/W x input, all-reduce 2(W-1)/W x input), counted on every collective "
+        "the step dispatches (including DDP's C++ bucket all-reduce and DTensor's functional collectives), and "
+        "computed from the layer shapes.",
         "Memory per rank: parameters, gradients and momentum as the tensors the rank holds (DTensor shards counted "
         "locally; DDP with `gradient_as_bucket_view`, so no second copy of the gradients); activations as the "
         "storages autograd saves for backward in the counted step, parameters (and FSDP's gathered ones) left out. "
@@ -341,12 +346,19 @@ def analyse(ctx: Context) -> Analysis:
                       "computed from the shapes), memory held, and step time (the single process uses both cores).",
                       fig)]
     curves = ctx.cached(f"bytes-vs-batch-{ctx.mode}", lambda: bytes_vs_batch(m))
-    batch_fig = plots.series({s: (curves["batch"], [_mb(b) for b in curves[s]]) for s in STRATEGIES},
+    labels = {**{s: s for s in STRATEGIES}, "hybrid": "2014 hybrid (not run)"}
+    batch_fig = plots.series({labels[s]: (curves["batch"], [_mb(b) for b in curves[s]]) for s in labels},
                              "global batch", "MB sent per rank per step", log=True)
     batch_fig.axes[0].set_xscale("log", base=2)
     figures.append(Figure("bytes_vs_batch.png", "Bytes each rank sends per step against the global batch, computed "
                           "from the shapes of the model measured above (2 ranks; log-log). Activations grow with the "
-                          "batch, gradients and weights do not.", batch_fig))
+                          "batch, gradients and weights do not. '2014 hybrid': the one-weird-trick scheme "
+                          "(convolutions by data, FC6-FC8 by neurons), computed only.", batch_fig))
+    at = curves["batch"].index(128.0)
+    findings.append(f"Computed, not run: the 2014 hybrid (convolutions split by data, their gradients all-reduced; "
+                    f"FC6-FC8 split by neurons over the whole batch) would send {_mb(curves['hybrid'][at]):.1f} MB "
+                    f"per rank at batch 128, against the towers' {_mb(curves['towers'][at]):.1f} MB, without the "
+                    "towers' restricted connectivity or tensor parallelism's replicated convolutions.")
     findings += lives_on(fractions)
     return Analysis(rows=rows, verdict=verdict, reason=reason, columns=columns, findings=findings, figures=figures)
 
@@ -387,7 +399,7 @@ def bytes_vs_batch(m: dict[str, Any]) -> dict[str, list[float]]:
     with torch.device("meta"):
         model = build(m)
     out: dict[str, list[float]] = {"batch": [float(b) for b in BATCHES]}
-    for strategy in STRATEGIES:
+    for strategy in (*STRATEGIES, "hybrid"):
         out[strategy] = [computed_bytes(strategy, model, b) for b in BATCHES]
     return out
 
@@ -439,7 +451,7 @@ EXPERIMENT = register(Experiment(
           "connected layers read both GPUs), which keeps communication an acceptable fraction of computation; "
           "convolutional layers are best split by data and fully connected ones by model.",
     source="Krizhevsky et al., NIPS 2012, §3.2 and Figure 2; Krizhevsky 2014, arXiv:1404.5997",
-    quick_minutes=3,  # estimate; to be measured alone on the 2-core machine
+    quick_minutes=4,  # estimate: 7.8 min on the shared 2-core machine at load average 14; to be measured alone
     full_cost="batch 128 at 227x227 with 5 timed steps per strategy: about 15 min on 2 CPU cores",
     setup=setup,
     analyse=analyse,
