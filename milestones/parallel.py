@@ -166,23 +166,25 @@ class TowerAlexNet(nn.Module):
     def __init__(self, model: AlexNet, rank: int, world: int, group: Any = None) -> None:
         super().__init__()
         self.rank, self.world, self.group = rank, world, group
-        self.stages = copy.deepcopy(model.stages)
-        self.pre_logits = copy.deepcopy(model.pre_logits)
-        self.head = copy.deepcopy(model.head)
+        skip = {id(p): None for p in model.parameters()}  # copy the layers but not their weights: every conv and
+        # linear layer is replaced below by one of the tower's size
+        self.stages = copy.deepcopy(model.stages, dict(skip))
+        self.pre_logits = copy.deepcopy(model.pre_logits, dict(skip))
+        self.head = copy.deepcopy(model.head, dict(skip))
         self.grid = model.grid
+        like = {"device": model.head.weight.device, "dtype": model.head.weight.dtype}
         with torch.no_grad():
             for layer in self.stages:  # each conv becomes an ungrouped conv with the tower's output channels
                 conv: nn.Conv2d = layer.conv
                 in_ch = conv.in_channels // conv.groups  # grouped: the own tower's maps; else all
                 local = nn.Conv2d(in_ch, conv.out_channels // world, conv.kernel_size, conv.stride, conv.padding,
-                                  device=conv.weight.device, dtype=conv.weight.dtype)
+                                  **like)
                 layer.conv = local
                 if hasattr(layer, "lrn"):
                     layer.lrn.towers = 1  # the tower's own maps only, as in the full model's TowerLRN
             for name, m in [*self.pre_logits.named_children(), ("head", self.head)]:
                 if isinstance(m, nn.Linear):
-                    local = nn.Linear(m.in_features, m.out_features // world, device=m.weight.device,
-                                      dtype=m.weight.dtype)
+                    local = nn.Linear(m.in_features, m.out_features // world, **like)
                     if name == "head":
                         self.head = local
                     else:
