@@ -22,6 +22,15 @@ is the rank's own slice, with nothing sent.
 collectives: ours, DDP's buckets, FSDP's and DTensor's) and converts them to bytes each rank sends under the
 bandwidth-optimal ring algorithm; :func:`tower_exchange_bytes` computes the same number from the full model's layer
 shapes, without running anything on a real device. :func:`spawn` runs a function on ``world`` local gloo processes.
+
+    >>> def step(rank: int, world: int) -> float:      # at module level, so that the processes can import it
+    ...     torch.manual_seed(0)                        # the same full model on both ranks
+    ...     tower = split_towers(create_model("alexnet", dropout=0.0))
+    ...     logits = tower(torch.randn(8, 3, 227, 227, generator=torch.Generator().manual_seed(1)))
+    ...     loss = F.cross_entropy(logits, torch.zeros(8, dtype=torch.long))
+    ...     loss.backward()                             # gradients of this rank's tower only
+    ...     return float(loss)
+    >>> spawn(step, world=2)                            # the same loss on both ranks
 """
 
 from __future__ import annotations

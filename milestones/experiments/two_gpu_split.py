@@ -123,7 +123,7 @@ def computed_bytes(strategy: str, model: nn.Module, batch: int) -> float:
         return 2 * f["all_gather"](w) * padded / w + f["reduce_scatter"](w) * padded
     if strategy == "tp":
         fc6, fc7, fc8 = model.pre_logits.fc6, model.pre_logits.fc7, model.head
-        four = 4 * batch
+        four = 4 * batch  # float32 bytes of one value per image
         return (f["all_reduce"](w) * four * fc6.in_features      # backward: FC6's input gradient, partial per rank
                 + f["all_reduce"](w) * four * fc7.out_features   # forward: FC7's row-wise partial sums
                 + f["all_gather"](w) * four * fc8.out_features / w  # forward: the logits
