@@ -55,7 +55,8 @@ def _towers_job(rank: int, world: int) -> dict[str, Any]:
     errors = []
     one = dist.new_group([0])
     if rank == 0:
-        for bad in (lambda: split_towers(full, group=one), lambda: split_towers(create_model("alexnet_owt")),
+        for bad in (lambda: split_towers(full, group=one),
+                    lambda: split_towers(create_model("alexnet_owt", hidden=64, num_classes=10)),
                     lambda: split_towers(create_model("alexnet", **{**SMALL, "num_classes": 7}))):
             try:
                 bad()
