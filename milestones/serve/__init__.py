@@ -155,6 +155,7 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8000):
         from ..errors import ConfigError
 
         raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port") from None
+    sock.listen(2048)  # connections made between printing the URL and the server starting wait in the backlog
     bound = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     shown = f"[{host}]" if ":" in host else host

@@ -67,7 +67,13 @@ function showScores(classes, probs, prediction) {
 // Drawing pad: pointer events cover mouse, pen and touch alike.
 const pad = $("pad");
 const ctx = pad.getContext("2d");
-let drawing = false, last = null, dirty = false, inFlight = false, strokes = 0;
+let drawing = false, last = null, dirty = false, inFlight = false, strokes = 0, answers = 0;
+
+function setBusy(busy) {  // exposed for tests and assistive tools: is an answer on its way, and how many came
+  inFlight = busy;
+  document.body.dataset.busy = busy ? "1" : "0";
+  document.body.dataset.answers = String(answers);
+}
 
 function clearPad() {
   ctx.fillStyle = "#000";
@@ -118,7 +124,7 @@ function schedule() {
 
 async function send() {
   dirty = false;
-  inFlight = true;
+  setBusy(true);
   try {
     const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
     const r = await callApi(`/api/runs/${encodeURIComponent(drawRun.id)}/draw`,
@@ -130,12 +136,13 @@ async function send() {
     paintGrey($("seen"), bytesOf(r.input.data), 0, h, w);
     showMaps($("c1"), r.features.c1);
     showMaps($("c3"), r.features.c3);
+    answers++;
     showError("");
   } catch (err) {
     showError(err.message);
   } finally {
-    inFlight = false;
     if (dirty && strokes) send();
+    else setBusy(false);
   }
 }
 
