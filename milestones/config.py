@@ -107,6 +107,8 @@ class TrainConfig:
     ``checkpoint_every``: optimiser steps between full training-state saves for ``--resume`` (0: at epoch ends only;
     the state is always saved at epoch ends and on SIGINT/SIGTERM). ``ema_decay``: keep an exponential moving average
     of the weights with this decay (e.g. 0.999), evaluated each epoch and saved as ``checkpoints/ema``.
+    ``tensorboard``: also write the metrics and a per-epoch filter grid for TensorBoard in ``<run>/tensorboard``
+    (needs the ``tensorboard`` package: ``pip install 'milestones[tensorboard]'``).
     """
 
     epochs: int = 10
@@ -124,6 +126,7 @@ class TrainConfig:
     progress: bool = True
     checkpoint_every: int = 0
     ema_decay: float | None = None
+    tensorboard: bool = False
 
 
 @dataclass

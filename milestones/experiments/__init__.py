@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import (  # noqa: F401  (registers)
     alexnet_ablations,
+    attention_cost,
     degradation,
     googlenet_aux,
     handcrafted_vs_learned,

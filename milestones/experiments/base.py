@@ -58,7 +58,8 @@ class Setup:
     """What a mode trains: the runs, the data, shared overrides and seeds, and the shrinks to state in the report."""
 
     runs: list[RunSpec]
-    data: str = "cifar10"
+    data: str | None = "cifar10"
+    """The dataset the runs train on; None for an experiment that trains nothing (measurements only)."""
     overrides: Mapping[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     notes: list[str] = field(default_factory=list)
@@ -97,6 +98,8 @@ class Context:
     outcomes: list[Outcome]
     out: Path
     data_root: str | None = None
+    device: str | None = None
+    """The device asked for (``--device``); None means the default (CUDA where available)."""
 
     def runs(self, label: str) -> list[Outcome]:
         """The outcomes of one run spec, one per seed."""
@@ -251,7 +254,7 @@ def run_experiment(
         event = (lambda w, p, i, n, done=done: on_event(w, p, done + i, total)) if on_event else None
         outcomes += run_suite(suite, folder, settings=settings, callbacks=per_run, on_event=event,
                               runs_dir=folder / "runs")
-    ctx = Context(mode, setup, outcomes, folder, data_root)
+    ctx = Context(mode, setup, outcomes, folder, data_root, device)
     analysis = exp.analyse(ctx)
     seconds = time.perf_counter() - start
     failed = sum(o.status == "failed" for o in outcomes)
@@ -298,7 +301,7 @@ def _training_seconds(outcomes: Sequence[Outcome]) -> float:
 def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, outcomes: Sequence[Outcome], *,
                   seconds: float, command: str) -> str:
     """The report as markdown: question, claim, verdict, setup, results, figures, how to reproduce."""
-    datasets = sorted({(o.summary or {}).get("dataset", "") for o in outcomes} - {""}) or [setup.data]
+    datasets = sorted({(o.summary or {}).get("dataset", "") for o in outcomes} - {""}) or [setup.data or ""]
     failed = [o for o in outcomes if o.status == "failed"]
     lines = [
         f"# `{exp.name}`: {exp.question}",
@@ -312,7 +315,8 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
         f"- Mode: **{mode}**" + (" (shrunk to run on a CPU in minutes; the `full` mode is the paper-scale version)"
                                  if mode == "quick" else ""),
         f"- Data: {', '.join(datasets)}; seeds: {', '.join(map(str, setup.seeds))}"
-        + "".join(f"; `{r.label}`: {', '.join(map(str, r.seeds))}" for r in setup.runs if r.seeds is not None),
+        + "".join(f"; `{r.label}`: {', '.join(map(str, r.seeds))}" for r in setup.runs if r.seeds is not None)
+        if setup.data is not None or setup.runs else "- Nothing is trained: measurements only",
     ]
     if setup.runs:
         lines.append(f"- Runs: {', '.join(f'`{r.label}`' for r in setup.runs)}")
@@ -333,8 +337,10 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
         command,
         "```",
         "",
-        f"Machine: {machine()}. This invocation took {seconds:.0f} s; the runs' own wall time adds up to "
-        f"{_training_seconds(outcomes):.0f} s (a run finished earlier is not trained again). Written {_now()}.",
+        f"Machine: {machine()}. This invocation took {seconds:.0f} s"
+        + (f"; the runs' own wall time adds up to {_training_seconds(outcomes):.0f} s (a run finished earlier is not "
+           "trained again)" if setup.runs else " (measurements cached in the output folder are not taken again)")
+        + f". Written {_now()}.",
     ]
     return "\n".join(lines).rstrip() + "\n"
 

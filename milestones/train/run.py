@@ -37,7 +37,7 @@ from ..data import make_loaders
 from ..errors import CheckpointError, ConfigError, RunDirError
 from ..measure import count_macs, count_params
 from ..models import create_model, get_spec, model_options
-from .callbacks import Callback
+from .callbacks import Callback, TensorBoard, require_tensorboard
 from .checkpoint import load_training_state, remove_leftovers, save_checkpoint, save_training_state
 from .loop import NonFiniteLossError, TrainingInterrupted, build_ema, fit, resolve_device
 from .optim import build_optimizer
@@ -48,7 +48,8 @@ SavedState = tuple[dict[str, Tensor], dict[str, Any]]
 
 RESUMABLE_KEYS = (
     "train.epochs", "train.progress", "train.log_every", "train.checkpoint_every", "train.threads", "train.device",
-    "train.target_accuracy", "data.root", "data.download", "data.eval_batch_size", "out_dir", "name",
+    "train.target_accuracy", "train.tensorboard", "data.root", "data.download", "data.eval_batch_size", "out_dir",
+    "name",
 )
 """Config keys that may differ when a run is resumed: they decide where things are and what is logged or evaluated,
 not the steps already taken. ``train.epochs`` may only grow."""
@@ -257,6 +258,8 @@ def run_training(
     resumed = RunDir(Path(resume)).lock() if resume is not None else None  # before any work: one writer at a time
     try:
         cfg, saved = _prepare(cfg, resumed)
+        if cfg.train.tensorboard:
+            require_tensorboard()  # a missing package fails before the data are loaded
         device = _setup(cfg)
         loaders = make_loaders(cfg.data, device, seed=cfg.train.seed,
                                default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
@@ -271,7 +274,8 @@ def run_training(
                                ema=build_ema(model, cfg.train.ema_decay), started=start)
             if saved is not None:
                 state.load_state_dict(saved, model_name=cfg.model.name)
-            history = _fit(state, loaders.test, cfg, [writer, *callbacks], handle_signals)
+            board = [TensorBoard(run.path / "tensorboard")] if cfg.train.tensorboard else []
+            history = _fit(state, loaders.test, cfg, [writer, *board, *callbacks], handle_signals)
             summary = _summarise(run, cfg, state, loaders.spec, input_size, saved, writer.meta["environment"])
     finally:
         if resumed is not None:
