@@ -27,8 +27,11 @@ from milestones.models import create_model
 from milestones.serve import create_app, is_loopback, load_runs, start_in_thread
 from milestones.serve.runs import digits_format, mnist_format
 from milestones.train.checkpoint import save_checkpoint
+from milestones.viz import grad_cam, overlay
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR_DATA = {"name": "cifar10", "full_name": "cifar10", "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26],
+              "in_chans": 3, "img_size": [32, 32], "pad": 0, "input_size": [3, 32, 32]}
 MAX_BODY, MAX_PIXELS = 300_000, 1_000_000
 
 
@@ -47,10 +50,9 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_run(root / "digits-lenet", "lenet5", {
         "name": "digits", "full_name": "digits", "classes": list("0123456789"), "mean": [0.0784314],
         "std": [0.7843137], "in_chans": 1, "img_size": [32, 32], "pad": 0, "input_size": [1, 32, 32]})
-    make_run(root / "cifar-resnet", "resnet20", {
-        "name": "cifar10", "full_name": "cifar10", "classes": CIFAR_CLASSES, "mean": [0.49, 0.48, 0.45],
-        "std": [0.25, 0.24, 0.26], "in_chans": 3, "img_size": [32, 32], "pad": 0, "input_size": [3, 32, 32]},
-        num_classes=10)
+    make_run(root / "cifar-resnet", "resnet20", {**CIFAR_DATA, "classes": CIFAR_CLASSES}, num_classes=10)
+    make_run(root / "cifar-vit", "vit_ti16", {**CIFAR_DATA, "classes": CIFAR_CLASSES},
+             img_size=32, patch_size=8, depth=2, num_classes=10)
     return root
 
 
@@ -59,7 +61,7 @@ def server(runs_root: Path, tmp_path_factory: pytest.TempPathFactory):
     cwd = tmp_path_factory.mktemp("serve-cwd")
     old = os.getcwd()
     os.chdir(cwd)  # any file a request wrote relative to the working directory would land here
-    runs = load_runs([runs_root / "digits-lenet", runs_root / "cifar-resnet"])
+    runs = load_runs([runs_root / "digits-lenet", runs_root / "cifar-resnet", runs_root / "cifar-vit"])
     url, stop = start_in_thread(create_app(runs, max_body=MAX_BODY, max_pixels=MAX_PIXELS))
     try:
         yield {"url": url, "runs": {r.id: r for r in runs}, "cwd": cwd}
@@ -172,15 +174,28 @@ def test_draw_answers_with_the_models_scores_and_feature_maps(server: dict) -> N
         assert np.abs(got - expect).max() <= 1.0  # one grey level: the float32 model's rounding
 
 
-def test_predict_gives_top5_of_the_model_and_an_overlay(server: dict) -> None:
+def photo_jpeg() -> bytes:
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
     buf = io.BytesIO()
     photo.save(buf, format="JPEG", quality=95)
-    status, body = request(server["url"], "POST", "/api/runs/cifar-resnet/predict", buf.getvalue(),
+    return buf.getvalue()
+
+
+def overlay_pixels(answer: dict) -> np.ndarray:
+    head, data = answer["overlay"].split(",", 1)
+    assert head == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+
+def test_predict_gives_top5_of_the_model_and_a_grad_cam_overlay(server: dict) -> None:
+    """Top-5 and probabilities recomputed in float64; the overlay is viz's Grad-CAM of the top class over the
+    image, and it is not the plain image."""
+    status, body = request(server["url"], "POST", "/api/runs/cifar-resnet/predict", photo_jpeg(),
                            {"Content-Type": "image/jpeg"})
     assert status == 200, body
     run = server["runs"]["cifar-resnet"]
+    buf = io.BytesIO(photo_jpeg())
     decoded = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize((32, 32), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(decoded).transpose(2, 0, 1).copy()).double()[None] / 255
     x = (x - torch.tensor(run.data["mean"]).view(1, 3, 1, 1)) / torch.tensor(run.data["std"]).view(1, 3, 1, 1)
@@ -190,9 +205,22 @@ def test_predict_gives_top5_of_the_model_and_an_overlay(server: dict) -> None:
     top = probs.topk(5)
     assert [t["class"] for t in body["top"]] == [CIFAR_CLASSES[i] for i in top.indices.tolist()]
     assert_logits_close(torch.tensor([t["prob"] for t in body["top"]], dtype=torch.float64), top.values, rel=1e-4)
-    head, data = body["overlay"].split(",", 1)
-    assert head == "data:image/png;base64"
-    assert Image.open(io.BytesIO(base64.b64decode(data))).size == (224, 224)
+    cam = grad_cam(run.model, x[0].float(), target_class=int(top.indices[0]))
+    assert body["method"] == f"Grad-CAM ({cam.layer})"
+    shown = overlay_pixels(body).astype(np.int64)
+    plain = F.interpolate(torch.from_numpy(np.asarray(decoded).transpose(2, 0, 1).copy())[None].float(),
+                          size=(224, 224), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy() / 255
+    expect = overlay(plain.clip(0, 1), cam.coarse).astype(np.int64)
+    assert shown.shape == (224, 224, 3) and np.abs(shown - expect).max() <= 2  # float32 vs float64 input, rounding
+    assert np.abs(shown - (plain * 255).round()).mean() > 20
+
+
+def test_predict_on_a_vit_overlays_attention_rollout(server: dict) -> None:
+    status, body = request(server["url"], "POST", "/api/runs/cifar-vit/predict", photo_jpeg(),
+                           {"Content-Type": "image/jpeg"})
+    assert status == 200, body
+    assert body["method"] == "attention rollout" and len(body["top"]) == 5
+    assert overlay_pixels(body).shape == (224, 224, 3)
 
 
 BAD = [
@@ -241,7 +269,7 @@ def test_requests_write_no_files(server: dict, runs_root: Path) -> None:
                         {"Content-Type": "image/png"})
     assert status == 200
     assert sorted(p.name for p in runs_root.rglob("*") if p.is_file()) == sorted(
-        ["best.json", "best.safetensors"] * 2)
+        ["best.json", "best.safetensors"] * 3)
     assert list(server["cwd"].iterdir()) == []
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw
 
 from milestones.serve import create_app, load_runs, start_in_thread
 
@@ -51,7 +52,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1000,1100", "--force-device-scale-factor=1"):
+                "--window-size=1000,1250", "--force-device-scale-factor=1"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -124,6 +125,16 @@ def test_drawn_one_and_zero_are_read_live(browser, mnist_run: Path, tmp_path: Pa
             assert shown["c1size"] == [[28, 28]] * 6 and shown["c3size"] == [[10, 10]] * 16
             # a painted map has grey levels; a blank canvas has none. Some ReLU maps may be all zero: most are not
             assert sum(n > 0 for n in shown["c1"]) >= 4 and sum(n > 0 for n in shown["c3"]) >= 8, shown
+
+        digit = tmp_path / "seven.png"  # the upload panel: dark ink on white paper, as a photo of a digit would be
+        img = Image.new("L", (120, 160), 255)
+        ImageDraw.Draw(img).line([(20, 20), (100, 20), (50, 140)], fill=0, width=12)
+        img.save(digit)
+        browser.find_element("id", "file").send_keys(str(digit))
+        wait_for(browser, "document.querySelectorAll('#top5 li').length === 5 && !document.getElementById('overlay')"
+                 ".hidden && document.getElementById('overlay').complete")
+        assert browser.find_element("id", "method").text.startswith("overlay: Grad-CAM")
+        assert browser.execute_script("return document.getElementById('overlay').naturalWidth;") == 224
 
         shot = tmp_path / "serve.png"
         browser.save_screenshot(str(shot))

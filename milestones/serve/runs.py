@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from ..data.augment import normalise, pad
 from ..errors import CheckpointError, DataError
 from ..predict import _mnist_style, _to_8bit
+from ..viz import features
 
 # Limits on what a request may send. A 280x280 drawing is about 10 KB; a phone photo is a few MB.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -128,40 +129,29 @@ def maps_payload(maps: Tensor) -> dict[str, Any]:
     return {"shape": list(maps.shape), "data": _b64(scaled.numpy())}
 
 
-def feature_maps(model: nn.Module, x: Tensor, layers: tuple[str, ...]) -> tuple[Tensor, dict[str, Tensor]]:
-    """``(logits, {layer: its output})`` for one forward pass, with forward hooks on the named submodules."""
-    found: dict[str, Tensor] = {}
-    modules = dict(model.named_modules())
-    handles = [modules[name].register_forward_hook(lambda m, i, o, name=name: found.__setitem__(name, o.detach()))
-               for name in layers]
-    try:
-        logits = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return logits, found
+def explain(model: nn.Module, x: Tensor, target: int) -> tuple[str, np.ndarray]:
+    """``(method, (h, w) heat map)`` of where ``model`` looked for class ``target`` in input ``x`` ``(1, C, H, W)``:
+    attention rollout for a ViT, Grad-CAM (on the family's default layer) for the CNNs, Swin and CSWin."""
+    from ..models.vit import VisionTransformer
+    from ..viz import attention_rollout, grad_cam
+
+    if isinstance(model, VisionTransformer):
+        return "attention rollout", attention_rollout(model, x[0])
+    cam = grad_cam(model, x[0], target_class=target)
+    return f"Grad-CAM ({cam.layer})", cam.coarse
 
 
-def explain(model: nn.Module, x: Tensor, target: int) -> tuple[str, Tensor] | None:
-    """``(method, (H, W) heat map in 0..1 at the input's size)`` showing where ``model`` looked for ``target``, or
-    None for a model the viz module has no method for."""
-    return None
-
-
-def overlay_png(image: Tensor, heat: Tensor | None, side: int = OVERLAY_SIDE) -> str:
-    """A PNG data URL of ``image`` ((C, H, W) uint8) scaled to ``side`` pixels, with ``heat`` (0..1) blended in
-    matplotlib's ``jet`` colours where given."""
-    from matplotlib import colormaps
+def overlay_png(image: Tensor, heat: np.ndarray | None, *, smooth: bool = True, side: int = OVERLAY_SIDE) -> str:
+    """A PNG data URL of ``image`` ((C, H, W) uint8) scaled to ``side`` pixels, with ``heat`` blended in by
+    :func:`milestones.viz.overlay` where given."""
+    from ..viz import overlay
 
     rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image
     base = F.interpolate(rgb[None].float(), size=(side, side), mode="bilinear", align_corners=False)[0] / 255
-    if heat is not None:
-        h = F.interpolate(heat[None, None].float(), size=(side, side), mode="bilinear", align_corners=False)[0, 0]
-        colour = torch.from_numpy(colormaps["jet"](h.clamp(0, 1).numpy())[..., :3]).permute(2, 0, 1).float()
-        base = 0.5 * base + 0.5 * colour
-    arr = (base.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    arr = base.clamp(0, 1).permute(1, 2, 0).numpy()
+    out = overlay(arr, heat, smooth=smooth) if heat is not None else (arr * 255).round().astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
+    Image.fromarray(out).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -200,7 +190,7 @@ class LoadedRun:
         fmt = digits_format(img) if self.data["name"] == "digits" else mnist_format(img)
         pixels = torch.from_numpy(fmt)[None]
         with self.lock, torch.inference_mode():
-            logits, maps = feature_maps(self.model, self._input(pixels), FEATURE_LAYERS)
+            logits, maps = features(self.model, FEATURE_LAYERS).run(self._input(pixels))
         probs = logits.float().softmax(1)[0]
         seen = pad(pixels[None], self.data.get("pad", 0))[0, 0]
         return {"prediction": self.data["classes"][int(probs.argmax())], "probs": probs.tolist(),
@@ -223,14 +213,11 @@ class LoadedRun:
             with torch.inference_mode():
                 probs = self.model(x).float().softmax(1)[0]
             top = probs.topk(min(TOPK, len(probs)))
-            explained = explain(self.model, x, int(top.indices[0]))
-        method, heat = explained if explained is not None else (None, None)
+            method, heat = explain(self.model, x, int(top.indices[0]))
         seen = pad(pixels[None], d.get("pad", 0))[0]
-        if heat is not None and heat.shape != seen.shape[-2:]:
-            heat = F.interpolate(heat[None, None].float(), size=tuple(seen.shape[-2:]), mode="bilinear")[0, 0]
         return {"top": [{"class": d["classes"][i], "prob": p} for p, i in zip(top.values.tolist(),
                                                                                 top.indices.tolist())],
-                "method": method, "overlay": overlay_png(seen, heat)}
+                "method": method, "overlay": overlay_png(seen, heat, smooth=not method.startswith("attention"))}
 
 
 def _mnist_like(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
