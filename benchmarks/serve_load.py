@@ -83,14 +83,18 @@ def start_server(run: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError(f"the server exited with status {proc.returncode} before serving")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", nargs="?", help="run directory (default: a random-init lenet5_modern)")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--endpoint", choices=["draw", "predict"], default="draw")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     tmp = tempfile.TemporaryDirectory()
     run = Path(args.run) if args.run else random_run(Path(tmp.name))
