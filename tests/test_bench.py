@@ -77,7 +77,8 @@ REQUIRED_PAIRS = {"alexnet_owt": "alexnet", "googlenet_tv": "googlenet",
                   **{f"resnet{d}": f"resnet{d}" for d in (18, 34, 50, 101, 152)},
                   **{f"vgg{d}{bn}": f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")},
                   **{f"vit_{s}{p}": f"vit_{s}_{p}" for s, p in (("b", 16), ("b", 32), ("l", 16), ("l", 32), ("h", 14))},
-                  **{f"swin_{s}": f"swin_{s}" for s in "tsb"}}
+                  **{f"swin_{s}": f"swin_{s}" for s in "tsb"},
+                  **{f"densenet{d}": f"densenet{d}" for d in (121, 169, 201, 161)}}
 
 
 def test_pairing_table_covers_the_twins() -> None:

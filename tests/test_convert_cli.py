@@ -22,8 +22,9 @@ from milestones.models import get_converter
 from milestones.train.checkpoint import restore_model
 
 # (torchvision name, its constructor options, input size). resnet18 with 10 classes also checks that convert reads
-# the number of classes from the file; alexnet (61M parameters) is the cheapest of the plain-CNN families.
-CASES = [("resnet18", {"num_classes": 10}, 64), ("alexnet", {}, 224)]
+# the number of classes from the file; alexnet (61M parameters) is the cheapest of the plain-CNN families; densenet121
+# at 64 px covers the DenseNet converter.
+CASES = [("resnet18", {"num_classes": 10}, 64), ("alexnet", {}, 224), ("densenet121", {}, 64)]
 
 
 def _torchvision_model(name: str, **kwargs: object) -> nn.Module:

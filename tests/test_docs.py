@@ -48,6 +48,7 @@ KNOWN_PARAMS = {
     "googlenet": 6_998_552,
     "resnet50": 25_557_032,
     "lenet5": 60_000,
+    "densenet121": 7_978_856,
 }
 
 # First author of each family's paper (alexnet_owt: Krizhevsky alone; VGG: two authors).
@@ -61,6 +62,7 @@ FIRST_AUTHOR = {
     "vit": "Dosovitskiy",
     "swin": "Liu",
     "cswin": "Dong",
+    "densenet": "Huang",
 }
 
 

@@ -30,6 +30,7 @@ CASES = {
     "vgg": ("vgg11", {"img_size": 32, "hidden": 1024}, (3, 32, 32)),  # FC6-FC7 narrowed as for AlexNet
     "googlenet": ("googlenet_tv", {}, (3, 64, 64)),
     "resnet": ("resnet20", {}, (3, 32, 32)),
+    "densenet": ("densenet_bc100", {"depths": (2, 2, 2)}, (3, 32, 32)),  # bottlenecks, concatenation, compression
     "vit": ("vit_ti16", {"img_size": 32}, (3, 32, 32)),
     # Fewer and narrower blocks; every stage, its padding/masking and the shifted windows (swin) stay.
     "cswin": ("cswin_t", {"img_size": 64, "dim": 32, "depths": (1, 2, 2, 1), "num_heads": (2, 2, 4, 8)}, (3, 64, 64)),
