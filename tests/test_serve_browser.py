@@ -72,8 +72,9 @@ def wait_for(driver, script: str, timeout: float = 20.0):
     raise AssertionError(f"timed out waiting for {script}")
 
 
-def stroke(driver, canvas, points: list[tuple[int, int]]) -> None:
-    """Press the mouse at the first point (canvas pixels, 280x280 from the top left), move through the rest, release."""
+def stroke(driver, canvas, points: list[tuple[int, int]], *, live: bool = False) -> None:
+    """Press the mouse at the first point (canvas pixels, 280x280 from the top left), move through the rest, release.
+    ``live``: before releasing, wait for an answer to arrive while the button is still down."""
     from selenium.webdriver.common.action_chains import ActionChains
 
     def offset(p: tuple[int, int]) -> tuple[int, int]:  # Selenium 4 offsets are from the element's centre
@@ -82,6 +83,11 @@ def stroke(driver, canvas, points: list[tuple[int, int]]) -> None:
     chain = ActionChains(driver, duration=10).move_to_element_with_offset(canvas, *offset(points[0])).click_and_hold()
     for a, b in zip(points, points[1:]):
         chain.move_by_offset(b[0] - a[0], b[1] - a[1])
+    if live:
+        before = int(driver.execute_script("return Number(document.body.dataset.answers || 0);"))
+        chain.perform()
+        wait_for(driver, f"Number(document.body.dataset.answers || 0) > {before}")  # mid-stroke: answered live
+        chain = ActionChains(driver, duration=10)
     chain.release().perform()
 
 
@@ -112,7 +118,8 @@ def test_drawn_one_and_zero_are_read_live(browser, mnist_run: Path, tmp_path: Pa
         assert not browser.find_element("id", "no-lenet").is_displayed()
         canvas = browser.find_element("id", "pad")
 
-        one = answer_after(browser, lambda: stroke(browser, canvas, [(150, 40 + 20 * i) for i in range(11)]))
+        one = answer_after(browser, lambda: stroke(browser, canvas, [(150, 40 + 20 * i) for i in range(11)],
+                                                        live=True))
         assert one["prediction"] == "1", one
         ring = [(140 + round(60 * math.sin(t * math.pi / 6)), 140 - round(95 * math.cos(t * math.pi / 6)))
                 for t in range(13)]
