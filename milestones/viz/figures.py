@@ -109,7 +109,7 @@ def _upsample(heat: np.ndarray, size: tuple[int, int], smooth: bool) -> np.ndarr
 
 def overlay(image: Tensor | np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5, smooth: bool = True,
             cmap: str = "jet") -> np.ndarray:
-    """A heatmap (any grid, scaled to its maximum) blended over an image: ``(H, W, 3)`` uint8.
+    """A heatmap (any grid, stretched from its minimum to its maximum) blended over an image: ``(H, W, 3)`` uint8.
 
     Args:
         image: a normalised model input (tensor), or an ``(H, W, 3)`` float image in [0, 1].
@@ -118,8 +118,8 @@ def overlay(image: Tensor | np.ndarray, heatmap: np.ndarray, *, alpha: float = 0
     """
     base = display_image(image) if isinstance(image, Tensor) else np.asarray(image, dtype=np.float32)
     heat = _upsample(heatmap, base.shape[:2], smooth)
-    top = float(heat.max())
-    heat = heat / top if top > 0 else heat
+    lo, hi = float(heat.min()), float(heat.max())
+    heat = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
     import matplotlib
 
     colours = matplotlib.colormaps[cmap](heat)[..., :3]
