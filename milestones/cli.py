@@ -13,6 +13,8 @@ from . import __version__
 from .errors import MilestonesError
 from .report import format_count as _fmt_count
 
+DEMO_RUN = "runs/demo-lenet5-digits"  # where 'make demo' trains its LeNet-5
+
 if TYPE_CHECKING:
     from .config import RunConfig
 
@@ -319,6 +321,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
         top = probs.topk(min(args.topk, len(classes)))
         shown = ", ".join(f"{classes[i]} {100 * p:.1f}%" for p, i in zip(top.values.tolist(), top.indices.tolist()))
         print(f"{path}: {shown}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import create_app, is_loopback, load_runs, make_server
+
+    paths = args.runs
+    if not paths and Path(DEMO_RUN).is_dir():
+        paths = [DEMO_RUN]
+    runs = load_runs(paths)
+    server, sock, url = make_server(create_app(runs), args.host, args.port)
+    for r in runs:
+        print(f"loaded {r.id}: {r.meta['model']} on {r.data.get('full_name', r.data['name'])}")
+    if not any(r.drawable for r in runs):
+        print(f"no LeNet-5 digit run loaded: 'make demo' trains one into {DEMO_RUN}")
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}, reachable from other machines; the page has no login")
+    print(f"serving on {url} (Ctrl-C stops)", flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 
@@ -691,6 +715,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--style", choices=["auto", "digit", "plain"], default="auto",
                    help="digit: invert dark-on-light and centre like MNIST (auto: for digit datasets)")
 
+    s = sub.add_parser("serve", help="a local page: draw a digit for LeNet-5, upload images for any run",
+                       description="Serve the page and its JSON API (see the README) for the runs given (default: "
+                       f"{DEMO_RUN} if it exists). Binds 127.0.0.1 unless --host says otherwise.")
+    s.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run directories (or .safetensors checkpoints)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+
     s = sub.add_parser("viz", help="look inside a model or run: filters, feature maps, Grad-CAM, attention, curves",
                        description="TARGET is a registered model name (random init), a run directory or a "
                        ".safetensors checkpoint (trained weights); for 'curves', one or more run directories.")
@@ -778,7 +809,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: 
         handler = {"list": cmd_list, "info": cmd_info, "eval": cmd_eval, "predict": cmd_predict,
                    "convert": cmd_convert, "report": cmd_report, "bench": cmd_bench,
                    "export": cmd_export, "compare": cmd_compare, "recipes": cmd_recipes,
-                   "experiment": cmd_experiment, "viz": cmd_viz}[args.command]
+                   "experiment": cmd_experiment, "serve": cmd_serve, "viz": cmd_viz}[args.command]
         return handler(args)
     except MilestonesError as e:
         print(f"error: {e}", file=sys.stderr)
