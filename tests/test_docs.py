@@ -49,6 +49,8 @@ KNOWN_PARAMS = {
     "resnet50": 25_557_032,
     "lenet5": 60_000,
     "densenet121": 7_978_856,
+    "inception_v3": 23_834_568,  # torchvision inception_v3(aux_logits=False)
+    "xception": 22_855_952,  # Chollet 2017, Table 3
 }
 
 # First author of each family's paper (alexnet_owt: Krizhevsky alone; VGG: two authors).
@@ -63,6 +65,8 @@ FIRST_AUTHOR = {
     "swin": "Liu",
     "cswin": "Dong",
     "densenet": "Huang",
+    "inception": "Szegedy",  # v2: Ioffe & Szegedy; v3: Szegedy et al.
+    "xception": "Chollet",
 }
 
 
