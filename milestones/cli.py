@@ -29,9 +29,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .models import get_spec, list_models
     from .report import short_authors
 
-    names = list_models(args.pattern)
+    patterns = args.patterns or [None]
+    matched = {n for p in patterns for n in list_models(p)}
+    names = [n for n in list_models() if n in matched]  # registry order, each once
     if not names:
-        print(f"no model matches {args.pattern!r}; run 'milestones list' to see all", file=sys.stderr)
+        shown = " ".join(repr(p) for p in patterns)
+        print(f"no model matches {shown}; run 'milestones list' to see all", file=sys.stderr)
         return 2
     rows = []
     for n in names:
@@ -538,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("list", help="list registered models")
-    s.add_argument("pattern", nargs="?", help="glob pattern, e.g. 'resnet*'")
+    s.add_argument("patterns", nargs="*", metavar="PATTERN", help="glob patterns, e.g. 'resnet*' 'vgg1?' (any matches)")
 
     s = sub.add_parser("info", help="paper, reported vs measured numbers, layer summary")
     s.add_argument("name")

@@ -198,6 +198,11 @@ def test_list_pattern_and_no_match(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["list", "vgg1[19]_bn"]) == 0
     out = capsys.readouterr().out
     assert [line.split()[0] for line in out.splitlines()[2:]] == ["vgg11_bn", "vgg19_bn"]
+    # several patterns: their union, in registry order, each model once
+    assert cli.main(["list", "xception*", "inception*", "inception_v3"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [line.split()[0] for line in rows] == [n for n in ALL if n.startswith(("inception", "xception"))]
+    assert all(f" {get_spec(line.split()[0]).counts.params:,} " in line for line in rows)
     assert cli.main(["list", "nosuchnet*"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "milestones list" in err
