@@ -101,7 +101,7 @@ def torchvision_pairs() -> dict[str, TorchvisionPair]:
     two implement the same layers: alexnet_owt, vgg*, googlenet_tv, inception_v3, resnet18-152 v1.5, densenet*, vit_*,
     swin_*)."""
     pairs = {}
-    for source in list_converters():
+    for source in list_converters("torchvision"):
         conv = get_converter(source)
         pairs[conv.target] = TorchvisionPair(conv.target, source, dict(conv.target_kwargs),
                                              dict(_TV_BUILD_KWARGS.get(source, {})))

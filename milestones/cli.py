@@ -345,10 +345,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         kwargs["num_classes"] = int(num_classes)
     model = create_model(conv.target, **kwargs)
     load_weights_into(model, converted, source=str(args.file), model_name=conv.target)
-    meta = {"model": conv.target, "model_kwargs": kwargs, "converted_from": f"torchvision {args.source}",
+    meta = {"model": conv.target, "model_kwargs": kwargs, "converted_from": f"{conv.library} {args.source}",
             "source_file": str(args.file)}
     save_checkpoint(out.with_suffix(""), model, meta)
-    print(f"converted torchvision {args.source} -> {conv.target}: {out}")
+    print(f"converted {conv.library} {args.source} -> {conv.target}: {out}")
     return 0
 
 
@@ -626,9 +626,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--style", choices=["auto", "digit", "plain"], default="auto",
                    help="digit: invert dark-on-light and centre like MNIST (auto: for digit datasets)")
 
-    s = sub.add_parser("convert", help="convert a downloaded torchvision weight file to a milestones checkpoint")
-    s.add_argument("source", help="torchvision model name, e.g. resnet50")
-    s.add_argument("file", help="the .pth file torchvision downloaded")
+    s = sub.add_parser("convert", help="convert a downloaded torchvision or timm weight file to a milestones "
+                       "checkpoint")
+    s.add_argument("source", help="torchvision or timm model name, e.g. resnet50, legacy_xception")
+    s.add_argument("file", help="the .pth (or timm's .safetensors) file torchvision or timm downloaded")
     s.add_argument("--out", help="output .safetensors path")
     s.add_argument("--overwrite", action="store_true")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -14,10 +16,14 @@ from parity import (
     scaled,
     swapped,
 )
+from safetensors.torch import save_file
 
+from milestones import cli
+from milestones.bench import torchvision_pairs
 from milestones.errors import CheckpointError, ConfigError
-from milestones.models import create_model
+from milestones.models import create_model, get_converter
 from milestones.models.xception import convert_timm_xception
+from milestones.train.checkpoint import restore_model
 
 
 @torch.no_grad()
@@ -95,3 +101,35 @@ def test_errors() -> None:
         convert_timm_xception({"features.0.weight": torch.zeros(1)})
     with pytest.raises(ConfigError, match="stem"):
         create_model("xception", stem="tiny")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_milestones_convert_reads_timm_files(suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``milestones convert legacy_xception FILE`` (a torch.save'd state dict, or timm's safetensors download) gives a
+    checkpoint that restores to timm's logits; the class count is read from the file."""
+    torch.manual_seed(0)
+    theirs = _calibrated(timm.create_model("legacy_xception", pretrained=False, num_classes=10),
+                         torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(2)))
+    src = tmp_path / f"model{suffix}"
+    if suffix == ".pth":
+        torch.save(theirs.state_dict(), src)
+    else:
+        save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(src))
+    out = tmp_path / "x.safetensors"
+    assert cli.main(["convert", "legacy_xception", str(src), "--out", str(out)]) == 0
+    assert "converted timm legacy_xception -> xception" in capsys.readouterr().out
+    model, meta = restore_model(out)
+    assert meta["model"] == "xception" and meta["converted_from"] == "timm legacy_xception"
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert_logits_close(model(x), theirs(x))
+    assert get_converter("legacy_xception").library == "timm"
+    assert "legacy_xception" not in torchvision_pairs()  # bench pairs only torchvision builders
+
+
+def test_convert_refuses_another_models_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "resnet.pth"
+    torch.save(create_model("resnet20").state_dict(), src)
+    assert cli.main(["convert", "legacy_xception", str(src), "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a timm legacy_xception state dict" in err

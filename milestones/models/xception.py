@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
-from ._registry import Counts, PaperRef, Reported, register_variants
+from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
 
 PAPER = PaperRef("Xception: Deep Learning with Depthwise Separable Convolutions", "Chollet", 2017, venue="CVPR",
                  arxiv="1610.02357")
@@ -202,6 +202,7 @@ _TIMM_TOP = {"conv1": "stem.conv1", "bn1": "stem.bn1", "conv2": "stem.conv2", "b
 _TIMM_SEP = {"conv1": "depthwise", "pointwise": "pointwise"}
 
 
+@register_converter("legacy_xception", "xception", library="timm")
 def convert_timm_xception(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Map a timm ``legacy_xception`` state dict onto ``xception``.
 
