@@ -35,6 +35,9 @@ stride 2 in their 3x3s and pass their max-pooled input through unprojected), glo
 convolution is followed by batch norm and ReLU (§3.2, §4.2).
 
 Differences from the papers, and options:
+  * The v3 paper's Table 1 does not describe the released net layer for layer (its stem and the number of modules
+    per grid are given differently); like torchvision and Keras we build the released TF-slim net, whose weights
+    exist, and name its layers as TF-slim does.
   * v3's Figure 5 module factorises the 5x5 convolution into two 3x3; TF-slim's released net, and so torchvision's
     and ours, keeps a 1x1 48 -> 5x5 64 branch beside the 1x1 -> 3x3 -> 3x3 one. The 17 -> 8 reduction (``Mixed_7a``)
     is also TF-slim's (1x1 -> 3x3/2 | 1x1 -> 1x7 -> 7x1 -> 3x3/2 | max-pool), a variant of Figure 10.
