@@ -31,9 +31,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .models import get_spec, list_models
     from .report import short_authors
 
-    names = list_models(args.pattern)
+    patterns = args.patterns or [None]
+    matched = {n for p in patterns for n in list_models(p)}
+    names = [n for n in list_models() if n in matched]  # registry order, each once
     if not names:
-        print(f"no model matches {args.pattern!r}; run 'milestones list' to see all", file=sys.stderr)
+        shown = " ".join(repr(p) for p in patterns)
+        print(f"no model matches {shown}; run 'milestones list' to see all", file=sys.stderr)
         return 2
     rows = []
     for n in names:
@@ -366,10 +369,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         kwargs["num_classes"] = int(num_classes)
     model = create_model(conv.target, **kwargs)
     load_weights_into(model, converted, source=str(args.file), model_name=conv.target)
-    meta = {"model": conv.target, "model_kwargs": kwargs, "converted_from": f"torchvision {args.source}",
+    meta = {"model": conv.target, "model_kwargs": kwargs, "converted_from": f"{conv.library} {args.source}",
             "source_file": str(args.file)}
     save_checkpoint(out.with_suffix(""), model, meta)
-    print(f"converted torchvision {args.source} -> {conv.target}: {out}")
+    print(f"converted {conv.library} {args.source} -> {conv.target}: {out}")
     return 0
 
 
@@ -630,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("list", help="list registered models")
-    s.add_argument("pattern", nargs="?", help="glob pattern, e.g. 'resnet*'")
+    s.add_argument("patterns", nargs="*", metavar="PATTERN", help="glob patterns, e.g. 'resnet*' 'vgg1?' (any matches)")
 
     s = sub.add_parser("info", help="paper, reported vs measured numbers, layer summary")
     s.add_argument("name")
@@ -744,9 +747,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--title", help="figure title")
     s.add_argument("--dpi", type=int, default=100)
 
-    s = sub.add_parser("convert", help="convert a downloaded torchvision weight file to a milestones checkpoint")
-    s.add_argument("source", help="torchvision model name, e.g. resnet50")
-    s.add_argument("file", help="the .pth file torchvision downloaded")
+    s = sub.add_parser("convert", help="convert a downloaded torchvision or timm weight file to a milestones "
+                       "checkpoint")
+    s.add_argument("source", help="torchvision or timm model name, e.g. resnet50, legacy_xception")
+    s.add_argument("file", help="the .pth (or timm's .safetensors) file torchvision or timm downloaded")
     s.add_argument("--out", help="output .safetensors path")
     s.add_argument("--overwrite", action="store_true")
 
