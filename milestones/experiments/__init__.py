@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (registers)
     inception_1x1,
     relu_vs_tanh,
     small_filters,
+    transformers_small_data,
     vgg_fc_heads,
 )
 from .base import (

@@ -1,0 +1,126 @@
+"""The ``transformers-small-data`` experiment: its verdict on hand-made rows whose answer is known (every branch), the
+fitting-or-generalising and cost findings, and that every mode resolves to valid configs and models with the
+recipes' learning rates scaled to the batch. The smoke run that writes a report is
+``tests/test_experiments.py::test_every_experiment_runs_end_to_end_in_smoke_mode[transformers-small-data]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from milestones.compare import Suite, SuiteRun, plan
+from milestones.config import build_config
+from milestones.experiments import transformers_small_data as tsd
+from milestones.models import create_model
+
+NOISE = {"measured": None, "pairs": 0, "sampling": 2.0, "n_test": 1000, "threshold": 2.0}
+
+
+def rows(vit: float | None, swin: float | None, cswin: float | None, resnet: float = 40.0,
+         dense: float = 42.0) -> list[dict[str, Any]]:
+    """Rows as ``analyse`` builds them; ``None``: the run failed."""
+    errs = {"vit-ti": vit, "swin-t": swin, "cswin-t": cswin, "resnet20": resnet, "densenet-bc100": dense}
+    out = []
+    for label, e in errs.items():
+        if e is None:
+            out.append({"model": label, "status": "failed"})
+        else:
+            out.append({"model": label, "status": "ok", "test err %": e, "train-set err %": e - 5.0,
+                        "params": "1,000", "MMACs": 100.0, "train s": 10.0})
+    return out
+
+
+@pytest.mark.parametrize("vit, swin, cswin, verdict", [
+    (60.0, 50.0, 45.0, "reproduced"),
+    (60.0, 50.0, 59.0, "partly reproduced"),  # CSWin-T within the noise
+    (60.0, 65.0, 50.0, "partly reproduced"),  # Swin-T behind
+    (60.0, None, 50.0, "partly reproduced"),  # Swin-T failed: only half the claim can hold
+    (60.0, 59.0, 61.5, "not reproduced"),  # both within the noise
+    (50.0, 55.0, 60.0, "not reproduced"),  # ViT ahead
+    (None, 50.0, 45.0, "not testable here"),
+    (60.0, None, None, "not testable here"),
+])
+def test_verdict_on_hand_made_rows(vit: float | None, swin: float | None, cswin: float | None, verdict: str) -> None:
+    assert tsd._verdict(rows(vit, swin, cswin), NOISE, "quick")[0] == verdict
+
+
+def test_verdict_reason_and_findings_name_the_gains_and_the_noise() -> None:
+    verdict, reason, findings = tsd._verdict(rows(60.0, 65.0, 50.0), NOISE, "quick")
+    assert reason == ("Only CSWin-T beats the plain ViT-Ti beyond the noise at this small scale; Swin-T is within the "
+                      "noise of it or behind it (test error saved against ViT-Ti: Swin-T -5.0 points, CSWin-T +10.0 "
+                      "points; noise 2.0).")
+    assert "swin-t vs vit-ti: test error 65.0% against 60.0%, 5.0 points higher (beyond the noise, 2.0)." in findings
+    assert "cswin-t vs vit-ti: test error 50.0% against 60.0%, 10.0 points lower (beyond the noise, 2.0)." in findings
+    assert any(f.startswith("Against the CNNs: the best transformer, cswin-t (50.0%), is 10.0 points behind resnet20")
+               for f in findings)
+    # a larger noise turns the same gaps into ties
+    assert tsd._verdict(rows(60.0, 65.0, 50.0), {**NOISE, "threshold": 12.0}, "quick")[0] == "not reproduced"
+    assert tsd._verdict(rows(None, 1.0, 1.0), NOISE, "quick")[2] == []
+
+
+def _with_train(r: list[dict[str, Any]], train: dict[str, float]) -> list[dict[str, Any]]:
+    for row in r:
+        if row["model"] in train:
+            row["train-set err %"] = train[row["model"]]
+    return r
+
+
+def test_fitting_or_generalising_tells_slow_fitting_from_data_hunger() -> None:
+    # ViT-Ti worse on the training images by as much as on the test images: slower fitting
+    slow = _with_train(rows(60.0, 50.0, 50.0), {"vit-ti": 55.0, "swin-t": 45.0, "cswin-t": 54.0})
+    findings = tsd._verdict(slow, NOISE, "quick")[2]
+    swin = next(f for f in findings if f.startswith("Fitting or generalising, swin-t"))
+    assert "vit-ti fits the training images worse (55.0% train-set error against 45.0%)" in swin
+    assert "has about the same generalisation gap" in swin and swin.endswith("slower fitting, not overfitting.")
+    # the same test errors, the training images fitted equally well: a larger gap, the ViT paper's data hunger
+    cswin = next(f for f in findings if f.startswith("Fitting or generalising, cswin-t"))
+    assert "fits the training images about as well" in cswin and "generalises worse" in cswin
+    assert cswin.endswith("the data hunger the ViT paper describes.")
+    better = _with_train(rows(60.0, 50.0, 50.0), {"vit-ti": 20.0, "swin-t": 45.0, "cswin-t": 45.0})
+    f = next(f for f in tsd._verdict(better, NOISE, "quick")[2] if f.startswith("Fitting or generalising, swin-t"))
+    assert "vit-ti fits the training images better" in f and "generalises worse" in f
+
+
+def test_cost_findings_are_ratios_to_vit() -> None:
+    r = rows(60.0, 50.0, 50.0)
+    for row in r:
+        if row["model"] == "swin-t":
+            row.update(params="10,000", MMACs=110.0, **{"train s": 20.0})
+        if row["model"] == "cswin-t":
+            row.update(params="8,000", MMACs=50.0, **{"train s": 5.0})
+    findings = tsd._verdict(r, NOISE, "quick")[2]
+    assert ("Cost of swin-t against vit-ti: 10.0x the parameters, 1.10x the multiply-adds per image, 2.00x the "
+            "training time.") in findings
+    assert ("Cost of cswin-t against vit-ti: 8.0x the parameters, 0.50x the multiply-adds per image, 0.50x the "
+            "training time; its lower error costs no extra compute per image.") in findings
+
+
+def test_every_mode_resolves_to_valid_configs_and_models(tmp_path: Path) -> None:
+    resolved = {}
+    for mode in ("quick", "full", "smoke"):
+        setup = tsd.setup(mode)
+        suite = Suite(name="x", runs=[SuiteRun(r.model, r.label, r.recipe, dict(r.overrides)) for r in setup.runs],
+                      data=setup.data, seeds=setup.seeds, overrides=dict(setup.overrides))
+        resolved[mode] = planned = {p.run.label: p.cfg for p in plan(suite, tmp_path / mode)}
+        assert list(planned) == list(tsd.RUNS)
+        for label, cfg in planned.items():
+            model, recipe, _ = tsd.RUNS[label]
+            base = build_config(config_file=recipe)
+            assert cfg.model.name == model and cfg.train.epochs == tsd.MODES[mode]["epochs"]
+            # the recipe's lr per image is kept whatever the batch
+            assert cfg.optim.lr / cfg.data.batch_size == pytest.approx(base.optim.lr / base.data.batch_size,
+                                                                       rel=1e-12)
+            if mode != "full":  # full builds the quick nets (the same kwargs) with the recipes' augmentation
+                with torch.device("meta"):
+                    create_model(cfg.model.name, **cfg.model.kwargs)
+    quick, full = resolved["quick"], resolved["full"]
+    assert quick["vit-ti"].optim.lr == pytest.approx(2.5e-4, rel=1e-12)  # AdamW 1e-3 at 128 -> batch 32
+    assert quick["resnet20"].optim.lr == pytest.approx(0.05, rel=1e-12)  # SGD 0.2 at 128 -> batch 32
+    for label in tsd.TRANSFORMERS:
+        assert quick[label].model.kwargs == full[label].model.kwargs  # full size in quick mode
+        assert (quick[label].data.rand_augment, quick[label].data.mixup_alpha, quick[label].data.cutmix_alpha) == \
+            (0, 0.0, 0.0)
+        assert full[label].data.rand_augment == 2 and full[label].data.cutmix_alpha == 1.0  # the recipe's
