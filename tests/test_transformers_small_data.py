@@ -124,3 +124,33 @@ def test_every_mode_resolves_to_valid_configs_and_models(tmp_path: Path) -> None
         assert (quick[label].data.rand_augment, quick[label].data.mixup_alpha, quick[label].data.cutmix_alpha) == \
             (0, 0.0, 0.0)
         assert full[label].data.rand_augment == 2 and full[label].data.cutmix_alpha == 1.0  # the recipe's
+
+
+def _swin_closed_form(window: int, dim: int = 96, depths: tuple[int, ...] = (2, 2, 6, 2), grid: int = 8) -> dict:
+    """Per Swin block: the attention's qkv and output projections (4 C^2 per token, padded tokens included) and its
+    two matmuls (2 N C per token, N = window^2), over each stage's grid padded to whole windows."""
+    proj_pad = attn = 0
+    for i, depth in enumerate(depths):
+        g, c = grid >> i, dim << i
+        padded = -(-g // window) * window
+        proj_pad += depth * (padded**2 - g**2) * 4 * c * c
+        attn += depth * padded**2 * window**2 * c * 2
+    return {"padding": proj_pad, "attention": attn}
+
+
+def test_swin_padding_cost_matches_the_closed_form() -> None:
+    """The finding's "spent on zero-padded tokens": the counter's difference between the recipe's Swin-T (4x4
+    windows on grids 8, 4, 2, 1) and the same net with 1-token windows is exactly the padded tokens' projections
+    plus the difference in attention matmuls, counted by hand."""
+    from milestones.measure import count_macs
+
+    kwargs = build_config(config_file="cifar10_swin_t").model.kwargs
+    with torch.device("meta"):
+        macs = count_macs(create_model("swin_t", **kwargs), (3, 32, 32))
+    bare = tsd.unpadded_macs(kwargs)
+    w4, w1 = _swin_closed_form(kwargs["window_size"]), _swin_closed_form(1)
+    assert w1["padding"] == 0 and w4["padding"] > 0.5 * macs
+    assert macs - bare == w4["padding"] + w4["attention"] - w1["attention"]
+    text = tsd._padding_finding(macs, bare, kwargs["window_size"])
+    assert text.startswith(f"Swin-T's {macs / 1e6:.0f} MMACs in this form include about {(macs - bare) / 1e6:.0f} M "
+                           f"({(macs - bare) / macs:.0%}) spent on zero-padded tokens")
