@@ -359,7 +359,9 @@ EXPERIMENT = register(Experiment(
           "trained on ImageNet-1k alone Swin-T reaches 81.3% and CSWin-T 82.7% top-1 against DeiT-S's 79.8% at "
           "similar size and compute.",
     source="Dosovitskiy et al., ICLR 2021, §1; Liu et al., ICCV 2021, Table 1(a); Dong et al., CVPR 2022, Table 2",
-    quick_minutes=12,  # estimated from contended single-thread probes; the lead's quiet rerun replaces it
+    # Estimated, not yet measured alone: probes of CPU time per image at 1 thread on the loaded machine add up to
+    # about 14 minutes (DenseNet-BC half of it), so about 9-10 minutes at 2 threads.
+    quick_minutes=10,
     full_cost="5 runs x 2 seeds x 100 epochs of CIFAR-10: about 4 GPU-hours (estimated)",
     setup=setup,
     analyse=analyse,
