@@ -82,6 +82,15 @@ def test_fitting_or_generalising_tells_slow_fitting_from_data_hunger() -> None:
     better = _with_train(rows(60.0, 50.0, 50.0), {"vit-ti": 20.0, "swin-t": 45.0, "cswin-t": 45.0})
     f = next(f for f in tsd._verdict(better, NOISE, "quick")[2] if f.startswith("Fitting or generalising, swin-t"))
     assert "vit-ti fits the training images better" in f and "generalises worse" in f
+    # a small train-set sample widens what counts: 7.6 points on 250 images at ~60% error is still a difference,
+    # a 4.8-point difference of gaps is not (the quick run's cswin-t)
+    quick = _with_train(rows(74.5, 59.9, 62.1), {"vit-ti": 69.6, "swin-t": 54.8, "cswin-t": 62.0})
+    f = next(f for f in tsd._verdict(quick, {**NOISE, "threshold": 2.2, "n_train": 250}, "quick")[2]
+             if f.startswith("Fitting or generalising, cswin-t"))
+    assert "fits the training images worse" in f and "about the same generalisation gap" in f
+    f = next(f for f in tsd._verdict(quick, {**NOISE, "threshold": 2.2}, "quick")[2]
+             if f.startswith("Fitting or generalising, cswin-t"))
+    assert "generalises worse" in f  # judged by the test set's noise alone
     # vit-ti ahead on the test images: its differences are described, not explained as a handicap
     ahead = _with_train(rows(50.0, 60.0, 60.0), {"vit-ti": 45.0, "swin-t": 45.0, "cswin-t": 59.0})
     f = next(f for f in tsd._verdict(ahead, NOISE, "quick")[2] if f.startswith("Fitting or generalising, swin-t"))
