@@ -13,6 +13,8 @@ from . import __version__
 from .errors import MilestonesError
 from .report import format_count as _fmt_count
 
+DEMO_RUN = "runs/demo-lenet5-digits"  # where 'make demo' trains its LeNet-5
+
 if TYPE_CHECKING:
     from .config import RunConfig
 
@@ -29,9 +31,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .models import get_spec, list_models
     from .report import short_authors
 
-    names = list_models(args.pattern)
+    patterns = args.patterns or [None]
+    matched = {n for p in patterns for n in list_models(p)}
+    names = [n for n in list_models() if n in matched]  # registry order, each once
     if not names:
-        print(f"no model matches {args.pattern!r}; run 'milestones list' to see all", file=sys.stderr)
+        shown = " ".join(repr(p) for p in patterns)
+        print(f"no model matches {shown}; run 'milestones list' to see all", file=sys.stderr)
         return 2
     rows = []
     for n in names:
@@ -394,6 +399,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import create_app, is_loopback, load_runs, make_server
+
+    paths = args.runs
+    if not paths and Path(DEMO_RUN).is_dir():
+        paths = [DEMO_RUN]
+    runs = load_runs(paths)
+    server, sock, url = make_server(create_app(runs), args.host, args.port)
+    for r in runs:
+        print(f"loaded {r.id}: {r.meta['model']} on {r.data.get('full_name', r.data['name'])}")
+    if not any(r.drawable for r in runs):
+        print(f"no LeNet-5 digit run loaded: 'make demo' trains one into {DEMO_RUN}")
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}, reachable from other machines; the page has no login")
+    print(f"serving on {url} (Ctrl-C stops)", flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .errors import CheckpointError
     from .models import create_model, get_converter
@@ -414,10 +441,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         kwargs["num_classes"] = int(num_classes)
     model = create_model(conv.target, **kwargs)
     load_weights_into(model, converted, source=str(args.file), model_name=conv.target)
-    meta = {"model": conv.target, "model_kwargs": kwargs, "converted_from": f"torchvision {args.source}",
+    meta = {"model": conv.target, "model_kwargs": kwargs, "converted_from": f"{conv.library} {args.source}",
             "source_file": str(args.file)}
     save_checkpoint(out.with_suffix(""), model, meta)
-    print(f"converted torchvision {args.source} -> {conv.target}: {out}")
+    print(f"converted {conv.library} {args.source} -> {conv.target}: {out}")
     return 0
 
 
@@ -678,7 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("list", help="list registered models")
-    s.add_argument("pattern", nargs="?", help="glob pattern, e.g. 'resnet*'")
+    s.add_argument("patterns", nargs="*", metavar="PATTERN", help="glob patterns, e.g. 'resnet*' 'vgg1?' (any matches)")
 
     s = sub.add_parser("info", help="paper, reported vs measured numbers, layer summary")
     s.add_argument("name")
@@ -809,6 +836,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--style", choices=["auto", "digit", "plain"], default="auto",
                    help="digit: invert dark-on-light and centre like MNIST (auto: for digit datasets)")
 
+    s = sub.add_parser("serve", help="a local page: draw a digit for LeNet-5, upload images for any run",
+                       description="Serve the page and its JSON API (see the README) for the runs given (default: "
+                       f"{DEMO_RUN} if it exists). Binds 127.0.0.1 unless --host says otherwise.")
+    s.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run directories (or .safetensors checkpoints)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+
     s = sub.add_parser("viz", help="look inside a model or run: filters, feature maps, Grad-CAM, attention, curves",
                        description="TARGET is a registered model name (random init), a run directory or a "
                        ".safetensors checkpoint (trained weights); for 'curves', one or more run directories.")
@@ -831,9 +865,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--title", help="figure title")
     s.add_argument("--dpi", type=int, default=100)
 
-    s = sub.add_parser("convert", help="convert a downloaded torchvision weight file to a milestones checkpoint")
-    s.add_argument("source", help="torchvision model name, e.g. resnet50")
-    s.add_argument("file", help="the .pth file torchvision downloaded")
+    s = sub.add_parser("convert", help="convert a downloaded torchvision or timm weight file to a milestones "
+                       "checkpoint")
+    s.add_argument("source", help="torchvision or timm model name, e.g. resnet50, legacy_xception")
+    s.add_argument("file", help="the .pth (or timm's .safetensors) file torchvision or timm downloaded")
     s.add_argument("--out", help="output .safetensors path")
     s.add_argument("--overwrite", action="store_true")
 
@@ -898,7 +933,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: 
         handler = {"list": cmd_list, "info": cmd_info, "eval": cmd_eval, "predict": cmd_predict,
                    "convert": cmd_convert, "report": cmd_report, "bench": cmd_bench,
                    "export": cmd_export, "compare": cmd_compare, "recipes": cmd_recipes,
-                   "experiment": cmd_experiment, "viz": cmd_viz,
+                   "experiment": cmd_experiment, "serve": cmd_serve, "viz": cmd_viz,
                    "features": cmd_features}[args.command]
         return handler(args)
     except MilestonesError as e:

@@ -188,6 +188,10 @@ def test_features_equal_the_layers_own_outputs() -> None:
         got = features(resnet, ["stem", "head"])(y)
         assert_logits_close(got["stem"], resnet.stem(y))
         assert_logits_close(got["head"], resnet(y))
+        vgg = create_model("vgg11", img_size=32).eval()  # conv1 is followed by ReLU(inplace=True)
+        got = features(vgg, "stages.0.conv1")(y)["stages.0.conv1"]
+        assert got.min() < 0
+        assert_logits_close(got, vgg.stages[0].conv1(y))
     vit = create_model("vit_ti16", img_size=32, patch_size=4).eval()
     z = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
@@ -279,8 +283,8 @@ def test_training_curves_of_several_runs_in_one_figure(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def board_run(tmp_path_factory):
-    """Two short epochs of LeNet-5 on 256 digits, with train.tensorboard=true."""
-    pytest.importorskip("tensorboard", reason="the tensorboard extra: pip install -e '.[tensorboard]'")
+    """Two short epochs of LeNet-5 on 256 digits, with train.tensorboard=true (``make test`` installs the
+    tensorboard extra; without it this fails with the one-line error saying how to install it)."""
     from milestones.config import build_config
     from milestones.train import run_training
 

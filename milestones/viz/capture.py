@@ -87,7 +87,8 @@ class FeatureExtractor:
                 t = _first_tensor(output)
                 if t is None:
                     return None
-                out[name] = t.detach() if self.detach else t
+                # a copy: an in-place activation after this layer (VGG's ReLU(inplace=True)) would change a view
+                out[name] = t.detach().clone() if self.detach else t
                 self.layouts[name] = self._layout(module, t)
                 if not self.detach and t is output:
                     return output.clone()  # downstream works on the copy; ours stays as computed
