@@ -226,8 +226,8 @@ EXPERIMENT = register(Experiment(
           "fine-tuning) does well on another task with few labels, which is why VGG lives on as a backbone.",
     source="Simonyan & Zisserman, ICLR 2015, §4 and Appendix B (features for other datasets); the seed's 'VGG as a "
            "backbone'",
-    # Not measured alone: 1,613 s with 1 torch thread on the shared 2-core machine (load average 4-9 during the run);
-    # estimated at 3-5x faster alone with 2 threads. The lead's rerun on a quiet machine replaces this.
+    # Not measured alone: 590 s wall (about 480 CPU-s) with 1 torch thread on the shared 2-core AMD EPYC at load
+    # average 1-3.5 (1,613 s at load 4-9); the rerun on a quiet machine replaces this.
     quick_minutes=10,
     full_cost="20 runs: 2 pretrainings x 30 epochs of 25,000 images plus short transfer runs: about 1 GPU-hour",
     setup=setup,
