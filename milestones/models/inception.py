@@ -68,6 +68,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
+from ._layers import he_init_convs
 from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
 
 PAPER_V2 = PaperRef(
@@ -444,12 +445,7 @@ class BNInception(nn.Module):
         PyTorch's default for the linear layer with a zero bias."""
         if self.head.weight.is_meta:
             return
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init_convs(self)
         nn.init.zeros_(self.head.bias)
 
     def forward_features(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, 1024)

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
+from ._layers import he_init_convs
 from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
 
 PAPER = PaperRef("Xception: Deep Learning with Depthwise Separable Convolutions", "Chollet", 2017, venue="CVPR",
@@ -159,12 +160,7 @@ class Xception(nn.Module):
         PyTorch's default for the classifier with a zero bias."""
         if self.head.weight.is_meta:
             return
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init_convs(self)
         nn.init.zeros_(self.head.bias)
 
     def forward_features(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, 2048)
