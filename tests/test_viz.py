@@ -132,6 +132,9 @@ def test_grad_cam_explains_the_top_class_by_default_and_checks_its_arguments() -
     ("lenet5", {}, (1, 32, 32), "c3"),
     ("resnet20", {}, (3, 32, 32), "stages.2"),
     ("googlenet", {}, (3, 64, 64), "stages.2.5b"),
+    ("densenet_bc100", {}, (3, 32, 32), "stages.block3"),
+    ("inception_v3", {}, (3, 75, 75), "stages.Mixed_7c"),
+    ("xception", {"stem": "cifar"}, (3, 32, 32), "tail"),
 ])
 def test_grad_cam_default_layer_per_family(name: str, kwargs: dict, shape: tuple, layer: str) -> None:
     torch.manual_seed(0)

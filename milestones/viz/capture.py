@@ -171,7 +171,8 @@ def default_cam_layer(model: nn.Module) -> str:
 
     LeNet-5: C3 (10x10; C5 is already 1x1). ViT: the next-to-last block, because the last block's patch tokens never
     reach the class token the head reads, so their gradient is zero. GoogLeNet: inception 5b (its stages are
-    containers that forward() walks, not calls). Every other family: its last stage.
+    containers that forward() walks, not calls). Xception: its exit flow (``tail``). Every other family: its last
+    stage.
     """
     if isinstance(model, LeNet5):
         return "c3"
@@ -180,9 +181,12 @@ def default_cam_layer(model: nn.Module) -> str:
         return f"stages.{last}.{list(dict(model.stages[last].named_children()))[-1]}"
     stages = getattr(model, "stages", None)
     if isinstance(stages, (nn.Sequential, nn.ModuleList)) and len(stages):
-        last = len(stages) - 1
+        names = list(dict(stages.named_children()))  # "0", "1"... or the family's own names (DenseNet, Inception)
+        last = len(names) - 1
         if isinstance(model, VisionTransformer) and model.num_prefix_tokens and last > 0:
             last -= 1
-        return f"stages.{last}"
+        return f"stages.{names[last]}"
+    if isinstance(getattr(model, "tail", None), nn.Module):  # Xception: entry/middle flow in blocks, exit flow in tail
+        return "tail"
     raise ConfigError(f"no default Grad-CAM layer for {type(model).__name__}; pass layer= (a conv block's name)")
 
