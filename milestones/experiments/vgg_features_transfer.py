@@ -228,7 +228,8 @@ EXPERIMENT = register(Experiment(
            "backbone'",
     # Not measured alone: 590 s wall (about 480 CPU-s) with 1 torch thread on the shared 2-core AMD EPYC at load
     # average 1-3.5 (1,613 s at load 4-9); the rerun on a quiet machine replaces this.
-    quick_minutes=10,
+    quick_minutes=10,  # the committed report's run on the 2-core AMD EPYC, 1 torch thread: 568 s of CPU time
+    # (user + sys), 896 s wall while other work shared the machine (load average about 3)
     full_cost="20 runs: 2 pretrainings x 30 epochs of 25,000 images plus short transfer runs: about 1 GPU-hour",
     setup=setup,
     analyse=analyse,
