@@ -226,8 +226,6 @@ EXPERIMENT = register(Experiment(
           "fine-tuning) does well on another task with few labels, which is why VGG lives on as a backbone.",
     source="Simonyan & Zisserman, ICLR 2015, §4 and Appendix B (features for other datasets); the seed's 'VGG as a "
            "backbone'",
-    # Not measured alone: 590 s wall (about 480 CPU-s) with 1 torch thread on the shared 2-core AMD EPYC at load
-    # average 1-3.5 (1,613 s at load 4-9); the rerun on a quiet machine replaces this.
     quick_minutes=10,  # the committed report's run on the 2-core AMD EPYC, 1 torch thread: 568 s of CPU time
     # (user + sys), 896 s wall while other work shared the machine (load average about 3)
     full_cost="20 runs: 2 pretrainings x 30 epochs of 25,000 images plus short transfer runs: about 1 GPU-hour",
