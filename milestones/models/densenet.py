@@ -71,7 +71,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import CheckpointError, ConfigError
-from ._layers import he_init_convs
+from ._layers import fresh_head, he_init_convs
 from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
 
 PAPER = PaperRef(
@@ -291,9 +291,7 @@ class DenseNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the linear layer with a freshly initialised one with ``num_classes`` outputs."""
-        w = self.head.weight
-        self.head = nn.Linear(self.num_features, num_classes, device=w.device, dtype=w.dtype)
-        nn.init.zeros_(self.head.bias)
+        self.head = fresh_head(self.head, self.num_features, num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> BN-ReLU'd, globally average-pooled features (B, D)."""

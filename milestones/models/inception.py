@@ -68,7 +68,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
-from ._layers import he_init_convs
+from ._layers import fresh_head, he_init_convs
 from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
 
 PAPER_V2 = PaperRef(
@@ -398,12 +398,9 @@ class InceptionV3(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier (and the auxiliary one) with fresh ``num_classes``-way ones."""
-        ref = self.head.weight
-        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-        nn.init.zeros_(self.head.bias)
+        self.head = fresh_head(self.head, self.num_features, num_classes)
         if self.aux is not None:
-            self.aux.head = nn.Linear(768, num_classes, device=ref.device, dtype=ref.dtype)
-            nn.init.zeros_(self.aux.head.bias)
+            self.aux.head = fresh_head(self.aux.head, 768, num_classes)
 
 
 def _v2_stem(widths: tuple[int, int, int], in_chans: int, stem: str) -> nn.Sequential:
@@ -456,9 +453,7 @@ class BNInception(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh ``num_classes``-way one."""
-        ref = self.head.weight
-        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-        nn.init.zeros_(self.head.bias)
+        self.head = fresh_head(self.head, self.num_features, num_classes)
 
 
 @register_variants(VARIANTS_V2, paper=PAPER_V2, reported=REPORTED_V2, counts=COUNTS_V2, input_size=(3, 224, 224),

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
-from ._layers import he_init_convs
+from ._layers import fresh_head, he_init_convs
 from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
 
 PAPER = PaperRef("Xception: Deep Learning with Depthwise Separable Convolutions", "Chollet", 2017, venue="CVPR",
@@ -171,9 +171,7 @@ class Xception(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh ``num_classes``-way one."""
-        ref = self.head.weight
-        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-        nn.init.zeros_(self.head.bias)
+        self.head = fresh_head(self.head, self.num_features, num_classes)
 
 
 @register_variants(VARIANTS, paper=PAPER, reported=REPORTED, counts=COUNTS, input_size=(3, 299, 299),
