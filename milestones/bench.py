@@ -64,9 +64,10 @@ Clock = Literal["wall", "cpu"]
 DEFAULT_MODELS = ("lenet5_modern", "alexnet_owt", "vgg11", "googlenet_tv", "resnet20", "resnet18", "resnet50",
                   "vit_b16", "swin_t", "cswin_t")
 
-# torchvision builder keywords that make its model the architecture our converter maps (GoogLeNet: torchvision builds
-# untrained aux heads by default, which its train-mode forward runs and our googlenet_tv has not).
-_TV_BUILD_KWARGS: dict[str, dict[str, Any]] = {"googlenet": {"aux_logits": False, "init_weights": True}}
+# torchvision builder keywords that make its model the architecture our converter maps (GoogLeNet, Inception v3:
+# torchvision builds untrained aux heads by default, which its train-mode forward runs and ours, by default, have not).
+_TV_BUILD_KWARGS: dict[str, dict[str, Any]] = {"googlenet": {"aux_logits": False, "init_weights": True},
+                                               "inception_v3": {"aux_logits": False, "init_weights": True}}
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,10 @@ class TorchvisionPair:
 
 def torchvision_pairs() -> dict[str, TorchvisionPair]:
     """Our name -> its torchvision twin, one per registered weight converter (a converter exists exactly where the
-    two implement the same layers: alexnet_owt, vgg*, googlenet_tv, resnet18-152 v1.5, vit_*, swin_*)."""
+    two implement the same layers: alexnet_owt, vgg*, googlenet_tv, inception_v3, resnet18-152 v1.5, densenet*, vit_*,
+    swin_*)."""
     pairs = {}
-    for source in list_converters():
+    for source in list_converters("torchvision"):
         conv = get_converter(source)
         pairs[conv.target] = TorchvisionPair(conv.target, source, dict(conv.target_kwargs),
                                              dict(_TV_BUILD_KWARGS.get(source, {})))

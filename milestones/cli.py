@@ -13,6 +13,8 @@ from . import __version__
 from .errors import MilestonesError
 from .report import format_count as _fmt_count
 
+DEMO_RUN = "runs/demo-lenet5-digits"  # where 'make demo' trains its LeNet-5
+
 if TYPE_CHECKING:
     from .config import RunConfig
 
@@ -29,9 +31,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .models import get_spec, list_models
     from .report import short_authors
 
-    names = list_models(args.pattern)
+    patterns = args.patterns or [None]
+    matched = {n for p in patterns for n in list_models(p)}
+    names = [n for n in list_models() if n in matched]  # registry order, each once
     if not names:
-        print(f"no model matches {args.pattern!r}; run 'milestones list' to see all", file=sys.stderr)
+        shown = " ".join(repr(p) for p in patterns)
+        print(f"no model matches {shown}; run 'milestones list' to see all", file=sys.stderr)
         return 2
     rows = []
     for n in names:
@@ -146,8 +151,6 @@ def settings_line() -> object:
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .config import build_config
-    from .train.loop import TrainingInterrupted
-    from .train.run import run_training
 
     overrides = _split_overrides(extra)
     shortcuts = {"epochs": "train.epochs", "data_root": "data.root", "out": "out_dir", "name": "name",
@@ -183,7 +186,14 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return _show_config(cfg)
     if args.nproc is not None:
         return _launch_torchrun(args, cfg)
+    return _train(cfg, args)
+
+
+def _train(cfg: RunConfig, args: argparse.Namespace) -> int:
+    """Train ``cfg`` (``train`` and ``finetune``): progress bar, interruption, the summary lines."""
     from .train.distributed import from_env
+    from .train.loop import TrainingInterrupted
+    from .train.run import run_training
 
     main_rank = from_env().is_main  # under torchrun only rank 0 shows progress and the summary
     try:
@@ -199,12 +209,79 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if result.resumed_from is not None:
         print(f"resumed {result.run.path} from step {result.resumed_from}")
     s = result.summary
+    if s.get("final_test_acc") is None:  # a training set smaller than one batch: no step
+        from .errors import ConfigError
+
+        raise ConfigError(f"no training step ran: data.batch_size={cfg.data.batch_size} is more than the training "
+                          f"images of {cfg.data.name}; lower data.batch_size (and --overwrite {result.run.path})")
     print(f"{s['model']} on {s['dataset']}: test accuracy {100 * s['final_test_acc']:.2f}% "
           f"(best {100 * s['best_test_acc']:.2f}% at epoch {s['best_epoch']}), {s['epochs']} epochs in "
           f"{s['wall_seconds']:.1f} s, {s['img_per_s']:.0f} img/s on {s['device']}")
     if s.get("time_to_target") is not None:
         print(f"reached {100 * s['target_accuracy']:.2f}% after {s['time_to_target']:.1f} s")
     print(f"run directory: {result.run.path}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .transfer import check_config, finetune_config
+
+    overrides = _split_overrides(extra)
+    shortcuts = {"epochs": "train.epochs", "data_root": "data.root", "out": "out_dir", "name": "name",
+                 "device": "train.device", "seed": "train.seed"}
+    overrides += [f"--{key}={getattr(args, a)}" for a, key in shortcuts.items() if getattr(args, a) is not None]
+    if args.no_progress:
+        overrides.append("--train.progress=false")
+    cfg = finetune_config(args.source, data=args.data, model=args.model, recipe=args.config, freeze=args.freeze or [],
+                          head_only=args.head_only, backbone_lr_mult=args.backbone_lr_mult,
+                          new_head=not args.keep_head, overrides=overrides)
+    check_config(cfg)
+    if args.dry_run:
+        return _show_config(cfg)
+    args.resume = None
+    return _train(cfg, args)
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import make_test_loader
+    from .errors import ConfigError, RunDirError
+    from .train.checkpoint import restore_model
+    from .transfer import extract_features
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".npz"):
+        raise ConfigError(f"--out must end in .npy (labels go beside it in .labels.npy) or .npz, got {out.name!r}")
+    model, meta = restore_model(args.checkpoint, prefer=args.which)
+    data_meta = meta.get("data")
+    if data_meta is None:  # a converted torchvision checkpoint: ImageNet statistics at the model's input size
+        if not args.data:
+            raise ConfigError(f"{args.checkpoint} does not record the data it was trained on; pass --data")
+        from .models import get_spec
+        from .viz.inputs import RGB_STATS
+
+        size = list(get_spec(meta["model"]).input_size[1:])
+        data_meta = {"name": args.data, "mean": list(RGB_STATS[0]), "std": list(RGB_STATS[1]), "pad": 0,
+                     "img_size": meta.get("model_kwargs", {}).get("img_size", size)}
+    loader = make_test_loader(data_meta, split=args.split, name=args.data, root=args.data_root,
+                              batch_size=args.batch_size)
+    feats, labels = extract_features(model, loader, args.layer, pool_how=args.pool)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".npz":
+            np.savez(out, features=feats.numpy(), labels=labels.numpy(), classes=np.array(loader.spec.classes))
+            where = str(out)
+        else:
+            labels_file = out.with_name(out.stem + ".labels.npy")
+            np.save(out, feats.numpy())
+            np.save(labels_file, labels.numpy())
+            where = f"{out} (labels: {labels_file})"
+    except OSError as e:
+        raise RunDirError(f"could not write {out}: {e.strerror or e}") from None
+    layer = args.layer or "forward_features"
+    print(f"{meta['model']} {layer} on {loader.spec.full_name} ({args.split}): {feats.shape[0]} x {feats.shape[1]} "
+          f"features -> {where}")
     return 0
 
 
@@ -345,6 +422,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import create_app, is_loopback, load_runs, make_server
+
+    paths = args.runs
+    if not paths and Path(DEMO_RUN).is_dir():
+        paths = [DEMO_RUN]
+    runs = load_runs(paths)
+    server, sock, url = make_server(create_app(runs), args.host, args.port)
+    for r in runs:
+        print(f"loaded {r.id}: {r.meta['model']} on {r.data.get('full_name', r.data['name'])}")
+    if not any(r.drawable for r in runs):
+        print(f"no LeNet-5 digit run loaded: 'make demo' trains one into {DEMO_RUN}")
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}, reachable from other machines; the page has no login")
+    print(f"serving on {url} (Ctrl-C stops)", flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .errors import CheckpointError
     from .models import create_model, get_converter
@@ -365,10 +464,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         kwargs["num_classes"] = int(num_classes)
     model = create_model(conv.target, **kwargs)
     load_weights_into(model, converted, source=str(args.file), model_name=conv.target)
-    meta = {"model": conv.target, "model_kwargs": kwargs, "converted_from": f"torchvision {args.source}",
+    meta = {"model": conv.target, "model_kwargs": kwargs, "converted_from": f"{conv.library} {args.source}",
             "source_file": str(args.file)}
     save_checkpoint(out.with_suffix(""), model, meta)
-    print(f"converted torchvision {args.source} -> {conv.target}: {out}")
+    print(f"converted {conv.library} {args.source} -> {conv.target}: {out}")
     return 0
 
 
@@ -471,6 +570,74 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"checked against PyTorch on a random batch: max abs logit difference {res.max_abs_diff:.2g}")
     elif res.note:
         print(res.note)
+    return 0
+
+
+def _viz_options(pairs: Sequence[str]) -> dict[str, object]:
+    import yaml
+
+    from .errors import ConfigError
+
+    options = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option takes KEY=VALUE (e.g. --option img_size=64), got {pair!r}")
+        options[key] = yaml.safe_load(raw)
+    return options
+
+
+def _pixel(text: str | None) -> tuple[float, float] | None:
+    from .errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        row, col = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--pixel takes ROW,COL in input pixels (e.g. --pixel 16,16), got {text!r}") from None
+    return row, col
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .viz import figures
+    from .viz.cam import grad_cam
+    from .viz.inputs import image_input, load_model
+
+    out = Path(args.out or f"viz-{args.what}.png")
+    if args.what == "curves":
+        fig = figures.training_curves(args.target, title=args.title or "")
+    else:
+        if len(args.target) != 1:
+            raise ConfigError(f"viz {args.what} takes one model name, run directory or checkpoint, "
+                              f"got {len(args.target)}")
+        model, data = load_model(args.target[0], options=_viz_options(args.option), seed=args.seed,
+                                 which=args.which)
+        if args.what == "filters":
+            fig = figures.filter_grid(model, args.layer, per_filter=args.per_filter, title=args.title or "")
+        else:
+            if not args.image:
+                raise ConfigError(f"viz {args.what} needs --image PATH (a PNG or JPEG file)")
+            _, x = image_input(args.image, data)
+            if args.what == "features":
+                if not args.layers:
+                    raise ConfigError("viz features needs --layers NAME[,NAME...] (e.g. --layers c1,c3); "
+                                      "'milestones info MODEL' shows the layer names")
+                fig = figures.feature_maps(model, x, args.layers.split(","), channels=args.channels)
+            elif args.what == "gradcam":
+                cam = grad_cam(model, x, target_class=args.target_class, layer=args.layer)
+                fig = figures.gradcam_figure(x, cam, data.get("classes"))
+            else:
+                fig = figures.attention_figure(model, x, pixel=_pixel(args.pixel))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(out, dpi=args.dpi)
+    except OSError as e:
+        raise ConfigError(f"cannot write {out}: {e.strerror or e}") from None
+    finally:
+        figures._plt().close(fig)
+    print(f"wrote {out}")
     return 0
 
 
@@ -587,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("list", help="list registered models")
-    s.add_argument("pattern", nargs="?", help="glob pattern, e.g. 'resnet*'")
+    s.add_argument("patterns", nargs="*", metavar="PATTERN", help="glob patterns, e.g. 'resnet*' 'vgg1?' (any matches)")
 
     s = sub.add_parser("info", help="paper, reported vs measured numbers, layer summary")
     s.add_argument("name")
@@ -626,6 +793,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --nnodes > 1: where the nodes' launchers meet (torchrun's c10d rendezvous)")
     s.add_argument("--rdzv-id", help="with --rdzv-endpoint: a name shared by the nodes of one job")
     s.add_argument("--node-rank", type=int, help=argparse.SUPPRESS)  # c10d assigns ranks; accepted for torchrun users
+
+    s = sub.add_parser("finetune", help="train a trained run or weight file on new data (new head, frozen layers, "
+                       "lower backbone lr)",
+                       description="Fine-tune: start from the weights of SOURCE, replace its head for the classes of "
+                       "--data (an image folder: folder:PATH) and train as 'milestones train' does (a run directory, "
+                       "--resume, Ctrl-C). The same run is 'milestones train MODEL --finetune.weights=SOURCE ...'. "
+                       "Extra --section.key=value arguments override the recipe. Errors exit with status 2.")
+    s.add_argument("source", help="run directory or .safetensors checkpoint (a run's, or from 'milestones convert')")
+    s.add_argument("--data", required=True, help="the new data: a dataset name or folder:PATH (train/<class>/*, "
+                   "test/<class>/*)")
+    s.add_argument("--freeze", action="append", metavar="PATTERN",
+                   help="do not train parameters matching this glob over parameter names (repeatable), e.g. "
+                   "'stem.*' or 'stages.[01].*'")
+    s.add_argument("--head-only", action="store_true",
+                   help="train only the new head: a linear probe on frozen features")
+    s.add_argument("--backbone-lr-mult", type=float, default=1.0, metavar="X",
+                   help="learning rate of everything but the head, as a multiple of optim.lr (e.g. 0.1)")
+    s.add_argument("--keep-head", action="store_true",
+                   help="keep the trained head (the data must have its number of classes)")
+    s.add_argument("--model", help="the model of bare weights without metadata (else the checkpoint's)")
+    s.add_argument("--config", help="recipe (default: the shipped one for the model on --data, else SOURCE's own)")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
+    s.add_argument("--out", help="folder for run directories (default: runs)")
+    s.add_argument("--name", help="run directory name (default: MODEL-DATA-TIMESTAMP)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing run directory of that name")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--dry-run", action="store_true", help="print the resolved config; train nothing")
+
+    s = sub.add_parser("features", help="features of a trained network's layer for every image of a dataset",
+                       description="Run SOURCE over a dataset split and save one feature vector per image (a layer's "
+                       "output, averaged over space or tokens) with the labels. Errors exit with status 2.")
+    s.add_argument("checkpoint", metavar="source", help="run directory or .safetensors checkpoint")
+    s.add_argument("--layer", help="layer name from named_modules(), e.g. stages.2 (default: forward_features, the "
+                   "vector the head reads); an unknown name lists close ones")
+    s.add_argument("--data", help="dataset or folder:PATH (default: the one SOURCE was trained on)")
+    s.add_argument("--split", default="test", help="split (default: test)")
+    s.add_argument("--out", required=True, help="features.npy (labels in features.labels.npy) or features.npz "
+                   "(arrays features, labels, classes)")
+    s.add_argument("--pool", default="avg", choices=["avg", "flatten"],
+                   help="a spatial or token output: average it (default) or keep it all, flattened")
+    s.add_argument("--batch-size", type=int, default=500)
+    s.add_argument("--data-root")
+    s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")
 
     s = sub.add_parser("compare", help="train a suite of models x seeds (resumable) and write a leaderboard",
                        description="Train every run of SUITE (a YAML file, or a shipped suite: quick, full) that has "
@@ -680,9 +893,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--style", choices=["auto", "digit", "plain"], default="auto",
                    help="digit: invert dark-on-light and centre like MNIST (auto: for digit datasets)")
 
-    s = sub.add_parser("convert", help="convert a downloaded torchvision weight file to a milestones checkpoint")
-    s.add_argument("source", help="torchvision model name, e.g. resnet50")
-    s.add_argument("file", help="the .pth file torchvision downloaded")
+    s = sub.add_parser("serve", help="a local page: draw a digit for LeNet-5, upload images for any run",
+                       description="Serve the page and its JSON API (see the README) for the runs given (default: "
+                       f"{DEMO_RUN} if it exists). Binds 127.0.0.1 unless --host says otherwise.")
+    s.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run directories (or .safetensors checkpoints)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+
+    s = sub.add_parser("viz", help="look inside a model or run: filters, feature maps, Grad-CAM, attention, curves",
+                       description="TARGET is a registered model name (random init), a run directory or a "
+                       ".safetensors checkpoint (trained weights); for 'curves', one or more run directories.")
+    s.add_argument("what", choices=["filters", "features", "gradcam", "attention", "curves"])
+    s.add_argument("target", nargs="+", metavar="TARGET")
+    s.add_argument("--out", help="PNG to write (default: viz-WHAT.png)")
+    s.add_argument("--image", help="input image (PNG/JPEG, any size or mode) for features, gradcam and attention")
+    s.add_argument("--layer", help="filters: the Conv2d (default: the first); gradcam: where to read the maps "
+                   "(default: the family's last convolutional stage)")
+    s.add_argument("--layers", help="features: comma-separated layer names, e.g. c1,c3")
+    s.add_argument("--channels", type=int, default=8, help="features: maps shown per layer (default 8)")
+    s.add_argument("--class", dest="target_class", type=int, help="gradcam: class index to explain (default: the "
+                   "top prediction)")
+    s.add_argument("--pixel", help="attention: ROW,COL of the query token in input pixels (default: the centre)")
+    s.add_argument("--per-filter", action="store_true", help="filters: stretch each filter to full contrast")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option for a registered name, e.g. --option img_size=64 (repeatable)")
+    s.add_argument("--seed", type=int, default=0, help="random-init seed for a registered name")
+    s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")
+    s.add_argument("--title", help="figure title")
+    s.add_argument("--dpi", type=int, default=100)
+
+    s = sub.add_parser("convert", help="convert a downloaded torchvision or timm weight file to a milestones "
+                       "checkpoint")
+    s.add_argument("source", help="torchvision or timm model name, e.g. resnet50, legacy_xception")
+    s.add_argument("file", help="the .pth (or timm's .safetensors) file torchvision or timm downloaded")
     s.add_argument("--out", help="output .safetensors path")
     s.add_argument("--overwrite", action="store_true")
 
@@ -742,12 +985,15 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: 
     try:
         if args.command == "train":
             return cmd_train(args, extra)
+        if args.command == "finetune":
+            return cmd_finetune(args, extra)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         handler = {"list": cmd_list, "info": cmd_info, "eval": cmd_eval, "predict": cmd_predict,
                    "convert": cmd_convert, "report": cmd_report, "bench": cmd_bench,
                    "export": cmd_export, "compare": cmd_compare, "recipes": cmd_recipes,
-                   "experiment": cmd_experiment}[args.command]
+                   "experiment": cmd_experiment, "serve": cmd_serve, "viz": cmd_viz,
+                   "features": cmd_features}[args.command]
         return handler(args)
     except MilestonesError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .train.callbacks import Callback
 
 SUITE_KEYS = ("name", "description", "data", "seeds", "overrides", "runs")
-RUN_KEYS = ("model", "label", "recipe", "overrides")
+RUN_KEYS = ("model", "label", "recipe", "overrides", "init_from")
 FAILED_MARKER = "failed.json"
 
 CSV_FIELDS = (
@@ -65,6 +65,9 @@ class SuiteRun:
     label: str
     recipe: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    """The label of an earlier run of the suite whose trained weights (same seed) this run fine-tunes
+    (``finetune.weights``; the other ``finetune.*`` keys go in ``overrides``)."""
 
 
 @dataclass
@@ -148,7 +151,8 @@ def load_suite(name: str | Path) -> Suite:
         _check_keys(item, RUN_KEYS, f"runs[{i}] of {where}")
         get_spec(str(item["model"]))  # an unknown model fails now, with close matches
         runs.append(SuiteRun(model=str(item["model"]), label=str(item.get("label") or item["model"]),
-                             recipe=item.get("recipe"), overrides=_mapping(item.get("overrides"), f"runs[{i}]")))
+                             recipe=item.get("recipe"), overrides=_mapping(item.get("overrides"), f"runs[{i}]"),
+                             init_from=item.get("init_from")))
     labels = [r.label for r in runs]
     twice = sorted({x for x in labels if labels.count(x) > 1})
     if twice:
@@ -174,7 +178,10 @@ def plan(suite: Suite, out: str | Path, *, settings: Mapping[str, Any] | None = 
     default ``out/<suite name>/runs``."""
     root = runs_dir if runs_dir is not None else Path(out) / suite.name / "runs"
     out_planned = []
-    for run in suite.runs:
+    for i, run in enumerate(suite.runs):
+        if run.init_from is not None and run.init_from not in [r.label for r in suite.runs[:i]]:
+            raise ConfigError(f"run {run.label!r} starts from {run.init_from!r}, which is not an earlier run of the "
+                              "suite; list the run it fine-tunes before it")
         for seed in suite.seeds:
             cfg = build_config(model=run.model, data=suite.data, config_file=run.recipe)
             if run.recipe is not None:
@@ -187,6 +194,8 @@ def plan(suite: Suite, out: str | Path, *, settings: Mapping[str, Any] | None = 
                     except ConfigError as e:
                         raise ConfigError(f"{e} (in the {where} overrides)") from None
             cfg.train.seed = seed
+            if run.init_from is not None:
+                cfg.finetune.weights = str(root / f"{run.init_from}-s{seed}")
             cfg.out_dir, cfg.name = str(root), f"{run.label}-s{seed}"
             out_planned.append(Planned(run, seed, cfg, root / cfg.name))
     return out_planned
@@ -280,6 +289,13 @@ def run_suite(suite: Suite, out: str | Path, *, settings: Mapping[str, Any] | No
         if st == "failed":
             (p.path / FAILED_MARKER).unlink()
             st = status(p)
+        source = p.run.init_from and next((o for o in outcomes if o.planned.run.label == p.run.init_from
+                                           and o.planned.seed == p.seed), None)
+        if source is not None and source.summary is None:  # the run it fine-tunes failed
+            error = f"not trained: {p.run.init_from} (seed {p.seed}), whose weights it starts from, failed"
+            outcomes.append(Outcome(p, "failed", error=error))
+            emit("failed", p, i, len(planned))
+            continue
         emit("resume" if st == "partial" else "start", p, i, len(planned))
         try:
             extra = callbacks(p) if callable(callbacks) else callbacks

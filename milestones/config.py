@@ -45,6 +45,8 @@ class DataConfig:
 
     ``channels_last``: NHWC tensors for the model and the batches; ``auto`` (default) decides per family from measured
     speeds (:func:`milestones.precision.resolve_channels_last`).
+    ``classes``: keep only these labels of the dataset, relabelled ``0..k-1`` in the order given (``[5, 6, 7, 8,
+    9]`` makes CIFAR-10's dog label 0); applied before ``max_per_class``, ``train_subset`` and ``test_subset``.
     """
 
     name: str = "mnist"
@@ -63,6 +65,7 @@ class DataConfig:
     cutmix_alpha: float = 0.0
     image_size: int | None = None
     max_per_class: int | None = None
+    classes: list[int] | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
     train_subset: int | None = None
@@ -115,6 +118,8 @@ class TrainConfig:
     before the run stops with an error. ``precision``: ``auto`` (default), ``fp32`` or ``bf16`` (autocast; weights,
     optimizer, BatchNorm statistics and loss stay float32); ``compile``: ``auto`` (default), true or false
     (``torch.compile``); :mod:`milestones.precision` says how ``auto`` decides each.
+    ``tensorboard``: also write the metrics and a per-epoch filter grid for TensorBoard in ``<run>/tensorboard``
+    (needs the ``tensorboard`` package: ``pip install 'milestones[tensorboard]'``).
     """
 
     epochs: int = 10
@@ -136,6 +141,28 @@ class TrainConfig:
     dist_timeout: float = 300.0
     precision: str = "auto"
     compile: bool | str = "auto"
+    tensorboard: bool = False
+
+
+@dataclass
+class FinetuneConfig:
+    """Start from trained weights instead of a random init (transfer learning; ``milestones finetune``).
+
+    ``weights``: a run directory (its best checkpoint) or a ``.safetensors`` checkpoint (a run's, or one made by
+    ``milestones convert``) of the same model. ``new_head``: replace the classifier with a fresh one for the data's
+    classes (the model's own ``reset_classifier``); false keeps the trained head, which must then have as many classes
+    as the data. ``freeze``: glob patterns over parameter names (``stem.*``, ``stages.[01].*``) whose parameters
+    are not trained; a BatchNorm layer whose parameters are all frozen also keeps its running statistics. ``head_only``:
+    freeze everything but the new head (a linear probe on frozen features). ``backbone_lr_mult``: the learning rate
+    of every parameter outside the head, as a multiple of ``optim.lr`` (discriminative learning rates; 0.1 is usual).
+    Applied when the run starts; a resumed run continues from its own saved state.
+    """
+
+    weights: str | None = None
+    new_head: bool = True
+    freeze: list[str] = field(default_factory=list)
+    head_only: bool = False
+    backbone_lr_mult: float = 1.0
 
 
 @dataclass
@@ -147,6 +174,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     out_dir: str = "runs"
     name: str | None = None
 

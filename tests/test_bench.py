@@ -73,7 +73,7 @@ def test_cli_bench_errors(capsys: pytest.CaptureFixture[str]) -> None:
         assert "CUDA is not available" in capsys.readouterr().err
 
 
-REQUIRED_PAIRS = {"alexnet_owt": "alexnet", "googlenet_tv": "googlenet",
+REQUIRED_PAIRS = {"alexnet_owt": "alexnet", "googlenet_tv": "googlenet", "inception_v3": "inception_v3",
                   **{f"resnet{d}": f"resnet{d}" for d in (18, 34, 50, 101, 152)},
                   **{f"vgg{d}{bn}": f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")},
                   **{f"vit_{s}{p}": f"vit_{s}_{p}" for s, p in (("b", 16), ("b", 32), ("l", 16), ("l", 32), ("h", 14))},
@@ -86,6 +86,7 @@ def test_pairing_table_covers_the_twins() -> None:
     assert {k: v.builder for k, v in pairs.items()} == REQUIRED_PAIRS
     assert pairs["resnet50"].ours_kwargs == {"version": "v1.5"}  # the paper's v1 is not torchvision's
     assert pairs["googlenet_tv"].tv_kwargs["aux_logits"] is False  # its aux heads would run in train mode
+    assert pairs["inception_v3"].tv_kwargs["aux_logits"] is False
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED_PAIRS))

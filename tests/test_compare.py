@@ -173,7 +173,8 @@ def test_cli_compare_errors_and_dry_run(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_shipped_suites_cover_every_family_and_plan() -> None:
-    families = {"lenet", "alexnet", "vgg", "googlenet", "resnet", "densenet", "vit", "cswin", "swin"}
+    families = {"lenet", "alexnet", "vgg", "googlenet", "inception", "xception", "resnet", "densenet", "vit", "cswin",
+                "swin"}
     from milestones.models import get_spec
 
     for name in compare.list_suites():
@@ -193,7 +194,8 @@ NO_AUGMENTATION = {"cifar10_convnet4"}
 
 def test_every_family_has_a_cifar10_recipe() -> None:
     wanted = {"lenet5_modern", "alexnet", "vgg11_bn", "vgg16_bn", "googlenet", "resnet20", "resnet56", "resnet110",
-              "plain20", "plain56", "densenet_bc100", "vit_ti16", "cswin_t", "swin_t"}
+              "plain20", "plain56", "densenet_bc100", "vit_ti16", "cswin_t", "swin_t", "inception_v2", "inception_v3",
+              "xception"}
     assert {build_config(config_file=r).model.name for r in CIFAR_RECIPES} >= wanted
     assert {"cifar10_resnet20_full", "cifar10_resnet56_full", "cifar10_resnet110_full",
             "cifar10_densenet_bc100_full"} <= set(CIFAR_RECIPES)

@@ -23,8 +23,9 @@ from milestones.train.checkpoint import restore_model
 
 # (torchvision name, its constructor options, input size). resnet18 with 10 classes also checks that convert reads
 # the number of classes from the file; alexnet (61M parameters) is the cheapest of the plain-CNN families; densenet121
-# at 64 px covers the DenseNet converter.
-CASES = [("resnet18", {"num_classes": 10}, 64), ("alexnet", {}, 224), ("densenet121", {}, 64)]
+# at 64 px covers the DenseNet converter; inception_v3 at 75 px (its smallest input) the Inception v3 one.
+CASES = [("resnet18", {"num_classes": 10}, 64), ("alexnet", {}, 224), ("densenet121", {}, 64),
+         ("inception_v3", {"aux_logits": False, "init_weights": True}, 75)]
 
 
 def _torchvision_model(name: str, **kwargs: object) -> nn.Module:

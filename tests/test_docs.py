@@ -49,6 +49,8 @@ KNOWN_PARAMS = {
     "resnet50": 25_557_032,
     "lenet5": 60_000,
     "densenet121": 7_978_856,
+    "inception_v3": 23_834_568,  # torchvision inception_v3(aux_logits=False)
+    "xception": 22_855_952,  # Chollet 2017, Table 3
 }
 
 # First author of each family's paper (alexnet_owt: Krizhevsky alone; VGG: two authors).
@@ -63,6 +65,8 @@ FIRST_AUTHOR = {
     "swin": "Liu",
     "cswin": "Dong",
     "densenet": "Huang",
+    "inception": "Szegedy",  # v2: Ioffe & Szegedy; v3: Szegedy et al.
+    "xception": "Chollet",
 }
 
 
@@ -194,6 +198,11 @@ def test_list_pattern_and_no_match(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["list", "vgg1[19]_bn"]) == 0
     out = capsys.readouterr().out
     assert [line.split()[0] for line in out.splitlines()[2:]] == ["vgg11_bn", "vgg19_bn"]
+    # several patterns: their union, in registry order, each model once
+    assert cli.main(["list", "xception*", "inception*", "inception_v3"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [line.split()[0] for line in rows] == [n for n in ALL if n.startswith(("inception", "xception"))]
+    assert all(f" {get_spec(line.split()[0]).counts.params:,} " in line for line in rows)
     assert cli.main(["list", "nosuchnet*"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "milestones list" in err

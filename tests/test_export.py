@@ -31,6 +31,10 @@ CASES = {
     "googlenet": ("googlenet_tv", {}, (3, 64, 64)),
     "resnet": ("resnet20", {}, (3, 32, 32)),
     "densenet": ("densenet_bc100", {"depths": (2, 2, 2)}, (3, 32, 32)),  # bottlenecks, concatenation, compression
+    "inception": ("inception_v3", {}, (3, 75, 75)),  # asymmetric 1x7 / 7x1 kernels, split-and-concatenate branches
+    # narrowed: a strided entry block (max-pool, 1x1/2 shortcut), an identity-shortcut middle block, the exit convs
+    "xception": ("xception", {"stem": "cifar", "blocks": (((32, 32), 2), ((32, 32, 32), 1), ((64, 64), 2)),
+                              "tail_widths": (96, 128)}, (3, 32, 32)),
     "vit": ("vit_ti16", {"img_size": 32}, (3, 32, 32)),
     # Fewer and narrower blocks; every stage, its padding/masking and the shifted windows (swin) stay.
     "cswin": ("cswin_t", {"img_size": 64, "dim": 32, "depths": (1, 2, 2, 1), "num_heads": (2, 2, 4, 8)}, (3, 64, 64)),

@@ -13,6 +13,7 @@ batch (mixup, cutmix: each image is mixed with a partner anywhere in the batch) 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -217,3 +218,25 @@ def subset(split: ImageSplit, n: int, seed: int = 0, *, stratified: bool = True)
         keep = torch.cat([perm[permuted == c][:q] for c, q in enumerate(quota)]).sort().values
     keep = keep.to(split.images.device)
     return ImageSplit(split.images[keep], split.labels[keep], split.spec)
+
+
+def select_classes(split: ImageSplit, classes: list[int] | tuple[int, ...]) -> ImageSplit:
+    """The samples of ``classes`` only, relabelled ``0..k-1`` in the order given (``[5, 6, 7, 8, 9]``: label 5 becomes
+    0); the spec's class names follow. For class splits such as "pretrain on 0-4, transfer to 5-9"."""
+    from ..errors import ConfigError
+
+    k = split.spec.num_classes
+    bad = [c for c in classes if not 0 <= c < k]
+    if bad or not classes:
+        raise ConfigError(f"data.classes must list labels in 0..{k - 1} of {split.spec.name}, got {list(classes)}")
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"data.classes lists a label twice: {list(classes)}")
+    relabel = torch.full((k,), -1, dtype=torch.int64)
+    relabel[torch.tensor(list(classes))] = torch.arange(len(classes))
+    new = relabel[split.labels.cpu()]
+    keep = (new >= 0).nonzero().squeeze(1)
+    spec = dataclasses.replace(split.spec, num_classes=len(classes),
+                               classes=tuple(split.spec.classes[c] for c in classes),
+                               note=f"{split.spec.note} Classes {list(classes)} only, relabelled 0..{len(classes) - 1}."
+                               .strip())
+    return ImageSplit(split.images[keep.to(split.images.device)], new[keep].to(split.labels.device), spec)

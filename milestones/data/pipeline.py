@@ -21,7 +21,7 @@ import torch
 from ..errors import ConfigError
 from .batch_augment import BatchAugment
 from .folder import StreamingLoader, folder_loader, is_folder_name, stream_or_none
-from .loader import TensorLoader, subset
+from .loader import TensorLoader, select_classes, subset
 from .sources import get_dataset, resolve_root
 from .spec import DataSpec
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 BatchLoader = TensorLoader | StreamingLoader
 
 STREAMED_UNSUPPORTED = ("trivial_augment", "rand_augment", "mixup_alpha", "cutmix_alpha", "train_subset",
-                        "test_subset", "mean", "std", "pad")
+                        "test_subset", "mean", "std", "pad", "classes")
 """``data.*`` keys a streamed image folder refuses (it serves crop_padding, flip and cutout)."""
 
 
@@ -76,6 +76,8 @@ def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
     kw = dict(root=data_cfg.root, download=data_cfg.download, image_size=image_size,
               max_per_class=data_cfg.max_per_class)
     train, test = get_dataset(data_cfg.name, "train", **kw), get_dataset(data_cfg.name, "test", **kw)
+    if data_cfg.classes:
+        train, test = select_classes(train, data_cfg.classes), select_classes(test, data_cfg.classes)
     if data_cfg.train_subset:
         train = subset(train, data_cfg.train_subset, seed=seed)
     if data_cfg.test_subset:
@@ -117,7 +119,8 @@ def make_test_loader(data_meta: Mapping[str, Any], *, split: str = "test", name:
     size and normalisation, from the ``data`` section of the checkpoint's metadata.
 
     Args:
-        data_meta: ``meta["data"]`` of a checkpoint (``name``, ``mean``, ``std``, ``pad``, ``img_size``).
+        data_meta: ``meta["data"]`` of a checkpoint (``name``, ``mean``, ``std``, ``pad``, ``img_size``, and
+            ``class_subset`` when it was trained on some classes only: ``data.classes``).
         split: The split to evaluate on.
         name: Another dataset with the same classes, instead of the checkpoint's.
         root: Data root (see :func:`~milestones.data.resolve_root`).
@@ -127,6 +130,8 @@ def make_test_loader(data_meta: Mapping[str, Any], *, split: str = "test", name:
     name = name or data_meta["name"]
     image_size = data_meta.get("img_size") if is_folder_name(name) else None  # folders are resized for the model
     data = get_dataset(name, split, root=root, image_size=image_size)
+    if data_meta.get("class_subset") and name == data_meta["name"]:
+        data = select_classes(data, data_meta["class_subset"])
     augment = BatchAugment(data_meta["mean"], data_meta["std"])
     return TensorLoader(data, batch_size=batch_size, train=False, augment=augment, device=device,
                         pad=data_meta.get("pad", 0))

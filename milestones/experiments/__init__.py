@@ -18,7 +18,10 @@ from . import (  # noqa: F401  (registers)
     relu_vs_tanh,
     skip_connections,
     small_filters,
+    transformers_small_data,
+    two_gpu_split,
     vgg_fc_heads,
+    vgg_features_transfer,
     vit_data_hunger,
 )
 from .base import (

@@ -51,6 +51,9 @@ class RunSpec:
     seeds: Sequence[int] | None = None
     """This run's seeds instead of the setup's, e.g. a second seed of the reference run alone to measure the noise
     when every run cannot have two (``--seeds`` still sets every run's)."""
+    init_from: str | None = None
+    """The label of an earlier run of the experiment (same seeds) whose trained weights this run starts from: a
+    pretraining run, then fine-tuning runs (``finetune.*`` overrides choose the head, freezing and learning rates)."""
 
 
 @dataclass
@@ -236,7 +239,8 @@ def run_experiment(
     by_seeds: dict[tuple[int, ...], list[RunSpec]] = {}  # one compare suite per set of seeds
     for r in setup.runs:
         by_seeds.setdefault(tuple(setup.seeds if r.seeds is None else r.seeds), []).append(r)
-    suites = [Suite(name=name, runs=[SuiteRun(r.model, r.label, r.recipe, dict(r.overrides)) for r in runs],
+    suites = [Suite(name=name, runs=[SuiteRun(r.model, r.label, r.recipe, dict(r.overrides), r.init_from)
+                                     for r in runs],
                     data=setup.data, seeds=list(group), overrides=dict(setup.overrides))
               for group, runs in by_seeds.items()]
     settings: dict[str, Any] = {"train.progress": False}

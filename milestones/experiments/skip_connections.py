@@ -353,8 +353,8 @@ EXPERIMENT = register(Experiment(
           "(DenseNet, abstract); the Transformer puts a residual connection around each of its sublayers (Vaswani "
           "et al. 2017, §3.1), as ViT does (Eq. 2-3).",
     source="He et al., CVPR 2016, §4.2; Huang et al., CVPR 2017; Dosovitskiy et al., ICLR 2021, Eq. 2-3, CIFAR-10",
-    quick_minutes=9,  # estimated from 1-thread timing probes on the shared machine (2.5 s per step for all five nets,
-    # 186 steps, evaluation and start-up); the quiet rerun of the committed report replaces it
+    quick_minutes=8,  # the committed report's run on the 2-core AMD EPYC, 1 torch thread: 455 s of CPU time (user +
+    # sys), 1,111 s of wall time because the machine was shared (load average 5-7)
     full_cost="5 runs x 60 epochs of CIFAR-10 at batch 32: about 2 GPU-hours",
     setup=setup,
     analyse=analyse,

@@ -10,6 +10,25 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
+def fresh_head(like: nn.Linear, in_features: int, num_classes: int) -> nn.Linear:
+    """A new ``num_classes``-way linear classifier on the device and dtype of the one it replaces, bias zero (the
+    ``reset_classifier`` of the CNN families; the weight keeps PyTorch's default init)."""
+    head = nn.Linear(in_features, num_classes, device=like.weight.device, dtype=like.weight.dtype)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+def he_init_convs(module: nn.Module) -> None:
+    """He et al. 2015 (arXiv:1502.01852) normal init with fan-out for every convolution, BatchNorm weight 1 and bias 0:
+    the common init of the ResNet-era CNN families (each family's docstring says whose code it follows)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
     """Stochastic depth (Huang et al. 2016, arXiv:1603.09382): drop whole residual branches per sample."""
     if p == 0.0 or not training:

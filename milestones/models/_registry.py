@@ -227,42 +227,48 @@ StateDict = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Converter:
-    """Maps a torchvision state dict (from ``torchvision.models.<source>``) onto ``create_model(target, **kwargs)``."""
+    """Maps a state dict of ``library``'s model ``source`` (``torchvision.models.<source>`` or
+    ``timm.create_model(source)``) onto ``create_model(target, **kwargs)``."""
 
     source: str
     target: str
     fn: Callable[[StateDict], dict[str, Any]]
     target_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    library: str = "torchvision"
 
 
 _CONVERTERS: dict[str, Converter] = {}
 
 
-def register_converter(source: str, target: str, **target_kwargs: Any) -> Callable[[Callable], Callable]:
-    """Register ``fn(torchvision_state_dict) -> our_state_dict`` for torchvision model ``source``.
+def register_converter(source: str, target: str, *, library: str = "torchvision",
+                       **target_kwargs: Any) -> Callable[[Callable], Callable]:
+    """Register ``fn(their_state_dict) -> our_state_dict`` for ``library``'s model ``source``.
 
-    ``target_kwargs`` are the ``create_model`` options the converted weights need (e.g. ``version="v1.5"``).
+    ``library`` is "torchvision" (whose builders ``milestones bench`` pairs with ours) or "timm"; ``target_kwargs``
+    are the ``create_model`` options the converted weights need (e.g. ``version="v1.5"``).
     """
+    if library not in ("torchvision", "timm"):
+        raise ValueError(f"library must be 'torchvision' or 'timm', got {library!r}")
 
     def wrap(fn: Callable[[StateDict], dict[str, Any]]) -> Callable[[StateDict], dict[str, Any]]:
         if source in _CONVERTERS:
             raise ValueError(f"converter for {source!r} registered twice")
-        _CONVERTERS[source] = Converter(source, target, fn, dict(target_kwargs))
+        _CONVERTERS[source] = Converter(source, target, fn, dict(target_kwargs), library)
         return fn
 
     return wrap
 
 
-def list_converters() -> list[str]:
-    """The torchvision model names that can be converted."""
-    return list(_CONVERTERS)
+def list_converters(library: str | None = None) -> list[str]:
+    """The torchvision and timm model names that can be converted (only ``library``'s if given)."""
+    return [n for n, c in _CONVERTERS.items() if library is None or c.library == library]
 
 
 def get_converter(source: str) -> Converter:
-    """The converter for torchvision model ``source``; unknown names get close matches."""
+    """The converter for torchvision or timm model ``source``; unknown names get close matches."""
     try:
         return _CONVERTERS[source]
     except KeyError:
         close = difflib.get_close_matches(source, list(_CONVERTERS), n=4, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; convertible: {', '.join(_CONVERTERS)}"
-        raise UnknownModelError(f"no converter for torchvision model {source!r}{hint}") from None
+        raise UnknownModelError(f"no converter for torchvision or timm model {source!r}{hint}") from None

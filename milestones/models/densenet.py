@@ -71,6 +71,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import CheckpointError, ConfigError
+from ._layers import fresh_head, he_init_convs
 from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
 
 PAPER = PaperRef(
@@ -285,19 +286,12 @@ class DenseNet(nn.Module):
         bias: the authors' Torch code ("initialization following ResNet", fb.resnet.torch)."""
         if self.head.weight.is_meta:  # nothing to initialise, and meta normal_ is slow
             return
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init_convs(self)
         nn.init.zeros_(self.head.bias)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the linear layer with a freshly initialised one with ``num_classes`` outputs."""
-        w = self.head.weight
-        self.head = nn.Linear(self.num_features, num_classes, device=w.device, dtype=w.dtype)
-        nn.init.zeros_(self.head.bias)
+        self.head = fresh_head(self.head, self.num_features, num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> BN-ReLU'd, globally average-pooled features (B, D)."""

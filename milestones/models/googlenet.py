@@ -73,7 +73,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
-from ._layers import local_response_norm
+from ._layers import fresh_head, local_response_norm
 from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
 
 PAPER = PaperRef(
@@ -382,12 +382,9 @@ class GoogLeNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier and the auxiliary classifiers with fresh ``num_classes``-way ones."""
-        ref = self.head.weight
-        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-        nn.init.zeros_(self.head.bias)
+        self.head = fresh_head(self.head, self.num_features, num_classes)
         for a in self.aux.values():
-            a.head = nn.Linear(a.head.in_features, num_classes, device=ref.device, dtype=ref.dtype)
-            nn.init.zeros_(a.head.bias)
+            a.head = fresh_head(a.head, a.head.in_features, num_classes)
 
 
 @register_variants(

@@ -65,6 +65,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
+from ._layers import he_init_convs
 from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
 
 PAPER = PaperRef(
@@ -312,12 +313,7 @@ class ResNet(nn.Module):
             # Meta tensors hold no values, and torch's meta normal_ is a slow Python decomposition (~2 ms a call, plus
             # a one-off torch._dynamo import): skipping it makes counting ResNet-1202 on the meta device seconds faster.
             return
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init_convs(self)
         if self.zero_init_residual:
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):

@@ -17,6 +17,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -246,3 +247,61 @@ class Activations(Callback):
         if self._stack is not None:
             self._stack.close()
             self._stack = None
+
+
+def require_tensorboard() -> Any:
+    """``torch.utils.tensorboard.SummaryWriter``, or a one-line ConfigError saying how to install tensorboard."""
+    from ..errors import ConfigError
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install 'milestones[tensorboard]'"
+                          " (or pip install tensorboard), or set train.tensorboard=false") from None
+    return SummaryWriter
+
+
+class TensorBoard(Callback):
+    """The run's metrics as TensorBoard scalars, and each epoch's first-layer filters as an image, in ``log_dir``.
+
+    ``metrics.jsonl`` stays the record; this mirrors its records under the step they carry: ``step/loss`` and
+    ``step/lr`` from the per-step records, ``epoch/<key>`` (``train_loss``, ``train_acc``, ``test_loss``,
+    ``test_acc``, ``test_acc5``, ``lr``, ``img_per_s``) from the epoch records, and the image ``filters`` (see
+    :func:`milestones.viz.filter_image`) at each epoch's last step. A resumed run drops events after its saved step
+    (``purge_step``), as ``metrics.jsonl`` is cut back.
+    """
+
+    STEP_KEYS = ("loss", "lr")
+    EPOCH_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_acc5", "lr", "img_per_s")
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self._writer_class = require_tensorboard()
+        self.log_dir = Path(log_dir)
+        self.writer: Any = None
+
+    def on_fit_start(self, state: TrainState, total_steps: int) -> None:
+        self.writer = self._writer_class(str(self.log_dir), purge_step=state.step or None)
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        keys = {"step": self.STEP_KEYS, "epoch": self.EPOCH_KEYS}.get(record.get("kind", ""))
+        if self.writer is None or keys is None:
+            return
+        for key in keys:
+            value = record.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+
+    def on_epoch_end(self, record: dict[str, Any], improved: bool, state: TrainState) -> None:
+        from ..errors import ConfigError
+        from ..viz.figures import filter_image
+
+        if self.writer is None:
+            return
+        with contextlib.suppress(ConfigError):  # a model without a convolution has no filters to show
+            self.writer.add_image("filters", filter_image(state.model), record["step"], dataformats="HWC")
+        self.writer.flush()
+
+    def on_fit_end(self, state: TrainState) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -7,6 +7,7 @@ only the step counter.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import torch
 from torch import nn
@@ -19,23 +20,38 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 _NO_DECAY_NAMES = ("pos_embed", "cls_token", "relative_position_bias_table", "absolute_pos_embed")
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict]:
-    """Two groups: weights with decay, and norms, biases and embeddings (1-D tensors, position tables) without."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False, *,
+                 head: Collection[str] = (), backbone_lr_mult: float = 1.0) -> list[dict]:
+    """Weights with decay, and norms, biases and embeddings (1-D tensors, position tables) without; frozen parameters
+    (``requires_grad`` False) left out.
+
+    With ``backbone_lr_mult`` != 1, each of the two is split again: the parameters named in ``head`` train at the
+    schedule's learning rate and all others at ``backbone_lr_mult`` times it (discriminative learning rates for
+    fine-tuning, Howard & Ruder 2018): the group's ``lr_mult``, which :func:`set_lr` applies.
+    """
+    split = backbone_lr_mult != 1.0
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         skip = not decay_norm_and_bias and (p.ndim <= 1 or any(k in name for k in _NO_DECAY_NAMES))
-        (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+        buckets.setdefault((skip, split and name not in head), []).append(p)
+    groups = []
+    for (skip, backbone), params in sorted(buckets.items()):
+        group: dict = {"params": params, "weight_decay": 0.0 if skip else weight_decay}
+        if split:
+            group["lr_mult"] = backbone_lr_mult if backbone else 1.0
+        groups.append(group)
+    return groups or [{"params": [], "weight_decay": weight_decay}]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, *, head: Collection[str] = (),
+                    backbone_lr_mult: float = 1.0) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam or AdamW over :func:`param_groups`; SGD uses the fused kernel."""
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    if backbone_lr_mult < 0:
+        raise ConfigError(f"finetune.backbone_lr_mult must be >= 0, got {backbone_lr_mult}")
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, head=head,
+                          backbone_lr_mult=backbone_lr_mult)
     if cfg.name == "sgd":
         # One fused kernel instead of PyTorch's CPU default, a Python loop over the parameters: up to 1.6x faster steps
         # for FC-heavy nets at small batch on the CPU (docs/benchmarks.md); the same updates up to float32 rounding.
@@ -74,5 +90,6 @@ def lr_at(step: int, *, base_lr: float, total_steps: int, steps_per_epoch: int, 
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate to ``lr`` times its ``lr_mult`` (1 unless :func:`param_groups` set one)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)

@@ -36,6 +36,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from .. import transfer
 from ..config import RunConfig, from_dict, to_yaml
 from ..data import make_loaders
 from ..data.loader import TensorLoader
@@ -53,7 +54,7 @@ from ..precision import (
     use_compile_cache,
 )
 from . import distributed
-from .callbacks import Callback
+from .callbacks import Callback, TensorBoard, require_tensorboard
 from .checkpoint import load_training_state, remove_leftovers, save_checkpoint, save_training_state
 from .loop import NonFiniteLossError, TrainingInterrupted, build_ema, fit, resolve_device
 from .optim import build_optimizer
@@ -64,7 +65,8 @@ SavedState = tuple[dict[str, Tensor], dict[str, Any]]
 
 RESUMABLE_KEYS = (
     "train.epochs", "train.progress", "train.log_every", "train.checkpoint_every", "train.threads", "train.device",
-    "train.target_accuracy", "train.dist_timeout", "data.root", "data.download", "data.eval_batch_size", "out_dir",
+    "train.target_accuracy", "train.dist_timeout", "train.tensorboard", "data.root", "data.download",
+    "data.eval_batch_size", "out_dir",
     "name",
 )
 """Config keys that may differ when a run is resumed: they decide where things are and what is logged or evaluated,
@@ -296,6 +298,8 @@ def run_training(
     joined = False
     try:
         cfg, saved = _prepare(cfg, resumed, world)
+        if cfg.train.tensorboard:
+            require_tensorboard()  # a missing package fails before the data are loaded
         device, joined = _setup(cfg, world)
         family = get_spec(cfg.model.name).family
         choices = {"precision": resolve_precision(cfg.train.precision, device, family),
@@ -304,7 +308,8 @@ def run_training(
         loaders = make_loaders(dataclasses.replace(cfg.data, channels_last=channels_last), device,
                                seed=cfg.train.seed, default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
         _shard(loaders, cfg, world)
-        model = _build_model(cfg, loaders.spec, device, channels_last)
+        model = _build_model(cfg, loaders.spec, device, channels_last, fresh=saved is None)
+        head = transfer.prepare(model, cfg)
         choices["compile"] = _resolve_compile(cfg, family, device, loaders, saved, world, choices["precision"].value)
         if world.size > 1 and cfg.train.sync_bn:  # before the optimizer and the EMA take the parameters
             distributed.convert_sync_bn(model, device)
@@ -315,7 +320,8 @@ def run_training(
                                saved[1]["step"] if saved else None, world=world)
             if world.is_main:
                 _start_run_files(run, cfg, saved)
-            state = TrainState(model, build_optimizer(model, cfg.optim), loaders.train, device,
+            optimizer = build_optimizer(model, cfg.optim, head=head, backbone_lr_mult=cfg.finetune.backbone_lr_mult)
+            state = TrainState(model, optimizer, loaders.train, device,
                                ema=build_ema(model, cfg.train.ema_decay), started=start, world=world,
                                precision=choices["precision"].value, choices=choices)
             if choices["compile"].value:
@@ -326,7 +332,8 @@ def run_training(
                 torch.manual_seed(cfg.train.seed + 7919 * world.rank)  # ranks draw their own dropout masks
             if saved is not None:
                 state.load_state_dict(saved, model_name=cfg.model.name)
-            history = _fit(state, loaders.test, cfg, [writer, *callbacks], handle_signals)
+            board = [TensorBoard(run.path / "tensorboard")] if cfg.train.tensorboard and world.is_main else []
+            history = _fit(state, loaders.test, cfg, [writer, *board, *callbacks], handle_signals)
             summary = (_summarise(run, cfg, state, loaders.spec, input_size, saved, writer.meta["environment"])
                        if world.is_main else {})
     finally:
@@ -349,6 +356,7 @@ def _prepare(cfg: RunConfig | None, resumed: RunDir | None,
     if resumed is None:
         assert cfg is not None
         get_spec(cfg.model.name)  # fail fast on an unknown model, before loading data
+        transfer.check_config(cfg)  # and on weights of another model or freeze patterns that match nothing
         return cfg, None
     path = resumed.path
     saved_cfg = load_run_config(path)
@@ -444,8 +452,10 @@ def _resolve_compile(cfg: RunConfig, family: str, device: torch.device, loaders:
                            precision=precision)
 
 
-def _build_model(cfg: RunConfig, spec: Any, device: torch.device, channels_last: bool = False) -> nn.Module:
-    """The model, with ``num_classes``/``in_chans`` filled in from the data where the recipe leaves them out."""
+def _build_model(cfg: RunConfig, spec: Any, device: torch.device, channels_last: bool = False, *,
+                 fresh: bool = True) -> nn.Module:
+    """The model, with ``num_classes``/``in_chans`` filled in from the data where the recipe leaves them out; a new
+    run with ``finetune.weights`` starts from those weights (a resumed one gets its own state loaded later)."""
     kwargs = dict(cfg.model.kwargs)
     options = model_options(cfg.model.name)
     if "num_classes" in options:
@@ -453,7 +463,10 @@ def _build_model(cfg: RunConfig, spec: Any, device: torch.device, channels_last:
     if "in_chans" in options:
         kwargs.setdefault("in_chans", spec.in_chans)
     cfg.model.kwargs = kwargs
-    model = create_model(cfg.model.name, **kwargs).to(device)
+    if fresh and cfg.finetune.weights:
+        model = transfer.build_finetuned(cfg.model.name, kwargs, cfg.finetune).to(device)
+    else:
+        model = create_model(cfg.model.name, **kwargs).to(device)
     return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
@@ -467,7 +480,7 @@ def _checkpoint_meta(cfg: RunConfig, spec: Any, input_size: tuple[int, ...],
         "data": {"name": cfg.data.name, "full_name": spec.full_name, "variant": spec.variant, "note": spec.note,
                  "classes": list(spec.classes), "mean": list(spec.mean), "std": list(spec.std),
                  "in_chans": spec.in_chans, "img_size": list(spec.img_size), "pad": cfg.data.pad,
-                 "input_size": list(input_size)},
+                 "input_size": list(input_size), "class_subset": cfg.data.classes},
         "config": cfg.to_dict(),
         "environment": environment(),
         **({"precision": choices["precision"].value} if "precision" in choices else {}),

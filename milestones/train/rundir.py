@@ -194,25 +194,45 @@ def git_commit() -> str | None:
 
 def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
     """Loss and accuracy per epoch (and per logged step) as a PNG."""
+    fig = curves_figure({"": records}, title=title)
+    fig.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt  # after curves_figure chose the Agg backend
+
+    plt.close(fig)
+
+
+def curves_figure(runs: dict[str, list[dict[str, Any]]], *, title: str = "") -> Any:
+    """Loss and accuracy per epoch of one or several runs (label -> metrics records) in one two-panel figure.
+
+    Each run has one colour: training per epoch as circles, test as squares, and the logged per-step training loss
+    as a faint line. Runs are aligned by epoch.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r for r in records if r.get("kind") == "epoch"]
-    steps = [r for r in records if r.get("kind") == "step"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    if steps and epochs:
-        per_epoch = epochs[0]["step"] / max(epochs[0]["epoch"], 1)
-        ax1.plot([s["step"] / per_epoch for s in steps], [s["loss"] for s in steps], alpha=0.35, lw=0.8,
-                 label="train (per step)")
-    for ax, key, scale, label in ((ax1, "loss", 1, "loss"), (ax2, "acc", 100, "accuracy (%)")):
-        ax.plot([e["epoch"] for e in epochs], [scale * e[f"train_{key}"] for e in epochs], "o-", label="train")
-        ax.plot([e["epoch"] for e in epochs], [scale * e[f"test_{key}"] for e in epochs], "s-", label="test")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.legend()
-    fig.suptitle(title)
+    for i, (label, records) in enumerate(runs.items()):
+        name = f"{label} " if label else ""
+        colours = {"train": f"C{2 * i}", "test": f"C{2 * i + 1}"} if len(runs) == 1 else {"train": f"C{i}",
+                                                                                         "test": f"C{i}"}
+        epochs = [r for r in records if r.get("kind") == "epoch"]
+        steps = [r for r in records if r.get("kind") == "step"]
+        if steps and epochs:
+            per_epoch = epochs[0]["step"] / max(epochs[0]["epoch"], 1)
+            ax1.plot([s["step"] / per_epoch for s in steps], [s["loss"] for s in steps], alpha=0.35, lw=0.8,
+                     color=colours["train"], label=f"{name}train (per step)")
+        for ax, key, scale, ylabel in ((ax1, "loss", 1, "loss"), (ax2, "acc", 100, "accuracy (%)")):
+            x = [e["epoch"] for e in epochs]
+            ax.plot(x, [scale * e[f"train_{key}"] for e in epochs], "o-" if len(runs) == 1 else "o--",
+                    color=colours["train"], label=f"{name}train")
+            ax.plot(x, [scale * e[f"test_{key}"] for e in epochs], "s-", color=colours["test"], label=f"{name}test")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=8 if len(runs) > 1 else 10)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

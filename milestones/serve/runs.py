@@ -1,0 +1,246 @@
+"""The model side of the page: loaded runs, the images sent to them, and what they answer.
+
+Everything here is plain Python on tensors and bytes, so that it is tested without a server. A drawing from the page
+becomes the input its run was trained on (:func:`drawing_to_input`): MNIST's format for an MNIST run (the digit's
+bounding box scaled to 20x20 and its centre of mass put at the centre of a 28x28 field, as LeCun et al. made MNIST,
+then the recipe's padding to 32x32), and the scikit-learn digits' format for the ``make demo`` run (the box scaled to
+fill a 32x32 bitmap, thresholded, counted in 4x4 blocks to 8x8, scaled back up to 32x32 as
+:func:`milestones.data.sources._digits_all` does).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..data.augment import normalise, pad
+from ..errors import CheckpointError, DataError
+from ..predict import _mnist_style, _to_8bit
+from ..viz import features
+
+# Limits on what a request may send. A 280x280 drawing is about 10 KB; a phone photo is a few MB.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_PIXELS = 16_000_000
+ACCEPTED_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
+
+DIGIT_DATASETS = ("mnist", "kmnist", "digits")
+LENET_MODELS = ("lenet5", "lenet5_modern")
+FEATURE_LAYERS = ("c1", "c3")
+TOPK = 5
+OVERLAY_SIDE = 224  # pixels of the overlay image the page shows
+
+
+class BadImageError(DataError):
+    """A request's image that cannot be used: wrong type, undecodable, or too large."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def decode_image(data: bytes, content_type: str, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode a PNG or JPEG sent by a client to an 8-bit ``L`` or ``RGB`` image, refusing anything else.
+
+    The format must match ``content_type`` and the pixel count is checked on the header, before decoding.
+    """
+    fmt = ACCEPTED_TYPES.get(content_type.split(";")[0].strip().lower())
+    if fmt is None:
+        raise BadImageError(f"unsupported content type {content_type[:40]!r}; send image/png or image/jpeg", 415)
+    too_large = f"limit {max_pixels:,} pixels; resize it first"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=[fmt]) as img:
+                if img.width * img.height > max_pixels:
+                    raise BadImageError(f"image is {img.width}x{img.height} pixels, {too_large}", 413)
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_8bit(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImageError(f"image is too large to decode safely ({too_large})", 413) from None
+    except UnidentifiedImageError:
+        raise BadImageError(f"the body is not a {fmt} image; send the file's bytes with its own content type") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadImageError(f"the {fmt} image is corrupt or truncated ({str(e)[:60]})") from None
+
+
+def _ink_box(img: Image.Image) -> Image.Image:
+    """Light ink on black (inverting dark-on-light), cropped to the ink's bounding box; all black if there is none."""
+    img = img.convert("L")
+    if np.asarray(img).mean() > 127:
+        img = ImageOps.invert(img)
+    ys, xs = np.nonzero(np.asarray(img) > 32)
+    if not len(xs):
+        return Image.new("L", (1, 1), 0)
+    return img.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+
+
+def mnist_format(img: Image.Image) -> np.ndarray:
+    """(28, 28) uint8 as MNIST was made: the box scaled to fit 20x20, its centre of mass moved to the centre."""
+    ink = _ink_box(img)
+    scale = 20 / max(ink.width, ink.height)
+    ink = ink.resize((max(1, round(ink.width * scale)), max(1, round(ink.height * scale))), Image.LANCZOS)
+    field = np.zeros((28, 28), np.float64)
+    y0, x0 = (28 - ink.height) // 2, (28 - ink.width) // 2
+    arr = np.asarray(ink, dtype=np.float64)
+    field[y0:y0 + ink.height, x0:x0 + ink.width] = arr
+    if arr.sum() > 0:
+        ys, xs = np.mgrid[:28, :28]
+        cy, cx = (field * ys).sum() / field.sum(), (field * xs).sum() / field.sum()
+        dy, dx = round(13.5 - cy), round(13.5 - cx)
+        field = np.roll(field, (dy, dx), axis=(0, 1))  # the 20x20 box leaves a 4-pixel margin: nothing wraps
+    return field.round().clip(0, 255).astype(np.uint8)
+
+
+def digits_format(img: Image.Image) -> np.ndarray:
+    """(32, 32) uint8 as the scikit-learn digits look after our loader: a 32x32 bitmap counted in 4x4 blocks to
+    8x8 (values 0..16), scaled to 0..255 and upsampled to 32x32 bilinearly with antialiasing."""
+    ink = _ink_box(img)
+    scale = 32 / max(ink.width, ink.height)
+    ink = ink.resize((max(1, round(ink.width * scale)), max(1, round(ink.height * scale))), Image.LANCZOS)
+    bitmap = Image.new("L", (32, 32), 0)
+    bitmap.paste(ink, ((32 - ink.width) // 2, (32 - ink.height) // 2))
+    bits = torch.from_numpy((np.asarray(bitmap) > 127).astype(np.float32))[None, None]
+    counts = F.avg_pool2d(bits, 4) * 16  # (1, 1, 8, 8) set pixels per block, 0..16
+    x = F.interpolate(counts * (255 / 16), size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8)[0, 0].numpy()
+
+
+def _b64(arr: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(arr, dtype=np.uint8).tobytes()).decode()
+
+
+def maps_payload(maps: Tensor) -> dict[str, Any]:
+    """(C, H, W) activations as the page draws them: each map stretched to 0..255 on its own range, base64."""
+    lo = maps.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = maps.flatten(1).max(1).values.view(-1, 1, 1)
+    scaled = ((maps - lo) / (hi - lo).clamp_min(1e-12) * 255).round().clamp(0, 255).to(torch.uint8)
+    return {"shape": list(maps.shape), "data": _b64(scaled.numpy())}
+
+
+def explain(model: nn.Module, x: Tensor, target: int) -> tuple[str, np.ndarray]:
+    """``(method, (h, w) heat map)`` of where ``model`` looked for class ``target`` in input ``x`` ``(1, C, H, W)``:
+    attention rollout for a ViT, Grad-CAM (on the family's default layer) for the CNNs, Swin and CSWin."""
+    from ..models.vit import VisionTransformer
+    from ..viz import attention_rollout, grad_cam
+
+    if isinstance(model, VisionTransformer):
+        return "attention rollout", attention_rollout(model, x[0])
+    cam = grad_cam(model, x[0], target_class=target)
+    return f"Grad-CAM ({cam.layer})", cam.coarse
+
+
+def overlay_png(image: Tensor, heat: np.ndarray | None, *, smooth: bool = True, side: int = OVERLAY_SIDE) -> str:
+    """A PNG data URL of ``image`` ((C, H, W) uint8) scaled to ``side`` pixels, with ``heat`` blended in by
+    :func:`milestones.viz.overlay` where given."""
+    from ..viz import overlay
+
+    rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+    base = F.interpolate(rgb[None].float(), size=(side, side), mode="bilinear", align_corners=False)[0] / 255
+    arr = base.clamp(0, 1).permute(1, 2, 0).numpy()
+    out = overlay(arr, heat, smooth=smooth) if heat is not None else (arr * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(out).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@dataclass
+class LoadedRun:
+    """One run's best checkpoint, ready to answer: the model in eval mode and the data format it was trained on."""
+
+    id: str
+    path: Path
+    model: nn.Module
+    meta: dict[str, Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)  # hooks and gradients are per model, not per call
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.meta["data"]
+
+    @property
+    def drawable(self) -> bool:
+        """A LeNet-5 trained on handwritten digits: the page's drawing panel."""
+        return self.meta["model"] in LENET_MODELS and self.data["name"] in DIGIT_DATASETS
+
+    def describe(self) -> dict[str, Any]:
+        d = self.data
+        return {"id": self.id, "model": self.meta["model"], "data": d.get("full_name", d["name"]),
+                "classes": list(d["classes"]), "input_size": list(d["input_size"]), "drawable": self.drawable,
+                "digits_format": "digits" if d["name"] == "digits" else "mnist"}
+
+    def _input(self, image: Tensor) -> Tensor:
+        """(1, C, H, W) float model input from (C, h, w) uint8 pixels, as the test loader prepared it in training."""
+        d = self.data
+        return normalise(pad(image[None], d.get("pad", 0)), d["mean"], d["std"])
+
+    def draw(self, img: Image.Image) -> dict[str, Any]:
+        """The drawing panel's answer: the input as the model saw it, the class, ten scores, C1 and C3 maps."""
+        fmt = digits_format(img) if self.data["name"] == "digits" else mnist_format(img)
+        pixels = torch.from_numpy(fmt)[None]
+        with self.lock, torch.inference_mode():
+            logits, maps = features(self.model, FEATURE_LAYERS).run(self._input(pixels))
+        probs = logits.float().softmax(1)[0]
+        seen = pad(pixels[None], self.data.get("pad", 0))[0, 0]
+        return {"prediction": self.data["classes"][int(probs.argmax())], "probs": probs.tolist(),
+                "logits": logits[0].float().tolist(), "input": {"shape": list(seen.shape), "data": _b64(seen.numpy())},
+                "features": {name: maps_payload(maps[name][0].float()) for name in FEATURE_LAYERS}}
+
+    def predict(self, img: Image.Image) -> dict[str, Any]:
+        """Top-5 classes of an uploaded image, and where the model looked for the first (Grad-CAM or attention)."""
+        d = self.data
+        h, w = d["img_size"]
+        if d["name"] in DIGIT_DATASETS:
+            fmt = digits_format(img) if d["name"] == "digits" else _mnist_like(img, (h, w))
+            pixels = torch.from_numpy(fmt)[None]
+        else:
+            img = img.convert("L" if d["in_chans"] == 1 else "RGB").resize((w, h), Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+            pixels = torch.from_numpy((arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).copy())
+        x = self._input(pixels)
+        with self.lock:
+            with torch.inference_mode():
+                probs = self.model(x).float().softmax(1)[0]
+            top = probs.topk(min(TOPK, len(probs)))
+            method, heat = explain(self.model, x, int(top.indices[0]))
+        seen = pad(pixels[None], d.get("pad", 0))[0]
+        return {"top": [{"class": d["classes"][i], "prob": p} for p, i in zip(top.values.tolist(),
+                                                                                top.indices.tolist())],
+                "method": method, "overlay": overlay_png(seen, heat, smooth=not method.startswith("attention"))}
+
+
+def _mnist_like(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    return mnist_format(img) if size == (28, 28) else np.asarray(_mnist_style(img.convert("L"), size))
+
+
+def load_runs(paths: list[str | Path], *, device: str = "cpu") -> list[LoadedRun]:
+    """Load each run directory's best checkpoint; ids are the folder names, made unique with -2, -3, ..."""
+    from ..train.checkpoint import restore_model
+
+    runs: list[LoadedRun] = []
+    seen: set[str] = set()
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise CheckpointError(f"run directory {path} does not exist; train one with 'milestones train' first")
+        model, meta = restore_model(path, device=device)
+        if "data" not in meta:
+            raise CheckpointError(f"{path} has no data description in its checkpoint metadata; it cannot be served")
+        base = path.name if path.is_dir() else path.stem
+        rid, n = base, 2
+        while rid in seen:
+            rid, n = f"{base}-{n}", n + 1
+        seen.add(rid)
+        runs.append(LoadedRun(rid, path, model, meta))
+    return runs
