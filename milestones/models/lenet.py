@@ -216,8 +216,12 @@ class LeNet5(nn.Module):
         if x.shape[-2:] != (32, 32):
             raise ValueError(f"LeNet-5 takes 32x32 inputs, got {tuple(x.shape[-2:])}; pad 28x28 digits by 2")
         a = self.act
-        x = self.s2(a(self.c1(x)))  # (B, 6, 14, 14)
-        x = self.s4(a(self.c3(x)))  # (B, 16, 5, 5)
+        if self.style == "paper":
+            x = self.s2(a(self.c1(x)))  # (B, 6, 14, 14)
+            x = self.s4(a(self.c3(x)))  # (B, 16, 5, 5)
+        else:  # ReLU and max-pooling commute (ReLU is monotonic): pooling first applies ReLU to a quarter of the values
+            x = a(self.s2(self.c1(x)))
+            x = a(self.s4(self.c3(x)))
         x = a(self.c5(x)).flatten(1)  # (B, 120)
         return a(self.f6(x))
 
