@@ -14,10 +14,12 @@ Sections, each measured in this process with ``milestones.bench``:
 5. Threads: 1 against 2 torch threads, by wall clock.
 6. Ours against torchvision: the "never slower" check (median ratio >= 0.97) for the models both implement.
 7. ResNet-20 training (batch 128, 32x32) against the matmul peak, with a torch.profiler breakdown.
-8. Precision and memory format per family on this machine kind (``--precision-table`` runs only this section): the
-   CPU's native-bf16 flags and the bf16 probe of ``milestones.precision``, then float32 against bf16 autocast,
-   channels_last and torch.compile for the CNN families (resnet20 and resnet18 for ResNet), with what ``auto`` picks.
-   These tables decide the defaults in ``milestones/precision.py``; run it once on each machine kind.
+8. Precision, memory format and compile per machine kind: the CPU's native-bf16 flags and the bf16 probe of
+   ``milestones.precision``, then float32 against bf16 autocast, channels_last and torch.compile for the CNN families
+   (resnet20 and resnet18 for ResNet), with what ``auto`` picks. One subsection per machine kind (CPU name, kernel
+   level, bf16 flags), each between HTML comment markers: ``--precision-table`` measures only this machine's kind
+   and replaces its subsection in the existing file, leaving the other kinds' as they were; a whole-file run keeps
+   them too. These tables decide the defaults in ``milestones/precision.py``; run it once on each machine kind.
 9. GPU: measured when CUDA is available (bf16 autocast, torch.compile), otherwise a line saying there was none.
 
 A summary of the measured gains opens the file.
@@ -26,7 +28,7 @@ Usage::
 
     python benchmarks/make_benchmarks_doc.py --quick          # ~20-40 min on a busy 2-core CPU
     python benchmarks/make_benchmarks_doc.py                  # full: batch 8, 10 reps, compile and bf16 candidates
-    python benchmarks/make_benchmarks_doc.py --quick --precision-table --out docs/precision-KIND.md   # one section
+    python benchmarks/make_benchmarks_doc.py --quick --precision-table --threads 2 --clock wall  # this kind only
 
 The default clock is this process's CPU time with one torch thread (``--clock cpu --threads 1``): on a machine
 shared with other work, wall time mostly measures the neighbours; CPU time measures what our process computed. Pass
@@ -40,6 +42,7 @@ import copy
 import datetime
 import json
 import platform
+import re
 import shlex
 import sys
 import time
@@ -424,25 +427,78 @@ def _auto_label(name: str) -> str:
             (True, True): "bf16 + channels_last"}[(bf16, nhwc)]
 
 
-def section_precision(doc: Doc) -> None:
+PER_KIND = "## Precision, memory format and compile per machine kind"
+KIND_BEGIN, KIND_END = "<!-- machine kind: {} -->", "<!-- end of machine kind: {} -->"
+KIND_BLOCK = re.compile(r"<!-- machine kind: (.+?) -->\n.*?<!-- end of machine kind: \1 -->\n", re.S)
+
+
+def kind_key() -> str:
+    """This machine's kind as the per-kind subsections name it: the CPU, the level torch's kernels run at, and the
+    native bf16 flags, the three things that decide which path is fastest."""
+    return (f"{cpu_name()}, {precision.cpu_capability()} kernels, native bf16: "
+            f"{'+'.join(precision.native_bf16()) or 'none'}")
+
+
+def kind_blocks(text: str) -> dict[str, str]:
+    """The per-kind subsections of a generated file, by kind, markers included."""
+    return {m[1]: m[0] for m in KIND_BLOCK.finditer(text)}
+
+
+def merge_kinds(text: str, keep: dict[str, str]) -> str:
+    """``text`` (a file with at most this machine's subsection) with the subsections in ``keep`` of other kinds added
+    after its own, in their old order."""
+    own = kind_blocks(text)
+    others = "".join(block for key, block in keep.items() if key not in own)
+    if not others:
+        return text
+    if own:
+        last = list(own.values())[-1]
+        i = text.index(last) + len(last)
+        return text[:i] + "\n" + others + text[i:]
+    gpu = text.find("\n## GPU\n")
+    section = f"\n{PER_KIND}\n\n{others}"
+    return text + section if gpu < 0 else text[:gpu] + section + text[gpu:]
+
+
+def replace_kind(text: str, block: str) -> str:
+    """``text`` with this kind's subsection replaced by ``block`` (or added: under the per-kind heading, which is
+    created before the GPU section when missing)."""
+    key = KIND_BLOCK.match(block)[1]
+    old = kind_blocks(text).get(key)
+    if old:
+        return text.replace(old, block)
+    if PER_KIND in text:
+        i = text.index(PER_KIND) + len(PER_KIND)
+        nxt = text.find("\n## ", i)
+        i = len(text) if nxt < 0 else nxt
+        return text[:i].rstrip("\n") + "\n\n" + block + text[i:]
+    return merge_kinds(text, {key: block})
+
+
+def section_precision(doc: Doc) -> str:
+    """This machine kind's subsection (markers included), also added to the document."""
     a = doc.args
     flags = precision.native_bf16()
     probe = precision.measure_bf16("cpu")
-    doc.add("\n## Precision and memory format on this machine kind\n")
-    doc.add("\n".join([
-        f"- CPU: {cpu_name()}; native bf16 flags in /proc/cpuinfo: {', '.join(flags) or 'none'} (of "
-        f"{', '.join(precision.NATIVE_BF16_FLAGS)}); torch CPU kernels: {precision.cpu_capability()}",
-        f"- bf16 probe (``milestones.precision.measure_bf16``, a conv-BN-ReLU-conv-BN training step at batch 16, "
-        f"interleaved, measured now): float32 {probe['fp32_ms']:.1f} ms, bf16 {probe['bf16_ms']:.1f} ms, bf16 at "
-        f"{probe['speedup']:.2f}x float32 speed (auto needs {precision.PROBE_MARGIN}x)",
-        "- what ``auto`` picks here: " + ", ".join(f"{n} {_auto_label(n)}" for n in doc.precision_models),
-    ]))
-    doc.add("\nTraining steps (forward, cross-entropy, backward, SGD), speed over float32 NCHW eager (median of "
-            "per-rep ratios, reps interleaved, one copy of the same weights each); > 1 is faster. 'auto' is the "
-            "candidate the library's ``auto`` runs for that family on this machine. "
-            + ("torch.compile is tried on the 32x32 nets only in quick mode." if doc.quick and not a.tiny else "")
-            + ("Tiny mode (a test of this script): 1 rep at batch 4, no compile; not a measurement."
-               if a.tiny else ""))
+    key = kind_key()
+    cmd = shlex.join(["python", "benchmarks/make_benchmarks_doc.py", *doc.argv])
+    lines = [KIND_BEGIN.format(key), f"### {key}\n",
+             f"Measured on {datetime.date.today().isoformat()} by `{cmd}`.\n", "\n".join([
+                 f"- machine: {machine_description('cpu', a.threads)}; clock = {a.clock}, {a.reps} reps after "
+                 f"{a.warmup} warm-up step(s)",
+                 f"- native bf16 flags in /proc/cpuinfo: {', '.join(flags) or 'none'} (of "
+                 f"{', '.join(precision.NATIVE_BF16_FLAGS)}); torch CPU kernels: {precision.cpu_capability()}",
+                 f"- bf16 probe (``milestones.precision.measure_bf16``, a conv-BN-ReLU-conv-BN training step at batch "
+                 f"16, interleaved, measured now): float32 {probe['fp32_ms']:.1f} ms, bf16 {probe['bf16_ms']:.1f} ms, "
+                 f"bf16 at {probe['speedup']:.2f}x float32 speed (auto needs {precision.PROBE_MARGIN}x)",
+                 "- what ``auto`` picks here: " + ", ".join(f"{n} {_auto_label(n)}" for n in doc.precision_models),
+             ]),
+             "\nTraining steps (forward, cross-entropy, backward, SGD), speed over float32 NCHW eager (median of "
+             "per-rep ratios, reps interleaved, one copy of the same weights each); > 1 is faster. 'auto' is the "
+             "candidate the library's ``auto`` runs for that family on this machine kind. "
+             + ("torch.compile is tried on the 32x32 nets only in quick mode." if doc.quick and not a.tiny else "")
+             + ("Tiny mode (a test of this script): 1 rep at batch 4, no compile; not a measurement."
+                if a.tiny else "") + "\n"]
     table, cols = [], []
     for name in doc.precision_models:
         compile_too = not a.tiny and (not doc.quick or get_spec(name).input_size[1] <= 32)
@@ -451,8 +507,8 @@ def section_precision(doc: Doc) -> None:
         res = compare_settings(name, "train", _precision_candidates(name, compile_too), batch=batch, notes=notes,
                                **doc.common())
         auto = _auto_label(name)
-        doc.raw.append({"section": "precision", "model": name, "mode": "train", "batch": batch, "auto": auto,
-                        "flags": flags, "probe": probe, "notes": notes,
+        doc.raw.append({"section": "precision", "kind": key, "model": name, "mode": "train", "batch": batch,
+                        "auto": auto, "flags": flags, "probe": probe, "notes": notes,
                         "results": {r.label: {"ms": r.ms_per_batch, "speedup": r.speedup, "compiled": r.compiled}
                                     for r in res}})
         cols += [r.label for r in res if r.label not in cols]
@@ -463,7 +519,10 @@ def section_precision(doc: Doc) -> None:
     headers = ["model", "batch", "fp32 img/s", *cols[1:], "auto", "best"]
     rows = [[n, b, ips, *[c.get(k, "-") for k in cols[1:]], f"{auto} ({c.get(auto, '-')})", best]
             for n, b, ips, c, auto, best in table]
-    doc.add(md_table(headers, rows))
+    block = "\n".join(lines) + "\n" + md_table(headers, rows).rstrip("\n") + "\n" + KIND_END.format(key) + "\n"
+    doc.add(f"\n{PER_KIND}\n")
+    doc.add(block)
+    return block
 
 
 def section_gpu(doc: Doc) -> None:
@@ -546,7 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["families", "settings", "optimizers", "threads", "torchvision", "resnet20", "precision",
                             "gpu"])
     p.add_argument("--precision-table", action="store_true",
-                   help="only the machine and the precision/memory-format section (run once per machine kind)")
+                   help="measure only this machine kind's precision/memory-format/compile subsection and replace it in "
+                        "--out (run once per machine kind)")
     p.add_argument("--precision-models", nargs="+", default=list(PRECISION_MODELS))
     p.add_argument("--tiny", action="store_true",
                    help="1 rep at batch 4, no compile: tests the script, measures nothing")
@@ -581,13 +641,23 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     doc = Doc(args)
+    doc.argv = list(argv)
+    out = Path(args.out)
+    before = out.read_text(encoding="utf-8") if out.is_file() else ""
+    if args.precision_table:  # only this kind's subsection of the existing file is replaced
+        block = section_precision(doc)
+        fresh = f"# Benchmarks\n\n{PER_KIND}\n\n{block}"
+        text = replace_kind(before, block) if before.startswith("# Benchmarks") else fresh
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        if args.json:
+            Path(args.json).write_text(json.dumps(doc.raw, indent=1, default=str))
+        return
     started = time.perf_counter()
     doc.add("# Benchmarks\n")
     doc.add(intro(argv, datetime.date.today().isoformat()))
     section_machine(doc)
     at = len(doc.parts)
-    if args.precision_table:
-        args.skip = ["families", "settings", "optimizers", "threads", "torchvision", "resnet20", "gpu"]
     if "families" not in args.skip:
         section_families(doc)
     if "settings" not in args.skip:
@@ -606,8 +676,8 @@ def main(argv: list[str] | None = None) -> None:
         section_gpu(doc)
     doc.parts.insert(at, "\n" + summary(doc))
     doc.add(f"\n_Total generation time: {(time.perf_counter() - started) / 60:.0f} min._")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(doc.parts))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(merge_kinds("\n".join(doc.parts), kind_blocks(before)), encoding="utf-8")
     if args.json:
         Path(args.json).write_text(json.dumps(doc.raw, indent=1, default=str))
 

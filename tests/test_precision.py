@@ -192,13 +192,23 @@ def test_benchmarks_precision_table_names_the_flags(tmp_path, monkeypatch) -> No
     spec.loader.exec_module(gen)
     monkeypatch.setattr(P, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     monkeypatch.setattr(gen, "measure_peak_gflops", lambda *a, **k: 1.0)
-    out = tmp_path / "precision.md"
-    gen.main(["--quick", "--tiny", "--precision-table", "--precision-models", "lenet5_modern", "--out", str(out)])
+    out = tmp_path / "benchmarks.md"
+    other = gen.KIND_BEGIN.format("Other CPU, AVX2 kernels, native bf16: none") + "\n### other\n" + \
+        gen.KIND_END.format("Other CPU, AVX2 kernels, native bf16: none") + "\n"
+    out.write_text(f"# Benchmarks\n\nintro\n\n{gen.PER_KIND}\n\n{other}\n## GPU\n\nnone\n")
+    argv = ["--quick", "--tiny", "--precision-table", "--precision-models", "lenet5_modern", "--out", str(out)]
+    gen.main(argv)
     text = out.read_text()
     assert "native bf16 flags in /proc/cpuinfo: amx_bf16" in text and "bf16 probe" in text
     row = next(line for line in text.splitlines() if line.startswith("| lenet5_modern |"))
     assert "| fp32 (" in row or "| channels_last (" in row  # lenet: auto keeps float32 on a CPU
-    assert "## Every family" not in text  # only the precision section
+    assert "## Every family" not in text  # only this kind's subsection was measured
+    blocks = gen.kind_blocks(text)
+    assert len(blocks) == 2 and other in text and gen.kind_key() in blocks and "native bf16: amx_bf16" in gen.kind_key()
+    assert text.index("intro") < text.index(gen.PER_KIND) < text.index("## GPU")  # the rest of the file is kept
+    gen.main(argv)  # measured again on the same kind: replaced, not added
+    again = out.read_text()
+    assert len(gen.kind_blocks(again)) == 2 and again.count(gen.PER_KIND) == 1 and other in again
 
 
 def test_runs_from_before_the_keys_resume_as_they_trained(tmp_path) -> None:
