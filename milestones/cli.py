@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import MilestonesError
@@ -502,7 +502,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     amps = _bench_precisions(names, device, args.precision, args.amp)
-    print(f"machine: {machine_description(device, args.threads)}; precision: {amps.pop('')}")
+    layouts = _bench_layouts(names, device, args.channels_last)
+    print(f"machine: {machine_description(device, args.threads)}; precision: {amps.pop('')}; channels_last: "
+          f"{layouts.pop('')}")
     if args.probe:
         peak = measure_peak_gflops(args.threads, n=args.probe, device=device)
         print(f"matmul peak: {peak:.1f} GFLOP/s ({args.probe}^3 float32, median of 5; '% peak' uses the same probe "
@@ -513,7 +515,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for name in names:
             amp = amps[name]
             r = bench_model(name, args.mode, batch=args.batch, size=args.size, threads=args.threads,
-                            channels_last=args.channels_last, compile=args.compile, amp=amp, reps=args.reps,
+                            channels_last=layouts[name], compile=args.compile, amp=amp, reps=args.reps,
                             warmup=args.warmup, torchvision=not args.no_torchvision,
                             onnxruntime=not args.no_onnxruntime, optimizer=args.optimizer, device=device,
                             probe=args.probe or None, clock=args.clock,
@@ -555,6 +557,21 @@ def _bench_precisions(names: Sequence[str], device: str, precision: str, amp: st
         out[""] = next(iter(groups))
     else:
         out[""] = "; ".join(f"{', '.join(models)}: {what}" for what, models in groups.items())
+    return out
+
+
+def _bench_layouts(names: Sequence[str], device: str, asked: bool | None) -> dict[str, Any]:
+    """Each model's memory format for ``bench`` (True: channels_last), and under the key "" one line saying which:
+    the flag where given, else what ``data.channels_last: auto`` picks for the family, as a training run would."""
+    from .models import get_spec
+    from .precision import resolve_channels_last
+
+    if asked is not None:
+        return {"": "on (asked for)" if asked else "off (asked for)", **dict.fromkeys(names, asked)}
+    out = {n: bool(resolve_channels_last("auto", get_spec(n).family, device).value) for n in names}
+    on = [n for n in names if out[n]]
+    out[""] = ("auto: on for " + ", ".join(on) if on else "auto: off") + (
+        "" if len(on) in (0, len(names)) else ", off for the others")
     return out
 
 
@@ -943,7 +960,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, help="default: 128 for inputs up to 32x32, else 8")
     s.add_argument("--size", type=int, help="input side (default: the model's)")
     s.add_argument("--threads", type=int, help="torch (and onnxruntime) threads (default: torch's)")
-    s.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: as data.channels_last=auto picks it for each model's family)")
     s.add_argument("--compile", action="store_true", help="torch.compile (falls back to eager if unavailable)")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="fp32, or bf16 autocast (default auto: bf16 where this device runs it faster)")

@@ -93,6 +93,19 @@ def test_an_out_folder_holding_something_else_is_refused_and_left_alone(tmp_path
     assert sorted(p.name for p in other.iterdir()) == ["experiment.json"]
 
 
+def test_the_index_names_the_precision_a_report_ran_in(tmp_path: Path) -> None:
+    """The index's precision column: the distinct precisions of a report's ``- Precision:`` line, reasons dropped;
+    float32 for a report written before the setting existed."""
+    from milestones.experiments.base import committed_precision
+
+    report = tmp_path / "report.md"
+    report.write_text("# x\n\n- Precision: bf16 (4 runs: auto: the CPU has avx512_bf16 and bf16 ran the probe at "
+                      "1.46x float32 speed); fp32 (2 runs: asked for)\n")
+    assert committed_precision(report) == "bf16, fp32"
+    report.write_text("# x\n\n- Runs: `a`, `b`\n")
+    assert committed_precision(report).startswith("fp32 (before")
+
+
 def test_the_experiments_index_is_fresh() -> None:
     """docs/experiments/README.md lists every experiment with the verdict of its committed report."""
     from milestones.experiments.base import index_markdown

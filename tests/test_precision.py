@@ -136,14 +136,17 @@ def test_the_real_probe_measures_both() -> None:
     assert p["speedup"] == pytest.approx(p["fp32_ms"] / p["bf16_ms"], rel=0.5)  # a median of ratios, near theirs
 
 
-def test_channels_last_and_compile_choices() -> None:
+def test_channels_last_and_compile_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert P.resolve_channels_last("auto", "resnet").value is True
     assert P.resolve_channels_last("auto", "vgg").value is False          # measured 0.74x
     assert P.resolve_channels_last("auto", "densenet").value is False     # not measured: NCHW
     assert P.resolve_channels_last(False, "resnet").value is False
-    # resnet20's measured 1.22x and 110 s of compiling: 3,900 steps of 0.8 s repay it, 100 steps do not
+    # a 1.22x faster step and 110 s of compiling: 3,900 steps of 0.8 s repay it, 100 steps do not
     assert P.compile_pays(1.22, 110.0, 0.8, 3900) and not P.compile_pays(1.22, 110.0, 0.8, 100)
     assert not P.compile_pays(0.64, 1.0, 10.0, 10**6)
+    measured = P.resolve_compile("auto", "resnet", "cpu", steps=10**6, step_seconds=_no_probe)
+    assert measured.value is False and "0.74x" in measured.reason  # a whole compiled resnet20 run was slower
+    monkeypatch.setitem(P.COMPILE_CPU, "resnet", (1.22, 110.0, "resnet20"))
     long = P.resolve_compile("auto", "resnet", "cpu", steps=3900, step_seconds=lambda: 0.8)
     short = P.resolve_compile("auto", "resnet", "cpu", steps=100, step_seconds=lambda: 0.8)
     assert long.value is True and short.value is False and "110 s" in short.reason
@@ -224,3 +227,16 @@ def test_runs_from_before_the_keys_resume_as_they_trained(tmp_path) -> None:
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
     cfg = load_run_config(tmp_path)
     assert cfg.train.precision == ("auto" if torch.cuda.is_available() else "fp32") and cfg.train.compile is False
+
+
+def test_bench_follows_the_training_layout_unless_told() -> None:
+    """``milestones bench`` without ``--channels-last``/``--no-channels-last`` runs each model in the memory format a
+    training run's ``auto`` picks for its family; the flags override it for every model."""
+    from milestones.cli import _bench_layouts
+
+    names = ["resnet20", "vgg11"]
+    auto = _bench_layouts(names, "cpu", None)
+    assert auto["resnet20"] is P.CHANNELS_LAST_CPU["resnet"][0] and auto["vgg11"] is P.CHANNELS_LAST_CPU["vgg"][0]
+    assert auto[""].startswith("auto")
+    assert _bench_layouts(names, "cpu", True) == {"": "on (asked for)", "resnet20": True, "vgg11": True}
+    assert _bench_layouts(names, "cpu", False)["vgg11"] is False
