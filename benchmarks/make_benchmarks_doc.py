@@ -475,13 +475,26 @@ def replace_kind(text: str, block: str) -> str:
     return merge_kinds(text, {key: block})
 
 
+def _measuring_args(argv: Sequence[str]) -> list[str]:
+    """The command line without the options that only say where results go (``--out``, ``--json``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--out", "--json"):
+            skip = True
+        elif not arg.startswith(("--out=", "--json=")):
+            out.append(arg)
+    return out
+
+
 def section_precision(doc: Doc) -> str:
     """This machine kind's subsection (markers included), also added to the document."""
     a = doc.args
     flags = precision.native_bf16()
     probe = precision.measure_bf16("cpu")
     key = kind_key()
-    cmd = shlex.join(["python", "benchmarks/make_benchmarks_doc.py", *doc.argv])
+    cmd = shlex.join(["python", "benchmarks/make_benchmarks_doc.py", *_measuring_args(doc.argv)])
     lines = [KIND_BEGIN.format(key), f"### {key}\n",
              f"Measured on {datetime.date.today().isoformat()} by `{cmd}`.\n", "\n".join([
                  f"- machine: {machine_description('cpu', a.threads)}; clock = {a.clock}, {a.reps} reps after "
