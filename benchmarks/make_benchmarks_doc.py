@@ -422,7 +422,7 @@ def _auto_label(name: str) -> str:
     the run's length, see milestones.precision.resolve_compile)."""
     family = get_spec(name).family
     bf16 = precision.resolve_precision("auto", "cpu", family).value == "bf16"
-    nhwc = precision.resolve_channels_last("auto", family, "cpu").value
+    nhwc = precision.resolve_channels_last("auto", family, "cpu", "bf16" if bf16 else "fp32").value
     return {(False, False): "fp32", (False, True): "channels_last", (True, False): "bf16",
             (True, True): "bf16 + channels_last"}[(bf16, nhwc)]
 

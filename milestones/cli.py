@@ -502,7 +502,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     amps = _bench_precisions(names, device, args.precision, args.amp)
-    layouts = _bench_layouts(names, device, args.channels_last)
+    layouts = _bench_layouts(names, device, args.channels_last, amps)
     print(f"machine: {machine_description(device, args.threads)}; precision: {amps.pop('')}; channels_last: "
           f"{layouts.pop('')}")
     if args.probe:
@@ -560,15 +560,19 @@ def _bench_precisions(names: Sequence[str], device: str, precision: str, amp: st
     return out
 
 
-def _bench_layouts(names: Sequence[str], device: str, asked: bool | None) -> dict[str, Any]:
+def _bench_layouts(names: Sequence[str], device: str, asked: bool | None,
+                   amps: dict[str, str | None] | None = None) -> dict[str, Any]:
     """Each model's memory format for ``bench`` (True: channels_last), and under the key "" one line saying which:
-    the flag where given, else what ``data.channels_last: auto`` picks for the family, as a training run would."""
+    the flag where given, else what ``data.channels_last: auto`` picks for the family and the precision ``amps``
+    gives it (:func:`_bench_precisions`), as a training run would."""
     from .models import get_spec
     from .precision import resolve_channels_last
 
     if asked is not None:
         return {"": "on (asked for)" if asked else "off (asked for)", **dict.fromkeys(names, asked)}
-    out = {n: bool(resolve_channels_last("auto", get_spec(n).family, device).value) for n in names}
+    amps = amps or {}
+    out = {n: bool(resolve_channels_last("auto", get_spec(n).family, device, amps.get(n) or "fp32").value)
+           for n in names}
     on = [n for n in names if out[n]]
     out[""] = ("auto: on for " + ", ".join(on) if on else "auto: off") + (
         "" if len(on) in (0, len(names)) else ", off for the others")

@@ -8,16 +8,19 @@ about the machine at hand, never from CPU flags alone:
   (:func:`measure_bf16`: a conv-BN-ReLU-conv-BN training step, timed beside float32, interleaved) runs bf16 at least
   :data:`PROBE_MARGIN` times faster, and the model's family is not one measured slower in bf16
   (:data:`BF16_SLOWER_CPU`). Otherwise float32. Flags alone cannot decide: docs/benchmarks.md (2026-11-25) measured
-  bf16 autocast at 0.03-0.23x float32 speed on an AMD EPYC that lists ``avx512_bf16``, while on 2026-12-01 a machine
-  of the same name and flags ran resnet20's training step 1.48x faster in bf16 (and lenet5_modern's 0.75x). The
+  bf16 autocast at 0.03-0.23x float32 speed on an AMD EPYC that lists ``avx512_bf16``, while on 2026-12-02 a machine
+  of the same name and flags ran resnet20's training step 1.42x faster in bf16 (and lenet5_modern's 0.78x). The
   probe's result is cached per machine (CPU model name, torch version, threads) in the project's cache folder
   (``$MILESTONES_CACHE``, else ``~/.cache/milestones``), so it runs once. Autocast leaves the weights, the optimizer,
   BatchNorm's running statistics and the loss (computed on float32 logits, outside autocast) in float32.
 * ``data.channels_last``: NHWC tensors for the families measured faster with them in training
-  (:data:`CHANNELS_LAST_CPU`, from docs/benchmarks.md); on CUDA for the convolutional families.
-* ``train.compile``: only where the measured per-step saving, times the run's steps, exceeds the compile time
-  (:func:`compile_pays`); off where the family was not measured on this kind of device. Inductor's cache goes to the
-  project's cache folder, so a second run of the same model compiles from cache.
+  (:data:`CHANNELS_LAST_CPU`, and :data:`CHANNELS_LAST_CPU_BF16` for bf16 runs, from docs/benchmarks.md); on CUDA for
+  the convolutional families.
+* ``train.compile``: only where the measured saving, times the run's steps, exceeds the compile time
+  (:func:`compile_pays`); off where the family was not measured on this kind of device. On a CPU, measured whole
+  runs were slower compiled (:data:`COMPILE_CPU`), so ``auto`` compiles there only if the table says otherwise; on
+  CUDA, long runs are compiled. Inductor's cache goes to the project's cache folder, so a second run of the same
+  model compiles from cache.
 
 Each choice is a :class:`Choice`, a value and the reason for it, which the CLI prints at start and the run records in
 ``summary.json`` and its checkpoints.
@@ -75,6 +78,16 @@ CHANNELS_LAST_CPU = {
 "Default against the other CPU paths" table of docs/benchmarks.md (2026-11-25, AMD EPYC, 1 thread, quick mode).
 Families not listed keep NCHW (not measured). A ratio within 1.05 of even keeps NCHW, the layout every kernel
 supports."""
+
+CHANNELS_LAST_CPU_BF16 = {
+    "vgg": (True, 1.08, "vgg11"),
+    "googlenet": (True, 1.34, "googlenet_tv"),
+    "resnet": (True, 1.11, "resnet20"),  # resnet18 1.07
+}
+"""The same for a bf16 run: training speed of bf16 + channels_last over bf16 in NCHW (the per-kind table of
+docs/benchmarks.md, 2026-12-02, 2-core EPYC with avx512_bf16: vgg11 1.09/1.01, googlenet_tv 1.51/1.13, resnet20
+1.47/1.33, resnet18 1.44/1.34). oneDNN's bf16 convolutions want NHWC more than its float32 ones do: VGG, NCHW in
+float32, is NHWC in bf16. Families not listed follow :data:`CHANNELS_LAST_CPU`."""
 
 CNN_FAMILIES = ("lenet", "convnet4", "alexnet", "vgg", "googlenet", "resnet", "densenet")
 
@@ -279,14 +292,19 @@ def check_flag(value: Any, key: str) -> None:
         raise ConfigError(f"{key} must be auto, true or false, got {value!r}")
 
 
-def resolve_channels_last(value: bool | str, family: str, device: str | torch.device = "cpu") -> Choice:
-    """``data.channels_last``: an explicit bool as asked; ``auto`` from the measured table of the family."""
+def resolve_channels_last(value: bool | str, family: str, device: str | torch.device = "cpu",
+                          precision: str = "fp32") -> Choice:
+    """``data.channels_last``: an explicit bool as asked; ``auto`` from the measured table of the family, for a
+    run in the resolved ``precision`` (``"fp32"`` or ``"bf16"``)."""
     check_flag(value, "data.channels_last")
     if isinstance(value, bool):
         return Choice(value, "asked for")
     if torch.device(device).type == "cuda":
         cnn = family in CNN_FAMILIES
         return Choice(cnn, "auto: " + ("a convolutional family on CUDA" if cnn else "not a convolutional family"))
+    if precision == "bf16" and family in CHANNELS_LAST_CPU_BF16:
+        on, ratio, model = CHANNELS_LAST_CPU_BF16[family]
+        return Choice(on, f"auto: {model} trained {ratio:.2f}x as fast with it in bf16 (docs/benchmarks.md)")
     if family not in CHANNELS_LAST_CPU:
         return Choice(False, f"auto: the {family} family was not measured with channels_last")
     on, ratio, model = CHANNELS_LAST_CPU[family]

@@ -141,6 +141,8 @@ def test_channels_last_and_compile_choices(monkeypatch: pytest.MonkeyPatch) -> N
     assert P.resolve_channels_last("auto", "vgg").value is False          # measured 0.74x
     assert P.resolve_channels_last("auto", "densenet").value is False     # not measured: NCHW
     assert P.resolve_channels_last(False, "resnet").value is False
+    assert P.resolve_channels_last("auto", "vgg", "cpu", "bf16").value is True  # bf16: 1.08x NHWC
+    assert P.resolve_channels_last("auto", "lenet", "cpu", "bf16").value is P.CHANNELS_LAST_CPU["lenet"][0]
     # a 1.22x faster step and 110 s of compiling: 3,900 steps of 0.8 s repay it, 100 steps do not
     assert P.compile_pays(1.22, 110.0, 0.8, 3900) and not P.compile_pays(1.22, 110.0, 0.8, 100)
     assert not P.compile_pays(0.64, 1.0, 10.0, 10**6)

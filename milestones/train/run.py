@@ -302,8 +302,9 @@ def run_training(
             require_tensorboard()  # a missing package fails before the data are loaded
         device, joined = _setup(cfg, world)
         family = get_spec(cfg.model.name).family
-        choices = {"precision": resolve_precision(cfg.train.precision, device, family),
-                   "channels_last": resolve_channels_last(cfg.data.channels_last, family, device)}
+        choices = {"precision": resolve_precision(cfg.train.precision, device, family)}
+        choices["channels_last"] = resolve_channels_last(cfg.data.channels_last, family, device,
+                                                         choices["precision"].value)
         channels_last = choices["channels_last"].value
         loaders = make_loaders(dataclasses.replace(cfg.data, channels_last=channels_last), device,
                                seed=cfg.train.seed, default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
