@@ -101,6 +101,25 @@ def test_modern_variant_is_dense_relu_maxpool() -> None:
     assert count_params(model) == 156 + 2416 + 48120 + 10164 + 850
 
 
+def test_modern_pools_before_relu_with_the_same_outputs_and_gradients() -> None:
+    """lenet5_modern max-pools before its ReLU (cheaper); ReLU is monotonic, so this equals the textbook order
+    conv -> ReLU -> pool: outputs and every parameter's gradient, recomputed in float64 in that order."""
+    torch.manual_seed(0)
+    model = create_model("lenet5_modern").double()
+    x = torch.randn(8, 1, 32, 32, dtype=torch.float64)
+    model(x).square().sum().backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    relu, pool = torch.relu, torch.nn.functional.max_pool2d
+    h = pool(relu(model.c1(x)), 2)
+    h = pool(relu(model.c3(h)), 2)
+    textbook = model.head(relu(model.f6(relu(model.c5(h)).flatten(1))))
+    assert torch.allclose(textbook, model(x), rtol=1e-12, atol=0)
+    textbook.square().sum().backward()
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, ours[n], rtol=1e-10, atol=1e-12), n
+
+
 def test_wrong_input_size_is_explained() -> None:
     with pytest.raises(ValueError, match="32x32"):
         create_model("lenet5")(torch.randn(1, 1, 28, 28))
