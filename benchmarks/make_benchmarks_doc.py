@@ -126,6 +126,7 @@ def section_machine(doc: Doc) -> None:
     doc.add("## Machine\n")
     doc.add("\n".join([
         f"- {machine_description('cpu', a.threads)}",
+        f"- machine kind: {kind_key()} (vector flags: {vector_flags() or 'none read'})",
         f"- Python {platform.python_version()}, torchvision {_version('torchvision')}, onnxruntime "
         f"{_version('onnxruntime')}; oneDNN {onednn}",
         f"- float32 matmul peak ({n}x{n}x{n}, median of 7): {peaks[1]:.1f} GFLOP/s with 1 thread, {peaks[2]:.1f} "
@@ -439,6 +440,11 @@ def kind_key() -> str:
             f"{'+'.join(precision.native_bf16()) or 'none'}")
 
 
+def vector_flags() -> str:
+    """The CPU's AVX and AMX flags from /proc/cpuinfo, the ones that decide which kernels run."""
+    return ", ".join(sorted(f for f in precision.cpu_flags() if f.startswith(("avx", "amx"))))
+
+
 def kind_blocks(text: str) -> dict[str, str]:
     """The per-kind subsections of a generated file, by kind, markers included."""
     return {m[1]: m[0] for m in KIND_BLOCK.finditer(text)}
@@ -500,7 +506,8 @@ def section_precision(doc: Doc) -> str:
                  f"- machine: {machine_description('cpu', a.threads)}; clock = {a.clock}, {a.reps} reps after "
                  f"{a.warmup} warm-up step(s)",
                  f"- native bf16 flags in /proc/cpuinfo: {', '.join(flags) or 'none'} (of "
-                 f"{', '.join(precision.NATIVE_BF16_FLAGS)}); torch CPU kernels: {precision.cpu_capability()}",
+                 f"{', '.join(precision.NATIVE_BF16_FLAGS)}); torch CPU kernels: {precision.cpu_capability()}; "
+                 f"vector flags: {vector_flags() or 'none read'}",
                  f"- bf16 probe (``milestones.precision.measure_bf16``, a conv-BN-ReLU-conv-BN training step at batch "
                  f"16, interleaved, measured now): float32 {probe['fp32_ms']:.1f} ms, bf16 {probe['bf16_ms']:.1f} ms, "
                  f"bf16 at {probe['speedup']:.2f}x float32 speed (auto needs {precision.PROBE_MARGIN}x)",

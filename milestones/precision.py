@@ -7,9 +7,10 @@ about the machine at hand, never from CPU flags alone:
   advertises a native bf16 matmul (``amx_bf16`` or ``avx512_bf16`` in ``/proc/cpuinfo``) *and* a short probe
   (:func:`measure_bf16`: a conv-BN-ReLU-conv-BN training step, timed beside float32, interleaved) runs bf16 at least
   :data:`PROBE_MARGIN` times faster, and the model's family is not one measured slower in bf16
-  (:data:`BF16_SLOWER_CPU`). Otherwise float32. Flags alone cannot decide: docs/benchmarks.md (2026-11-25) measured
-  bf16 autocast at 0.03-0.23x float32 speed on an AMD EPYC that lists ``avx512_bf16``, while on 2026-12-02 a machine
-  of the same name and flags ran resnet20's training step 1.42x faster in bf16 (and lenet5_modern's 0.78x). The
+  (:data:`BF16_SLOWER_CPU`). Otherwise float32. Flags alone should not decide: docs/benchmarks.md (2026-11-25) measured
+  bf16 autocast at 0.03-0.23x float32 speed on an AMD EPYC (that run did not record its flags; issue 17 calls that
+  kind AVX2-only), while on 2026-12-02 an AMD EPYC listing ``avx512_bf16`` ran resnet20's training step 1.42x faster
+  in bf16 (and lenet5_modern's 0.78x). The
   probe's result is cached per machine (CPU model name, torch version, threads) in the project's cache folder
   (``$MILESTONES_CACHE``, else ``~/.cache/milestones``), so it runs once. Autocast leaves the weights, the optimizer,
   BatchNorm's running statistics and the loss (computed on float32 logits, outside autocast) in float32.
