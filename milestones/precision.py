@@ -93,17 +93,17 @@ float32, is NHWC in bf16. Families not listed follow :data:`CHANNELS_LAST_CPU`."
 CNN_FAMILIES = ("lenet", "convnet4", "alexnet", "vgg", "googlenet", "resnet", "densenet")
 
 COMPILE_CPU = {
-    "resnet": (0.74, 110.0, "resnet20"),
+    "resnet": (0.55, 110.0, "resnet20"),
     "lenet": (0.64, 110.0, "lenet5_modern"),
 }
 """Family -> (training speed of ``torch.compile`` over eager, compile seconds, the model measured) on a CPU, in
-float32. resnet20: a whole 10-epoch ``cifar10_resnet20`` run compiled trained at 460 img/s, eager ran 624 img/s
-(``milestones bench resnet20 --mode train``, channels_last, 2 threads): 0.74x, on the 2-core EPYC with avx512_bf16,
-2026-12-02, although the compiled *step* alone measured 1.22x on the AVX2 EPYC (docs/benchmarks.md, 1 thread): in a
-real run the compiled model also recompiles for evaluation and for the last, smaller batch of each epoch. lenet5_modern:
-0.64x for the step alone (docs/benchmarks.md). The compile seconds are resnet20's first compiled training step with an
-empty inductor cache (108 s, 2026-12-01, shared machine). Families not listed are not compiled by ``auto`` on a CPU;
-as measured, ``auto`` compiles nothing on a CPU."""
+float32. resnet20: whole 10-epoch ``cifar10_resnet20`` runs (seed 0, float32, channels_last, 2 threads, each alone on
+the 2-core EPYC with avx512_bf16): compiled 460 img/s (2026-12-01), eager 836 img/s (2026-12-02), 0.55x, although
+the compiled *step* alone measured 1.19x there (docs/benchmarks.md, per-kind table) and 1.22x on the 2026-11-25 EPYC:
+a real run also compiles the model for evaluation and for the last, smaller batch of each epoch, which the step
+benchmark never sees (where the rest of the loss went was not profiled). lenet5_modern: 0.64x for the step alone (docs/benchmarks.md). The compile
+seconds are resnet20's first compiled training step with an empty inductor cache (108 s, 2026-12-01, shared machine).
+Families not listed are not compiled by ``auto`` on a CPU; as measured, ``auto`` compiles nothing on a CPU."""
 
 CUDA_COMPILE_ASSUMED = (1.3, 60.0)
 """(speed ratio, compile seconds) assumed for ``auto`` on CUDA, where no GPU was measured yet: compile when a run is

@@ -147,7 +147,7 @@ def test_channels_last_and_compile_choices(monkeypatch: pytest.MonkeyPatch) -> N
     assert P.compile_pays(1.22, 110.0, 0.8, 3900) and not P.compile_pays(1.22, 110.0, 0.8, 100)
     assert not P.compile_pays(0.64, 1.0, 10.0, 10**6)
     measured = P.resolve_compile("auto", "resnet", "cpu", steps=10**6, step_seconds=_no_probe)
-    assert measured.value is False and "0.74x" in measured.reason  # a whole compiled resnet20 run was slower
+    assert measured.value is False and "0.55x" in measured.reason  # a whole compiled resnet20 run was slower
     monkeypatch.setitem(P.COMPILE_CPU, "resnet", (1.22, 110.0, "resnet20"))
     long = P.resolve_compile("auto", "resnet", "cpu", steps=3900, step_seconds=lambda: 0.8)
     short = P.resolve_compile("auto", "resnet", "cpu", steps=100, step_seconds=lambda: 0.8)
