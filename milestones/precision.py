@@ -99,10 +99,11 @@ COMPILE_CPU = {
 """Family -> (training speed of ``torch.compile`` over eager, compile seconds, the model measured) on a CPU, in
 float32. resnet20: whole 10-epoch ``cifar10_resnet20`` runs (seed 0, float32, channels_last, 2 threads, each alone on
 the 2-core EPYC with avx512_bf16): compiled 460 img/s (2026-12-01), eager 836 img/s (2026-12-02), 0.55x, although
-the compiled *step* alone measured 1.19x there (docs/benchmarks.md, per-kind table) and 1.22x on the 2026-11-25 EPYC:
-a real run also compiles the model for evaluation and for the last, smaller batch of each epoch, which the step
-benchmark never sees (where the rest of the loss went was not profiled). lenet5_modern: 0.64x for the step alone (docs/benchmarks.md). The compile
-seconds are resnet20's first compiled training step with an empty inductor cache (108 s, 2026-12-01, shared machine).
+the compiled *step* alone measured 1.14x there (NCHW; docs/benchmarks.md, per-kind table) and 1.22x on the
+2026-11-25 EPYC: a real run also compiles the model for evaluation and for the last, smaller batch of each epoch,
+which the step benchmark never sees (where the rest of the loss went was not profiled). lenet5_modern: 0.64x for the
+step alone (docs/benchmarks.md). The compile seconds are resnet20's first compiled training step with an empty
+inductor cache (108 s, 2026-12-01, shared machine).
 Families not listed are not compiled by ``auto`` on a CPU; as measured, ``auto`` compiles nothing on a CPU."""
 
 CUDA_COMPILE_ASSUMED = (1.3, 60.0)
