@@ -107,6 +107,8 @@ def test_auto_is_fp32_without_native_bf16_flags(monkeypatch) -> None:
     (1.1, None, "fp32"),          # faster, but not by PROBE_MARGIN
     (1.9, None, "bf16"),
     (1.9, "lenet", "fp32"),       # a family measured slower in bf16 on a CPU
+    (1.9, "alexnet", "fp32"),     # another (FC-bound: 0.93x)
+    (1.9, "resnet", "bf16"),
 ])
 def test_auto_follows_the_probe(monkeypatch, speedup, family, expected) -> None:
     monkeypatch.setattr(P, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
