@@ -109,14 +109,19 @@ def measure(args: argparse.Namespace) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n", summaries
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options (``tests/test_docs.py`` parses the commands in docs/results.md with it)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA)")
     p.add_argument("--out", default="runs/precision_accuracy", help="folder for the run directories")
     p.add_argument("--smoke", action="store_true", help="1 epoch on 512 images, one seed: tests the script only")
     p.add_argument("--report", help="also write the markdown report here")
     p.add_argument("--json", help="write every run's summary here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     report, summaries = measure(args)
     print(report, end="")
     if args.report:
