@@ -3,7 +3,7 @@
 Checks (issue 17), on whatever machine runs this:
 
 1. ``lenet5`` on MNIST (recipe ``mnist_lenet5``) with ``auto`` reaches >= 99.0% test accuracy. ``auto`` keeps the
-   LeNet family in float32 on a CPU (``milestones.precision.BF16_SLOWER_CPU``), so a forced bf16 run is added to
+   LeNet family in float32 on a CPU (``milestones.precision.BF16_KEPT_FP32_CPU``), so a forced bf16 run is added to
    measure bf16 itself.
 2. ResNet-20's 10-epoch CIFAR-10 recipe (``cifar10_resnet20``) with ``auto`` within 0.5 points of fp32, two seeds
    each (mean over seeds). Where ``auto`` resolves to fp32 the comparison is trivially equal, so forced bf16 runs are
