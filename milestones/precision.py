@@ -56,9 +56,9 @@ PROBE_VERSION = 2
 """Bump when the probe changes: cached results of the old probe are then measured again."""
 
 BF16_CPU_CHECKED = {
-    "resnet": "resnet20 trained 1.39x faster and its 10-epoch recipe within 0.18 points of float32 over two seeds; "
+    "resnet": "resnet20 trained 1.36-1.47x faster and its 10-epoch recipe within 0.18 points of float32 (two seeds); "
               "the degradation experiment (resnet/plain 20 and 56) drew the float32 run's conclusions",
-    "googlenet": "googlenet_tv trained 1.67x faster; googlenet-aux and inception-1x1 drew the float32 runs' "
+    "googlenet": "googlenet_tv trained 1.51-1.73x faster; googlenet-aux and inception-1x1 drew the float32 runs' "
                  "conclusions",
     "convnet4": "relu-vs-tanh ran 1.9x faster and drew the float32 run's conclusion",
 }
@@ -68,13 +68,14 @@ avx512_bf16). Every other family stays float32 under ``auto`` until checked: see
 measured and found wanting; the transformers, DenseNet, Inception v2/v3 and Xception were not checked."""
 
 BF16_KEPT_FP32_CPU = {
-    "lenet": "lenet5_modern trained at 0.79x in bf16",
-    "alexnet": "alexnet_owt trained at 0.93x in bf16 (its step is its 58M FC weights, cast again every step)",
+    "lenet": "lenet5_modern trained at 0.78-0.86x in bf16",
+    "alexnet": "alexnet_owt trained at 0.91-0.96x in bf16 (its step is its 58M FC weights, cast every step)",
     "vgg": "vgg13_bn with 7x7 convolutions diverged (NaN weights by step 39-117) in bf16 in two seeds of two, "
            "float32 did not (small-filters)",
 }
-"""Families measured and kept in float32 by ``auto`` on a CPU, with why (2026-12-02, same machine). VGG trains 1.15x
-faster in bf16 and vgg-fc-heads drew its float32 conclusions, but a run that diverges is not a safe default."""
+"""Families measured and kept in float32 by ``auto`` on a CPU, with why (2026-12-02, same machine; ranges over the
+three per-kind table runs of that day). VGG trains 1.06-1.15x faster in bf16 with channels_last and vgg-fc-heads drew
+its float32 conclusions, but a run that diverges is not a safe default."""
 
 CHANNELS_LAST_CPU = {
     "lenet": (True, 1.26, "lenet5_modern"),
