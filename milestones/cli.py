@@ -370,11 +370,9 @@ def _show_config(cfg: RunConfig) -> int:
 
     from .config import to_yaml
     from .models import create_model
-    from .precision import check_flag, check_precision
+    from .precision import check_settings
 
-    check_precision(cfg.train.precision)
-    check_flag(cfg.data.channels_last, "data.channels_last")
-    check_flag(cfg.train.compile, "train.compile")
+    check_settings(cfg)
     with torch.device("meta"):
         create_model(cfg.model.name, **cfg.model.kwargs)
     print(to_yaml(cfg), end="")
@@ -577,6 +575,12 @@ def _bench_layouts(names: Sequence[str], device: str, asked: bool | None,
     out[""] = ("auto: on for " + ", ".join(on) if on else "auto: off") + (
         "" if len(on) in (0, len(names)) else ", off for the others")
     return out
+
+
+def _precision_option(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """``--precision auto|fp32|bf16`` (``train.precision``, :data:`milestones.precision.PRECISIONS`, spelled out here
+    so that building the parser does not import torch) with this command's default and help."""
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=default, help=help)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -800,8 +804,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing run directory of that name")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
     s.add_argument("--seed", type=int)
-    s.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="train.precision: bf16 autocast or fp32 (default auto: bf16 where this device runs it faster)")
+    _precision_option(s, None, help="train.precision: bf16 autocast or fp32 (default auto: bf16 where this device "
+                                    "runs it faster)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.add_argument("--dry-run", action="store_true",
                    help="print the resolved config (recipe and overrides) and check the model's options; train nothing")
@@ -871,8 +875,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "folder)")
     s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the recipes')")
-    s.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="train.precision of every run (default: the recipes', auto)")
+    _precision_option(s, None, help="train.precision of every run (default: the recipes', auto)")
     s.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     s.add_argument("--report-only", action="store_true", help="write the reports from the finished runs only")
     s.add_argument("--retry-failed", action="store_true", help="train again the runs that failed earlier")
@@ -891,8 +894,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report-dir", help="also write report.md, results.csv and the figures here")
     s.add_argument("--seeds", type=int, help="seeds per run (default: the mode's)")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the recipes')")
-    s.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="train.precision of every run (default: the recipes', auto)")
+    _precision_option(s, None, help="train.precision of every run (default: the recipes', auto)")
     s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -904,8 +906,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")
     s.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's logits with its "
                    "mirror image's")
-    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="bf16 autocast or fp32 forward passes (default auto: bf16 where this CPU runs it faster)")
+    _precision_option(s, "auto", help="bf16 autocast or fp32 forward passes (default auto: bf16 where this CPU runs "
+                                      "it faster)")
 
     s = sub.add_parser("predict", help="top-k classes for image files")
     s.add_argument("checkpoint", help="run directory or .safetensors file")
@@ -967,8 +969,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format (default: as data.channels_last=auto picks it for each model's family)")
     s.add_argument("--compile", action="store_true", help="torch.compile (falls back to eager if unavailable)")
-    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="fp32, or bf16 autocast (default auto: bf16 where this device runs it faster)")
+    _precision_option(s, "auto", help="fp32, or bf16 autocast (default auto: bf16 where this device runs it "
+                                      "faster)")
     s.add_argument("--amp", choices=["bf16"], help=argparse.SUPPRESS)  # older spelling of --precision bf16
     s.add_argument("--reps", type=int, default=10, help="timed reps per contender, interleaved (default 10)")
     s.add_argument("--warmup", type=int, default=2, help="untimed steps first (peak memory is measured over them)")

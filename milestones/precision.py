@@ -306,6 +306,14 @@ def check_flag(value: Any, key: str) -> None:
         raise ConfigError(f"{key} must be auto, true or false, got {value!r}")
 
 
+def check_settings(cfg: Any) -> None:
+    """``train.precision``, ``data.channels_last`` and ``train.compile`` of a run config: each a one-line ConfigError
+    if not a value it takes."""
+    check_precision(cfg.train.precision)
+    check_flag(cfg.data.channels_last, "data.channels_last")
+    check_flag(cfg.train.compile, "train.compile")
+
+
 def resolve_channels_last(value: bool | str, family: str, device: str | torch.device = "cpu",
                           precision: str = "fp32") -> Choice:
     """``data.channels_last``: an explicit bool as asked; ``auto`` from the measured table of the family, for a

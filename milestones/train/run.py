@@ -45,8 +45,7 @@ from ..measure import count_macs, count_params
 from ..models import create_model, get_spec, model_options
 from ..precision import (
     Choice,
-    check_flag,
-    check_precision,
+    check_settings,
     estimate_step_seconds,
     resolve_channels_last,
     resolve_compile,
@@ -421,9 +420,7 @@ def _shard(loaders: Any, cfg: RunConfig, world: distributed.World) -> None:
 def _setup(cfg: RunConfig, world: distributed.World = distributed.SINGLE) -> tuple[torch.device, bool]:
     """Threads, seeds, deterministic kernels; the device to train on, and whether this call joined a process group
     (torchrun's ranks). Also checks the settings the loss needs."""
-    check_precision(cfg.train.precision)
-    check_flag(cfg.data.channels_last, "data.channels_last")
-    check_flag(cfg.train.compile, "train.compile")
+    check_settings(cfg)
     if (cfg.data.mixup_alpha or cfg.data.cutmix_alpha) and cfg.train.loss != "ce":
         raise ConfigError(f"mixup/cutmix need train.loss=ce (their soft targets), not {cfg.train.loss!r}")
     if cfg.train.threads:
@@ -472,9 +469,8 @@ def _build_model(cfg: RunConfig, spec: Any, device: torch.device, channels_last:
 
 
 def _checkpoint_meta(cfg: RunConfig, spec: Any, input_size: tuple[int, ...],
-                     choices: dict[str, Choice] | None = None) -> dict[str, Any]:
+                     choices: dict[str, Choice]) -> dict[str, Any]:
     """What every checkpoint of the run records so that it can be rebuilt and fed, and how it was computed."""
-    choices = choices or {}
     return {
         "model": cfg.model.name,
         "model_kwargs": cfg.model.kwargs,
@@ -484,7 +480,7 @@ def _checkpoint_meta(cfg: RunConfig, spec: Any, input_size: tuple[int, ...],
                  "input_size": list(input_size), "class_subset": cfg.data.classes},
         "config": cfg.to_dict(),
         "environment": environment(),
-        **({"precision": choices["precision"].value} if "precision" in choices else {}),
+        "precision": choices["precision"].value,
         "run_settings": {k: c.to_dict() for k, c in choices.items()},
     }
 
