@@ -15,6 +15,18 @@ def _plt() -> Any:
     return plt
 
 
+def label_axes(ax: Any, xlabel: str, ylabel: str, *, title: str | None = None, legend: int | None = 8) -> None:
+    """The experiments' axis style: labels, an optional title, a light grid, and a legend in ``legend``-point type
+    (None: no legend)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if legend is not None:
+        ax.legend(fontsize=legend)
+
+
 def smooth(values: Sequence[float], window: int) -> list[float]:
     """Trailing moving average over ``window`` values (shorter at the start)."""
     out, total = [], 0.0
@@ -40,10 +52,7 @@ def error_panels(curves: Mapping[str, tuple[list[int], list[float], list[tuple[i
             if test:
                 ax.plot(*zip(*test, strict=True), "o--", color=colour, ms=4, lw=0.8, label=f"{label} test")
         ax.set_title(group)
-        ax.set_xlabel("step")
-        ax.set_ylabel("error (%)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        label_axes(ax, "step", "error (%)", legend=7)
     fig.tight_layout()
     return fig
 
@@ -57,10 +66,7 @@ def series(data: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: 
         ax.plot(x, smooth(y, window) if window > 1 else y, label=label, lw=1.2)
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    label_axes(ax, xlabel, ylabel)
     fig.tight_layout()
     return fig
 
@@ -178,10 +184,7 @@ def against_reference(curves: Mapping[str, tuple[Sequence[float], Sequence[float
             ax.plot(x, train, "-", color=colour, lw=1.6, label=f"{name} train")
             ax.plot(x, test, "--", color=colour, lw=1.6, label=f"{name} test")
         ax.set_title(label)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("error (%)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        label_axes(ax, xlabel, "error (%)", legend=7)
     fig.tight_layout()
     return fig
 
@@ -222,8 +225,6 @@ def scatter(points: Mapping[str, Sequence[float]], xlabels: Sequence[str], ylabe
             ax.annotate(label, (values[k], values[-1]), textcoords="offset points", xytext=(6, 4), fontsize=8)
         if log_x:
             ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
+        label_axes(ax, xlabel, ylabel, legend=None)
     fig.tight_layout()
     return fig

@@ -243,10 +243,7 @@ def _curves(losses: Mapping[str, tuple[list[int], list[float]]],
             if train_err:
                 right.plot(epochs[:len(train_err)], train_err, "s--", color=colour, ms=3, lw=1.0)
     for ax, xlabel, ylabel in ((left, "step", "training loss"), (right, "epoch", "error (%)")):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        plots.label_axes(ax, xlabel, ylabel, legend=7)
     fig.tight_layout()
     return fig
 

@@ -147,11 +147,7 @@ def analyse(ctx: Context) -> Analysis:
                         ls="--" if method == "scratch" else "-")
             ax.axhline(20, color="grey", lw=0.8, ls=":", label="chance")
             ax.set_xscale("log")
-            ax.set_xlabel("labels per class (classes 5-9)")
-            ax.set_ylabel("test accuracy %")
-            ax.set_title(model)
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=8)
+            plots.label_axes(ax, "labels per class (classes 5-9)", "test accuracy %", title=model)
         fig.tight_layout()
         figures.append(Figure("transfer.png", "Test accuracy on CIFAR-10 classes 5-9 against the labels per class, "
                               "for a linear probe on frozen features, fine-tuning and training from scratch; each "

@@ -421,11 +421,7 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]]) -> Any:
             if pts:
                 ax.plot([n for n, _ in pts], [a for _, a in pts], "o-", color=f"C{i}", label=model)
         ax.set_xscale("log")
-        ax.set_xlabel("training images")
-        ax.set_ylabel("test accuracy %")
-        ax.set_title(regime)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        plots.label_axes(ax, "training images", "test accuracy %", title=regime)
     fig.tight_layout()
     return fig
 
