@@ -62,8 +62,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, *, head: Collection[str]
         if len(cfg.betas) != 2:
             raise ConfigError(f"optim.betas must hold two numbers, got {cfg.betas}")
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-        # Not fused: PyTorch's fused Adam made its step 3.5x faster for lenet5_modern (0.41 -> 0.12 ms, 2-core AMD
-        # EPYC), but a 2-process run resumed from a SIGKILL then no longer ended with bit-identical weights
+        # Not fused: PyTorch's fused Adam made the step faster (about 3.5x for lenet5_modern in an ad-hoc timing on the
+        # 2-core AMD EPYC), but a 2-process run resumed from a SIGKILL then no longer ended with bit-identical weights
         # (tests/test_distributed.py), which the loop kernel does.
         return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     raise ConfigError(f"unknown optimizer {cfg.name!r}; valid: {', '.join(OPTIMIZERS)}")
