@@ -371,8 +371,10 @@ def _show_config(cfg: RunConfig) -> int:
     from .config import to_yaml
     from .models import create_model
     from .precision import check_settings
+    from .train.loop import check_stop
 
     check_settings(cfg)
+    check_stop(cfg.train)
     with torch.device("meta"):
         create_model(cfg.model.name, **cfg.model.kwargs)
     print(to_yaml(cfg), end="")
@@ -728,11 +730,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             from .errors import ConfigError
 
             raise ConfigError("'milestones experiment list' takes no experiment name or folders")
-        rows = [[e.name, f"~{e.quick_minutes:g} min", e.full_cost, e.question, e.source]
-                for e in list_experiments()]
-        print(_table(["name", "quick (2 CPU cores)", "full", "question", "paper's claim from"], rows))
-        print(f"\nmodes: {', '.join(MODES)} (quick: at most 15 minutes on 2 CPU cores; full: paper scale, for a GPU; "
-              "smoke: seconds, what the tests run)")
+        rows = [[e.name, "; ".join(f"{m} {v.minutes:g} min ({v.kind})" for m, v in e.measured.items()) or "-",
+                 e.full_cost, e.question, e.source] for e in list_experiments()]
+        print(_table(["name", "measured wall time (machine kind)", "full", "question", "paper's claim from"], rows))
+        print(f"\nmodes: {', '.join(MODES)} (smoke: seconds, what the tests run; quick: at most 15 minutes on 2 CPU "
+              "cores, one seed; standard: at most 45 minutes (90 where stated), 3 seeds per arm, the committed "
+              "reports; full: paper scale, for a GPU)")
         return 0
     if not args.name:
         from .errors import ConfigError
@@ -748,7 +751,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     try:
         result = run_experiment(args.name, mode=args.mode, out=args.out, seeds=args.seeds, device=args.device,
-                                precision=args.precision, data_root=args.data_root, report_dir=args.report_dir,
+                                precision=args.precision, data_root=args.data_root, data=args.data,
+                                report_dir=args.report_dir,
                                 on_event=event,
                                 callbacks=[] if args.no_progress else [progress_bar()])
     except TrainingInterrupted as e:
@@ -889,13 +893,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "interrupted one resumes), analyses it and writes report.md, results.csv and figures.")
     s.add_argument("action", choices=["list", "run"])
     s.add_argument("name", nargs="?", help="the experiment to run")
-    s.add_argument("--mode", default="quick", help="quick (CPU, minutes), full (paper scale, GPU) or smoke (seconds)")
+    s.add_argument("--mode", default="quick", help="quick (CPU, one seed, <= 15 min), standard (CPU, 3 seeds, <= 45 "
+                   "min: the committed reports), full (paper scale, GPU) or smoke (seconds)")
     s.add_argument("--out", help="the experiment's folder (default: runs/experiments/NAME-MODE)")
     s.add_argument("--report-dir", help="also write report.md, results.csv and the figures here")
     s.add_argument("--seeds", type=int, help="seeds per run (default: the mode's)")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the recipes')")
-    _precision_option(s, None, help="train.precision of every run (default: the recipes', auto)")
+    _precision_option(s, None, help="the one precision of all the experiment's runs, kept by its folder (default: "
+                      "auto, resolved once: bf16 only where auto picks it for every family the experiment trains)")
     s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
+    s.add_argument("--data", help="another dataset for an experiment whose question is not tied to one (MNIST-like "
+                   "sets for the MNIST experiments; see its report)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     s = sub.add_parser("eval", help="evaluate a run or checkpoint on its dataset")

@@ -18,7 +18,7 @@ import statistics
 from typing import Any
 
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 from .measures import TrainSetError, describe_noise, noise_threshold
 
 RECIPE = "cifar10_alexnet"
@@ -248,7 +248,8 @@ EXPERIMENT = register(Experiment(
           "lowers them by 0.4 / 0.3 points and makes the net slightly harder to overfit. Dropout roughly doubles the "
           "iterations needed to converge.",
     source="Krizhevsky, Sutskever, Hinton, NIPS 2012, §3.3, §3.4, §4.1, §4.2",
-    quick_minutes=5,  # measured alone on the 2-core AMD EPYC, 2 torch threads
+    # measured alone on the 2-core AMD EPYC, 2 torch threads
+    measured={"quick": Measured(5, EPYC_BF16)},
     full_cost="5 variants x 3 seeds x 20 epochs of CIFAR-10 with the full-width CIFAR AlexNet (0.2 GMACs per "
               "image): about 1 GPU-hour",
     setup=setup,

@@ -44,7 +44,7 @@ from ..models.cswin import CSWinBlock
 from ..models.swin import ShiftedWindowAttention
 from ..models.vit import Attention
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, Setup, register
 
 DESIGNS = {"vit_b16": "global", "swin_t": "window", "cswin_t": "cross-shaped"}
 SHORT = {"vit_b16": "ViT-B/16", "swin_t": "Swin-T", "cswin_t": "CSWin-T"}
@@ -691,7 +691,8 @@ EXPERIMENT = register(Experiment(
           "limiting the computation cost\", and CSWin-T reaches 82.7% ImageNet top-1 at 4.3G FLOPs against Swin-T's "
           "81.3% at 4.5G.",
     source="Dong et al., CVPR 2022, abstract and Table 2; Liu et al., ICCV 2021, §3.2 Eq. 1-2",
-    quick_minutes=4,  # the committed report's run on the 2-core AMD EPYC, load average under 2: 188 s wall
+    # the committed report's run on the 2-core AMD EPYC, load average under 2: 188 s wall
+    measured={"quick": Measured(4, EPYC_BF16)},
     full_cost="every size from 224 to 2048 measured for the three networks and their layers on one GPU (not yet run; "
               "estimated 10-20 minutes)",
     setup=setup,

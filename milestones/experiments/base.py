@@ -7,8 +7,12 @@ callbacks such as :class:`~milestones.train.callbacks.GradNorms` logged) and ret
 The runner reuses ``compare``: finished runs are skipped, an interrupted one resumes exactly, a diverging one is
 recorded as failed and the experiment goes on.
 
-Modes: ``quick`` (at most 15 minutes on 2 CPU cores; subsets, fewer epochs, narrower nets, each shrink stated in the
-report), ``full`` (the paper-scale version, for a GPU) and ``smoke`` (seconds; what the test suite runs).
+Modes: ``smoke`` (seconds; what the test suite runs), ``quick`` (at most 15 minutes alone on 2 CPU cores, one seed:
+a demonstration that reaches the claim's regime wherever that fits), ``standard`` (at most 45 minutes alone on 2 CPU
+cores, 90 where the claim needs it and the experiment says so; at least 3 seeds per arm wherever the verdict rests on
+a difference between trained arms; the mode of the committed reports) and ``full`` (the paper-scale version, for a
+GPU). Every verdict comes from :func:`milestones.experiments.verdict.decide`; one precision is pinned for all of an
+experiment's runs when its folder is created (``auto`` resolved once), so its arms compute alike on any machine.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import csv
 import dataclasses
 import io
 import json
+import os
+import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,10 +38,25 @@ from ..train.callbacks import Callback
 from ..train.checkpoint import atomic_write
 from ..train.rundir import RunDir
 from . import plots
+from .verdict import VERDICTS
 
-MODES = ("quick", "full", "smoke")
-VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "not testable here")
+MODES = ("smoke", "quick", "standard", "full")
 MARKER = "experiment.json"
+EPYC_BF16 = "AMD EPYC, avx512_bf16"
+"""The machine kind most committed quick reports of 2026-12-01/02 were measured on."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A mode's measured wall time (minutes, alone unless ``note`` says otherwise) and the machine kind it was
+    measured on, as ``experiment list`` and the index show it."""
+
+    minutes: float
+    kind: str
+    note: str = ""
+
+    def describe(self) -> str:
+        return f"{self.minutes:g} min ({self.kind}{'; ' + self.note if self.note else ''})"
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,8 @@ class Analysis:
     verdict: str
     reason: str
     columns: list[str] | None = None
+    answer: str = ""
+    """The report's first paragraph: the learner's question (``../shared/PAPERS.md`` §5) answered in plain words."""
     findings: list[str] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
 
@@ -129,11 +152,16 @@ class Experiment:
     question: str
     claim: str
     source: str
-    quick_minutes: float
-    """Measured wall time of quick mode on this project's 2-core CPU machine (the committed report's)."""
+    measured: Mapping[str, Measured]
+    """Measured wall time per mode on this project's 2-core CPU machine, with the machine kind."""
     full_cost: str
     setup: Callable[[str], Setup]
     analyse: Callable[[Context], Analysis]
+    datasets: tuple[str, ...] = ()
+    """Datasets ``--data`` may swap in for the setup's (its question is not tied to one); empty: the setup's only.
+    ``folder:`` admits any image folder."""
+    standard_limit: int = 45
+    """The standard mode's budget in minutes alone on 2 cores: 45, or 90 where the claim cannot be decided in 45."""
 
 
 @dataclass
@@ -179,8 +207,21 @@ def machine() -> str:
     return machine_description("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _claim_folder(out: Path, name: str, mode: str) -> None:
-    """Refuse an output folder that holds another experiment (or another mode of this one), or anything else."""
+def machine_kind() -> str:
+    """The kind of machine, as reports and ``experiment list`` name it: the CPU, the instruction set torch's kernels
+    use and its native bf16 flags (``AMD EPYC 9B14, AVX2, no bf16 flags``), or the GPU."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    from ..precision import cpu_capability, native_bf16
+    from ..train.rundir import cpu_name
+
+    flags = native_bf16()
+    return f"{cpu_name()}, {cpu_capability()}, {' + '.join(flags) if flags else 'no bf16 flags'}"
+
+
+def _claim_folder(out: Path, name: str, mode: str, data: str | None) -> dict[str, Any]:
+    """Refuse an output folder that holds another experiment (or another mode or dataset of this one), or anything
+    else; returns what the folder's marker holds (a new folder gets one)."""
     marker = out / MARKER
     if marker.is_file():
         try:
@@ -190,10 +231,68 @@ def _claim_folder(out: Path, name: str, mode: str) -> None:
         if held.get("experiment") != name or held.get("mode") != mode:
             raise RunDirError(f"{out} holds experiment {held.get('experiment')!r} in mode {held.get('mode')!r}, not "
                               f"{name!r} in mode {mode!r}; choose another --out")
-        return
+        if held.get("data", data) != data:
+            raise RunDirError(f"{out} holds {name} on {held.get('data')!r}, not on {data!r}; choose another --out")
+        return held
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunDirError(f"{out} exists and holds something other than an experiment; choose another --out")
-    atomic_write(marker, json.dumps({"experiment": name, "mode": mode, "created": _now()}, indent=1).encode())
+    held = {"experiment": name, "mode": mode, "data": data, "created": _now()}
+    atomic_write(marker, json.dumps(held, indent=1).encode())
+    return held
+
+
+def pin_precision(folder: Path, held: dict[str, Any], asked: str | None, setup: Setup, device: str | None) -> str:
+    """The one precision every run of the experiment computes in, fixed when its folder is first used: ``asked``
+    (``--precision``), or ``auto`` resolved once for all its families (bf16 only where auto picks bf16 for every
+    family it trains, else fp32). A folder made in one precision refuses another."""
+    from ..models import get_spec
+    from ..precision import check_precision, resolve_precision
+    from ..train.loop import resolve_device
+
+    pinned = held.get("precision")
+    if asked is not None:
+        check_precision(asked)
+    if pinned is not None:
+        if asked not in (None, "auto", pinned):
+            raise ConfigError(f"{folder} was made with --precision {pinned}: its runs keep it (pass --precision "
+                              f"{pinned} or choose another --out)")
+        return str(pinned)
+    if asked in ("fp32", "bf16"):
+        pinned = asked
+    elif not setup.runs:
+        pinned = "fp32"
+    else:
+        dev = resolve_device(device or "auto")
+        picks = {resolve_precision("auto", dev, get_spec(r.model).family).value for r in setup.runs}
+        pinned = "bf16" if picks == {"bf16"} else "fp32"
+    atomic_write(folder / MARKER, json.dumps({**held, "precision": pinned}, indent=1).encode())
+    return pinned
+
+
+def _usage() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and its finished children, and wall seconds."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, time.perf_counter()
+
+
+def _load() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+@dataclass
+class Costs:
+    """What an invocation cost: wall and CPU seconds, the one-minute load average before and after, the kind."""
+
+    wall: float
+    cpu: float
+    load_before: float | None
+    load_after: float | None
+    kind: str
+
+    def describe(self) -> str:
+        loads = [x for x in (self.load_before, self.load_after) if x is not None]
+        load = f"; load average {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+        return f"{self.wall:.0f} s wall, {self.cpu:.0f} s CPU{load}"
 
 
 def _now() -> str:
@@ -209,6 +308,7 @@ def run_experiment(
     device: str | None = None,
     precision: str | None = None,
     data_root: str | None = None,
+    data: str | None = None,
     report_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     on_event: Callable[[str, Any, int, int], None] | None = None,
@@ -219,7 +319,9 @@ def run_experiment(
 
     Args:
         seeds: How many seeds (0..N-1) each run gets; default the mode's.
-        precision: ``train.precision`` of every run (``auto``, ``fp32``, ``bf16``); default the recipes'.
+        precision: ``train.precision`` of every run (``auto``, ``fp32``, ``bf16``), pinned for the folder (see
+            :func:`pin_precision`); default ``auto``, resolved once.
+        data: Another dataset of those the experiment admits (``Experiment.datasets``) instead of its own.
         callbacks: Added to every run (the CLI's progress bar).
         command: The command line to print in the report (default: the equivalent ``milestones experiment run``).
     """
@@ -229,12 +331,21 @@ def run_experiment(
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     setup = exp.setup(mode)
+    if data is not None and data != setup.data:
+        kind = "folder:" if data.startswith("folder:") else data
+        if kind not in exp.datasets:
+            raise ConfigError(f"{name} takes --data {' or '.join(exp.datasets) if exp.datasets else setup.data} "
+                              f"only, not {data!r}" + ("" if exp.datasets else ": its question is tied to that data"))
+        setup.data = data
     if seeds is not None:
         setup.seeds = list(range(seeds))
         setup.runs = [dataclasses.replace(r, seeds=None) for r in setup.runs]
-    folder = Path(out) if out is not None else Path("runs") / "experiments" / f"{name}-{mode}"
-    _claim_folder(folder, name, mode)
-    start = time.perf_counter()
+    suffix = "" if data is None or data == exp.setup(mode).data else "-" + data.replace(":", "-").replace("/", "-")
+    folder = Path(out) if out is not None else Path("runs") / "experiments" / f"{name}-{mode}{suffix}"
+    held = _claim_folder(folder, name, mode, setup.data)
+    pinned = pin_precision(folder, held, precision, setup, device)
+    cpu0, start = _usage()
+    load0 = _load()
     specs = {r.label: r for r in setup.runs}
     by_seeds: dict[tuple[int, ...], list[RunSpec]] = {}  # one compare suite per set of seeds
     for r in setup.runs:
@@ -248,8 +359,7 @@ def run_experiment(
         settings["data.root"] = data_root
     if device:
         settings["train.device"] = device
-    if precision:
-        settings["train.precision"] = precision
+    settings["train.precision"] = pinned
 
     def per_run(p: Any) -> list[Callback]:
         make = specs[p.run.label].callbacks
@@ -264,20 +374,22 @@ def run_experiment(
                               runs_dir=folder / "runs")
     ctx = Context(mode, setup, outcomes, folder, data_root, device)
     analysis = exp.analyse(ctx)
-    seconds = time.perf_counter() - start
+    cpu1, end = _usage()
+    costs = Costs(end - start, cpu1 - cpu0, load0, _load(), machine_kind())
     failed = sum(o.status == "failed" for o in outcomes)
     if command is None:
-        extra = "".join(f" {k} {v}" for k, v in (("--seeds", seeds), ("--device", device)) if v is not None)
-        command = f"milestones experiment run {name} --mode {mode}{extra}"
+        extra = "".join(f" {k} {v}" for k, v in (("--seeds", seeds), ("--device", device),
+                                                  ("--data", data if suffix else None)) if v is not None)
+        command = f"milestones experiment run {name} --mode {mode} --precision {pinned}{extra}"
     targets = [folder] + ([Path(report_dir)] if report_dir is not None else [])
     report = None
     for target in targets:
-        path = write_report(exp, mode, setup, analysis, outcomes, target, seconds=seconds, command=command)
+        path = write_report(exp, mode, setup, analysis, outcomes, target, costs=costs, command=command)
         report = report or path
     for f in analysis.figures:
         plots.pyplot().close(f.figure)
     assert report is not None
-    return ExperimentResult(exp, mode, folder, analysis, report, seconds, failed)
+    return ExperimentResult(exp, mode, folder, analysis, report, costs.wall, failed)
 
 
 def _cell(value: Any) -> str:
@@ -317,22 +429,31 @@ def _precisions(outcomes: Sequence[Outcome]) -> str:
     return "; ".join(f"{p} ({n} run{'s' if n > 1 else ''}{': ' + r if r else ''})" for (p, r), n in seen.items())
 
 
+MODE_NOTES = {
+    "smoke": " (seconds, for the test suite; the numbers mean nothing)",
+    "quick": " (one seed, at most 15 minutes on 2 CPU cores: a demonstration, not the committed answer)",
+    "standard": " (the committed report: seeds per arm, at most 45 minutes on 2 CPU cores, 90 where stated)",
+    "full": " (the paper-scale version, for a GPU)",
+}
+
+
 def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, outcomes: Sequence[Outcome], *,
-                  seconds: float, command: str) -> str:
-    """The report as markdown: question, claim, verdict, setup, results, figures, how to reproduce."""
+                  costs: Costs, command: str) -> str:
+    """The report as markdown: the learner's answer, claim, verdict, setup (mode, seeds, precision, cost, machine),
+    results, figures, how to reproduce."""
     datasets = sorted({(o.summary or {}).get("dataset", "") for o in outcomes} - {""}) or [setup.data or ""]
     failed = [o for o in outcomes if o.status == "failed"]
-    lines = [
-        f"# `{exp.name}`: {exp.question}",
-        "",
+    lines = [f"# `{exp.name}`: {exp.question}", ""]
+    if analysis.answer:
+        lines += [analysis.answer, ""]
+    lines += [
         f"**The paper's claim.** {exp.claim} ({exp.source})",
         "",
         f"**Verdict: {analysis.verdict}.** {analysis.reason}",
         "",
         "## Setup",
         "",
-        f"- Mode: **{mode}**" + (" (shrunk to run on a CPU in minutes; the `full` mode is the paper-scale version)"
-                                 if mode == "quick" else ""),
+        f"- Mode: **{mode}**{MODE_NOTES.get(mode, '')}",
         f"- Data: {', '.join(datasets)}; seeds: {', '.join(map(str, setup.seeds))}"
         + "".join(f"; `{r.label}`: {', '.join(map(str, r.seeds))}" for r in setup.runs if r.seeds is not None)
         if setup.data is not None or setup.runs else "- Nothing is trained: measurements only",
@@ -342,6 +463,10 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
         ran_in = _precisions(outcomes)
         if ran_in:
             lines.append(f"- Precision: {ran_in}")
+    train_wall = _training_seconds(outcomes)
+    lines.append(f"- Cost: {costs.describe()} for this invocation" + (
+        f"; the runs' own training wall time adds up to {train_wall:.0f} s (a run finished by an earlier invocation "
+        "is not trained again)" if setup.runs else "") + f". Machine kind: {costs.kind}.")
     lines += [f"- {n}" for n in setup.notes]
     lines += ["", "## Results", "", markdown_table(analysis.rows, analysis.columns or list(analysis.rows[0]))
               if analysis.rows else "(no results)", ""]
@@ -359,23 +484,22 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
         command,
         "```",
         "",
-        f"Machine: {machine()}. This invocation took {seconds:.0f} s"
-        + (f"; the runs' own wall time adds up to {_training_seconds(outcomes):.0f} s (a run finished earlier is not "
-           "trained again)" if setup.runs else " (measurements cached in the output folder are not taken again)")
+        f"Machine: {machine()}. This invocation took {costs.wall:.0f} s"
+        + ("" if setup.runs else " (measurements cached in the output folder are not taken again)")
         + f". Written {_now()}.",
     ]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def write_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, outcomes: Sequence[Outcome],
-                 folder: Path, *, seconds: float, command: str) -> Path:
+                 folder: Path, *, costs: Costs, command: str) -> Path:
     """``report.md``, ``results.csv`` and each figure's PNG in ``folder``; returns the report's path."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for f in analysis.figures:
             f.figure.savefig(folder / f.name, dpi=110)
         atomic_write(folder / "results.csv", to_csv(analysis.rows).encode())
-        text = render_report(exp, mode, setup, analysis, outcomes, seconds=seconds, command=command)
+        text = render_report(exp, mode, setup, analysis, outcomes, costs=costs, command=command)
         atomic_write(folder / "report.md", text.encode())
     except OSError as e:
         raise RunDirError(f"could not write the report in {folder}: {e.strerror or e}") from None
@@ -407,29 +531,58 @@ def committed_precision(report: Path) -> str:
     return "fp32 (before `train.precision`)"
 
 
+def committed_run(report: Path) -> dict[str, str]:
+    """What a written report says of its own run: ``mode``, ``seeds`` (how many), ``precision`` and ``wall`` (its
+    invocation's wall time), each "-" where the report does not say (reports from before the rules of 2026-12)."""
+    found = {"mode": "-", "seeds": "-", "precision": committed_precision(report), "wall": "-"}
+    try:
+        text = report.read_text()
+    except OSError:
+        return found
+    for line in text.splitlines():
+        if line.startswith("- Mode: **"):
+            found["mode"] = line.removeprefix("- Mode: **").partition("**")[0]
+        elif line.startswith("- Data: ") and "seeds: " in line:
+            found["seeds"] = str(len(line.partition("seeds: ")[2].partition(";")[0].split(",")))
+        elif line.startswith("- Cost: "):
+            found["wall"] = f"{float(line.removeprefix('- Cost: ').split(' s wall')[0]) / 60:.0f} min"
+        elif line.startswith("Machine: ") and "This invocation took " in line and found["wall"] == "-":
+            found["wall"] = f"{float(line.partition('This invocation took ')[2].split(' s')[0]) / 60:.0f} min"
+    return found
+
+
 def index_markdown(docs: Path) -> str:
-    """``docs/experiments/README.md``: every registered experiment, its question, claim source, cost and the verdict
-    of its committed report (``milestones report experiments`` writes it; a test keeps it fresh)."""
+    """``docs/experiments/README.md``: every registered experiment, its question, claim source, the mode, seeds,
+    precision and wall time of its committed report, each mode's measured time, and the report's verdict
+    (``milestones report experiments`` writes it; a test keeps it fresh)."""
     lines = [
         "# Experiments",
         "",
         "Each experiment answers one question the landmark papers raise, with runs anyone can repeat: "
-        "`milestones experiment run NAME --mode quick` (at most 15 minutes on 2 CPU cores; subsets, fewer epochs or "
-        "narrower nets, each shrink stated in the report) or `--mode full` (the paper-scale version, for a GPU). The "
-        "reports linked here come from quick-mode runs on this project's 2-core CPU machine; each names its command, "
-        "machine and wall time. Verdicts say whether the paper's claim held at that scale, and why not where it did "
-        "not. 'precision' is what the report's runs computed in (`--precision`, default `auto`); reports made before "
-        "that setting existed ran everything in float32.",
+        "`milestones experiment run NAME --mode MODE`. Modes: `quick` (at most 15 minutes alone on 2 CPU cores, "
+        "one seed: a demonstration), `standard` (at most 45 minutes alone on 2 CPU cores, 90 where the experiment "
+        "says so; at least 3 seeds per arm wherever the verdict rests on a difference; the committed reports' "
+        "mode) and `full` (the paper-scale version, for a GPU). Every verdict comes from one tested function with "
+        "five words: reproduced, partly reproduced, not reproduced, inconclusive at this scale, not testable here; "
+        "a difference counts only when a t-test over the seeds says so at 95%. The 'report' column says what the "
+        "committed report ran: its mode, seeds per arm, precision and wall time; 'measured' gives each mode's wall "
+        "time and the machine kind it was measured on. Reports made before these rules (mode '-') ran one seed in "
+        "quick mode and judged differences against test-set sampling error alone: read their verdicts as early "
+        "learning speed, not as the papers' claims.",
         "",
         "Generated by `milestones report experiments > docs/experiments/README.md`.",
         "",
-        "| experiment | question | paper | quick (min) | precision | full | verdict (quick mode) |",
+        "| experiment | question | paper | report: mode, seeds, precision, wall | measured | full | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
     for e in list_experiments():
-        verdict = committed_verdict(docs / e.name / "report.md")
+        report = docs / e.name / "report.md"
+        verdict = committed_verdict(report)
         link = f"[`{e.name}`]({e.name}/report.md)" if verdict else f"`{e.name}`"
-        precision = committed_precision(docs / e.name / "report.md") if verdict else "-"
-        lines.append(f"| {link} | {e.question} | {e.source} | {e.quick_minutes:g} | {precision} | {e.full_cost} | "
+        ran = committed_run(report) if verdict else None
+        shown = (f"{ran['mode'] if ran['mode'] != '-' else 'quick (old rules)'}, {ran['seeds']} seed(s), "
+                 f"{ran['precision']}, {ran['wall']}" if ran else "-")
+        measured = "; ".join(f"{m}: {v.describe()}" for m, v in e.measured.items()) or "-"
+        lines.append(f"| {link} | {e.question} | {e.source} | {shown} | {measured} | {e.full_cost} | "
                      f"{verdict or 'no committed report yet'} |")
     return "\n".join(lines) + "\n"

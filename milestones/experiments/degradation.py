@@ -13,7 +13,7 @@ from typing import Any
 
 from ..train.callbacks import GradNorms, StepMetrics
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 
 PAPER_TEST_ERR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97}  # ResNet, Table 6
 FIRST = "stem.conv."  # the first convolution's parameters in both families
@@ -125,7 +125,8 @@ EXPERIMENT = register(Experiment(
     claim="Plain nets of 20-56 layers have higher training error the deeper they are; ResNets of the same depth "
           "train better the deeper they are (test error 8.75 / 7.51 / 7.17 / 6.97% for 20 / 32 / 44 / 56 layers).",
     source="He et al., CVPR 2016, §4.2, Fig. 6 and Table 6, CIFAR-10",
-    quick_minutes=4,  # 182 s alone on the 2-core AMD EPYC with avx512_bf16, 2 threads, bf16 by auto (322 s in fp32)
+    # 182 s alone on the 2-core AMD EPYC with avx512_bf16, 2 threads, bf16 by auto (322 s in fp32)
+    measured={"quick": Measured(4, EPYC_BF16)},
     full_cost="8 runs x 164 epochs of CIFAR-10: about 3 GPU-hours",
     setup=setup,
     analyse=analyse,

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..train.callbacks import GradNorms, StepMetrics
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 
 AUX_WEIGHT = 0.3  # paper §5
 FIRST = "stem.conv1.conv.weight"  # the first convolution's weights, with and without batch norm
@@ -208,7 +208,8 @@ EXPERIMENT = register(Experiment(
           "push gradient into the lower layers (2015, §5); Inception v3 found they do not speed up early training "
           "and act as regularisers instead (batch-normalised aux head: +0.4% top-1, Table 3).",
     source="Szegedy et al., CVPR 2015, §5; Szegedy et al., CVPR 2016 (Inception v3), §4 and Table 3",
-    quick_minutes=4,  # 224 s alone on the 2-core AMD EPYC with avx512_bf16, 2 threads, bf16 by auto
+    # 224 s alone on the 2-core AMD EPYC with avx512_bf16, 2 threads, bf16 by auto
+    measured={"quick": Measured(4, EPYC_BF16)},
     full_cost="4 runs x 2 seeds x 20 epochs of CIFAR-10 at the 32x32-grid stem: about 3 GPU-hours",
     setup=setup,
     analyse=analyse,

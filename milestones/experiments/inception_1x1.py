@@ -27,7 +27,7 @@ from ..models import create_model
 from ..models.googlenet import INCEPTION, STEM_CHANNELS, Inception
 from ..train.callbacks import StepMetrics
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 
 PAPER_PARAMS_M = 6.8  # the sum of Table 1's params column
 PAPER_RATIO = 12  # "12 times fewer parameters than" AlexNet (§1)
@@ -278,7 +278,8 @@ EXPERIMENT = register(Experiment(
           "keeps a 1.5 G multiply-add budget with 12 times fewer parameters than AlexNet (Table 1 sums to ~6.8M); "
           "moving from fully connected layers to average pooling improved top-1 accuracy by about 0.6%.",
     source="Szegedy et al., CVPR 2015, §1, §4-5, Figure 2, Table 1",
-    quick_minutes=5,  # 249 s alone on the 2-core AMD EPYC with avx512_bf16, 2 threads, bf16 by auto
+    # 249 s alone on the 2-core AMD EPYC with avx512_bf16, 2 threads, bf16 by auto
+    measured={"quick": Measured(5, EPYC_BF16)},
     full_cost="2 heads x 3 seeds x 20 epochs of CIFAR-10 at the 32x32-grid stem: about 2 GPU-hours",
     setup=setup,
     analyse=analyse,

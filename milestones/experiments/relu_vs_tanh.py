@@ -18,7 +18,7 @@ from typing import Any
 
 from ..train.callbacks import StepMetrics
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 
 ACTS = ("relu", "tanh")
 PAPER_RATIO = 6.0
@@ -258,7 +258,8 @@ EXPERIMENT = register(Experiment(
     claim="A four-layer convolutional network with ReLUs reaches 25% training error on CIFAR-10 six times faster "
           "than the same network with tanh neurons, each at its own fastest learning rate, with no regularisation.",
     source="Krizhevsky et al., NIPS 2012, §3.1, Fig. 1",
-    quick_minutes=2,  # 81 s alone on the 2-core AMD EPYC with avx512_bf16, 2 threads, bf16 by auto (157 s in fp32)
+    # 81 s alone on the 2-core AMD EPYC with avx512_bf16, 2 threads, bf16 by auto (157 s in fp32)
+    measured={"quick": Measured(2, EPYC_BF16)},
     full_cost="8 runs x 60 epochs of a 12-MMAC net on CIFAR-10: about 1 GPU-hour",
     setup=setup,
     analyse=analyse,

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..train.callbacks import GradNorms, StepMetrics, grad_norms
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 
 # label -> (model, recipe, the skip it has, the label of its twin without one)
 NETS: dict[str, tuple[str, str, str, str | None]] = {
@@ -353,8 +353,9 @@ EXPERIMENT = register(Experiment(
           "(DenseNet, abstract); the Transformer puts a residual connection around each of its sublayers (Vaswani "
           "et al. 2017, §3.1), as ViT does (Eq. 2-3).",
     source="He et al., CVPR 2016, §4.2; Huang et al., CVPR 2017; Dosovitskiy et al., ICLR 2021, Eq. 2-3, CIFAR-10",
-    quick_minutes=8,  # the committed report's run on the 2-core AMD EPYC, 1 torch thread: 455 s of CPU time (user +
+    # the committed report's run on the 2-core AMD EPYC, 1 torch thread: 455 s of CPU time (user +
     # sys), 1,111 s of wall time because the machine was shared (load average 5-7)
+    measured={"quick": Measured(8, EPYC_BF16, "CPU time of a 1-thread run under load")},
     full_cost="5 runs x 60 epochs of CIFAR-10 at batch 32: about 2 GPU-hours",
     setup=setup,
     analyse=analyse,

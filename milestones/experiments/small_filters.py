@@ -23,7 +23,7 @@ from torch import nn
 
 from ..models import create_model
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 from .measures import TrainSetError, describe_noise, noise_threshold
 
 RECIPE = "cifar10_vgg11_bn"
@@ -230,7 +230,8 @@ EXPERIMENT = register(Experiment(
           "non-linearities instead of one; net B with each pair of 3x3 layers replaced by one 5x5 layer had a "
           "top-1 error 7% higher than B's.",
     source="Simonyan & Zisserman, ICLR 2015, §2.3, §4.1, Table 3 net B",
-    quick_minutes=4,  # measured alone on the 2-core AMD EPYC, 2 torch threads
+    # measured alone on the 2-core AMD EPYC, 2 torch threads
+    measured={"quick": Measured(4, EPYC_BF16)},
     full_cost="5 nets x 3 seeds x 20 epochs of CIFAR-10 at full VGG width (0.2-0.4 GMACs per image): about 1 "
               "GPU-hour",
     setup=setup,

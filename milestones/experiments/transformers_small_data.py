@@ -32,7 +32,7 @@ from ..measure import count_macs
 from ..models import create_model
 from ..train.callbacks import StepMetrics
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 from .measures import TrainSetError, describe_noise, difference_error, noise_threshold
 
 # label -> (registered model, recipe, design); the first three share one recipe apart from the model
@@ -368,8 +368,9 @@ EXPERIMENT = register(Experiment(
     source="Dosovitskiy et al., ICLR 2021, §1; Liu et al., ICCV 2021, Table 1(a); Dong et al., CVPR 2022, Table 2",
     # Estimated, not yet measured alone: probes of CPU time per image at 1 thread on the loaded machine add up to
     # about 14 minutes (DenseNet-BC half of it), so about 9-10 minutes at 2 threads.
-    quick_minutes=14,  # the committed report's run on the 2-core AMD EPYC, 1 torch thread: 841 s of CPU time
+    # the committed report's run on the 2-core AMD EPYC, 1 torch thread: 841 s of CPU time
     # (user + sys), 20 min wall while other work shared the machine (load average about 3)
+    measured={"quick": Measured(14, EPYC_BF16, "CPU time of a 1-thread run under load")},
     full_cost="5 runs x 2 seeds x 100 epochs of CIFAR-10: about 4 GPU-hours (estimated)",
     setup=setup,
     analyse=analyse,

@@ -39,7 +39,7 @@ from ..bench import num_threads
 from ..models import create_model
 from ..parallel import RING_FACTOR, CommCounter, merge_towers, spawn, split_towers, tower_exchange_bytes
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, Setup, register
 
 WORLD = 2
 STRATEGIES = ("towers", "ddp", "fsdp", "tp")
@@ -452,7 +452,8 @@ EXPERIMENT = register(Experiment(
           "connected layers read both GPUs), which keeps communication an acceptable fraction of computation; "
           "convolutional layers are best split by data and fully connected ones by model.",
     source="Krizhevsky et al., NIPS 2012, §3.2 and Figure 2; Krizhevsky 2014, arXiv:1404.5997",
-    quick_minutes=1,  # the committed report's run alone on the 2-core AMD EPYC: 44 s wall
+    # the committed report's run alone on the 2-core AMD EPYC: 44 s wall
+    measured={"quick": Measured(1, EPYC_BF16)},
     full_cost="batch 128 at 227x227, 5 timed steps per strategy, 2 gloo processes: 20 min on the shared 2-core CPU "
               "(370 CPU-seconds); no GPU needed",
     setup=setup,

@@ -20,7 +20,7 @@ from ..measure import count_macs, count_params
 from ..models import create_model
 from ..train.callbacks import StepMetrics
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 
 HEADS = ("fc", "gap", "gap_fc")
 LOW_LR = 0.02  # a diagnostic GAP run at 0.4x the recipe's peak lr (the GAP head spiked at 0.05 in quick mode)
@@ -232,7 +232,8 @@ EXPERIMENT = register(Experiment(
           "average pooling at no loss (GoogLeNet §5: +0.6% top-1), so the same convolutional stages with a GAP head "
           "(about 15M parameters) should classify as well.",
     source="Simonyan & Zisserman, ICLR 2015, Tables 1-2; Szegedy et al., CVPR 2015, §5; Lin et al., ICLR 2014, §3.2",
-    quick_minutes=3,  # measured alone on the 2-core AMD EPYC, 2 torch threads
+    # measured alone on the 2-core AMD EPYC, 2 torch threads
+    measured={"quick": Measured(3, EPYC_BF16)},
     full_cost="3 heads x 2 seeds x 20 epochs of CIFAR-10 at full width: about 1 GPU-hour",
     setup=setup,
     analyse=analyse,

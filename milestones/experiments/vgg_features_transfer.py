@@ -21,7 +21,7 @@ import math
 from typing import Any
 
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 
 SOURCE_CLASSES = [0, 1, 2, 3, 4]  # airplane, automobile, bird, cat, deer
 TARGET_CLASSES = [5, 6, 7, 8, 9]  # dog, frog, horse, ship, truck
@@ -222,8 +222,9 @@ EXPERIMENT = register(Experiment(
           "fine-tuning) does well on another task with few labels, which is why VGG lives on as a backbone.",
     source="Simonyan & Zisserman, ICLR 2015, §4 and Appendix B (features for other datasets); the seed's 'VGG as a "
            "backbone'",
-    quick_minutes=10,  # the committed report's run on the 2-core AMD EPYC, 1 torch thread: 568 s of CPU time
+    # the committed report's run on the 2-core AMD EPYC, 1 torch thread: 568 s of CPU time
     # (user + sys), 896 s wall while other work shared the machine (load average about 3)
+    measured={"quick": Measured(10, EPYC_BF16, "CPU time of a 1-thread run under load")},
     full_cost="20 runs: 2 pretrainings x 30 epochs of 25,000 images plus short transfer runs: about 1 GPU-hour",
     setup=setup,
     analyse=analyse,

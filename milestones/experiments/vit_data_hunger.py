@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..models import create_model, explicit_attention
 from . import plots
-from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 from .measures import noise_threshold
 
 FRACTIONS = (0.10, 0.25, 0.50, 1.00)
@@ -448,8 +448,9 @@ EXPERIMENT = register(Experiment(
           "overtake with JFT-300M; on JFT subsets ViT-B/32 is much worse than ResNet50 at 9M images and better from "
           "90M. Pre-training compute: ViT-H/14 2.5k TPUv3-core-days against BiT-L 9.9k and Noisy Student 12.3k.",
     source="Dosovitskiy et al., ICLR 2021, §4.3, Fig. 3-4, Table 2, CIFAR-10 subsets",
-    quick_minutes=13,  # the committed report's run on the 2-core AMD EPYC, 1 torch thread: 782 s of CPU time
+    # the committed report's run on the 2-core AMD EPYC, 1 torch thread: 782 s of CPU time
     # (user + sys), 951 s wall (load average 3-4.5)
+    measured={"quick": Measured(13, EPYC_BF16, "CPU time of a 1-thread run under load")},
     full_cost="4 sizes x 5 runs of up to 60 epochs of CIFAR-10 (ResNet-20 up to 271): about 1-2 GPU-hours",
     setup=setup,
     analyse=analyse,
