@@ -219,6 +219,12 @@ def _train(cfg: RunConfig, args: argparse.Namespace) -> int:
           f"{s['wall_seconds']:.1f} s, {s['img_per_s']:.0f} img/s on {s['device']}")
     if s.get("time_to_target") is not None:
         print(f"reached {100 * s['target_accuracy']:.2f}% after {s['time_to_target']:.1f} s")
+    if s.get("final_val_acc") is not None:
+        print(f"validation accuracy {100 * s['final_val_acc']:.2f}% (best {100 * s['best_val_acc']:.2f}%)")
+    if s.get("stopped"):
+        stopped = s["stopped"]
+        print(f"stopped at step {stopped['step']}: training error {100 * stopped['train_error_window']:.2f}% over the "
+              f"last {cfg.train.stop_window} steps (train.stop_at_train_error={cfg.train.stop_at_train_error})")
     print(f"run directory: {result.run.path}")
     return 0
 

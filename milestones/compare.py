@@ -213,8 +213,9 @@ def status(p: Planned) -> str:
     """``new``, ``finished``, ``failed`` (recorded by an earlier invocation), ``partial`` (to resume) or ``changed``
     (made with another config than the suite now asks for: :func:`run_suite` refuses it).
 
-    A run whose saved state has all its epochs but no ``summary.json`` (stopped while finishing) counts as new: its
-    state cannot be trained further, so it is trained again.
+    A run that stopped early at ``train.stop_at_train_error`` is finished as one that ran all its epochs is. A run
+    whose saved state has all its epochs, or stopped early, but no ``summary.json`` (stopped while finishing) counts
+    as new: its state cannot be trained further, so it is trained again.
     """
     from .train.checkpoint import STATE_JSON, has_training_state
 
@@ -223,14 +224,15 @@ def status(p: Planned) -> str:
     if _config_changes(p):
         return "changed"
     summary = _read_json(p.path / "summary.json")
-    if summary is not None and summary.get("epochs", 0) >= p.cfg.train.epochs:
+    if summary is not None and (summary.get("epochs", 0) >= p.cfg.train.epochs or summary.get("stopped")):
         return "finished"
     if (p.path / FAILED_MARKER).is_file():
         return "failed"
     ckpt = p.path / "checkpoints"
     if has_training_state(ckpt):
         info = _read_json(ckpt / STATE_JSON) or {}
-        if info.get("batch", 0) or info.get("epochs_done", 0) < p.cfg.train.epochs:
+        stopped = (info.get("history") or {}).get("stop_reason")
+        if not stopped and (info.get("batch", 0) or info.get("epochs_done", 0) < p.cfg.train.epochs):
             return "partial"
     return "new"
 

@@ -47,6 +47,10 @@ class DataConfig:
     speeds (:func:`milestones.precision.resolve_channels_last`).
     ``classes``: keep only these labels of the dataset, relabelled ``0..k-1`` in the order given (``[5, 6, 7, 8,
     9]`` makes CIFAR-10's dog label 0); applied before ``max_per_class``, ``train_subset`` and ``test_subset``.
+    ``val_split``: hold this many images of the training split out as a validation set (0: none), evaluated after each
+    epoch as ``val_loss``/``val_acc``. They are chosen class-balanced with a fixed seed
+    (:data:`milestones.data.pipeline.VAL_SEED`), never the run's, after ``classes`` and before ``train_subset``, so
+    every seed and arm of a comparison holds out the same images and ``train_subset`` never draws one of them.
     """
 
     name: str = "mnist"
@@ -70,6 +74,7 @@ class DataConfig:
     std: list[float] | None = None
     train_subset: int | None = None
     test_subset: int | None = None
+    val_split: int = 0
     channels_last: bool | str = "auto"
     in_memory: bool | None = None
     workers: int = 2
@@ -120,6 +125,12 @@ class TrainConfig:
     (``torch.compile``); :mod:`milestones.precision` says how ``auto`` decides each.
     ``tensorboard``: also write the metrics and a per-epoch filter grid for TensorBoard in ``<run>/tensorboard``
     (needs the ``tensorboard`` package: ``pip install 'milestones[tensorboard]'``).
+    ``stop_at_train_error``: stop once the training error (the fraction of a step's batch misclassified; the argmax
+    of soft labels under mixup/cutmix) averaged over the last ``stop_window`` steps is at most this fraction (e.g.
+    0.25; null: run the schedule to its end). The mean counts only once a whole window has been seen; the epoch in
+    progress then ends early (evaluated, recorded and saved as any epoch) and the run is finished: its
+    ``summary.json`` says ``stopped``, and ``--resume`` or ``milestones compare`` do not train it further. Each step
+    then reads one number from the device (a sync on a GPU).
     """
 
     epochs: int = 10
@@ -142,6 +153,8 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool | str = "auto"
     tensorboard: bool = False
+    stop_at_train_error: float | None = None
+    stop_window: int = 20
 
 
 @dataclass

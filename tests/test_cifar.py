@@ -476,6 +476,16 @@ def test_make_loaders_sizes_a_folder_for_the_model(folder: dict) -> None:
     assert make_loaders(cfg, "cpu", seed=0, default_image_size=(16, 12)).train.img_size == (6, 6)
 
 
+def test_val_split_of_a_folder_in_memory_but_not_streamed(folder: dict) -> None:
+    """An in-memory folder holds ``data.val_split`` images out of train (class-balanced: 2 of each class's 12); a
+    streamed one cannot, and says what to do."""
+    cfg = DataConfig(name=f"folder:{folder['root']}", batch_size=8, eval_batch_size=8, val_split=6, workers=0)
+    loaders = make_loaders(cfg, "cpu", seed=0, default_image_size=(9, 11))
+    assert loaders.train.num_samples == 30 and torch.bincount(loaders.val.labels).tolist() == [2, 2, 2]
+    with pytest.raises(ConfigError, match="not data.val_split; set data.in_memory=true"):
+        make_loaders(dataclasses.replace(cfg, in_memory=False), "cpu", seed=0, default_image_size=(9, 11))
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_streaming_matches_in_memory(folder: dict, tmp_path: Path, workers: int) -> None:
     source = _zip_dir(folder["root"], tmp_path / "set.zip", "")

@@ -6,6 +6,7 @@ raw files, torchvision's own idx reader, PIL's bilinear resize, and brute-force 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -27,6 +28,7 @@ from milestones.data import (
     TensorLoader,
     get_data_spec,
     get_dataset,
+    hold_out,
     list_datasets,
     make_loaders,
     normalise,
@@ -36,6 +38,7 @@ from milestones.data import (
     resolve_root,
     subset,
 )
+from milestones.data.pipeline import VAL_SEED
 from milestones.data.sources import digits_test_mask
 from milestones.errors import ConfigError, DataError, MilestonesError
 
@@ -147,7 +150,8 @@ def test_make_loaders_from_a_data_config(data_root: Path, mnist_dir: Path) -> No
     under mixup; the model's default image size is for image folders only."""
     cfg = DataConfig(name="mnist", root=str(data_root), pad=2, train_subset=600, test_subset=100, batch_size=64,
                      eval_batch_size=60, mean=[0.5], std=[0.25], crop_padding=2, mixup_alpha=0.2)
-    train, test, spec = make_loaders(cfg, "cpu", seed=1, default_image_size=(99, 99))
+    train, test, spec, val = make_loaders(cfg, "cpu", seed=1, default_image_size=(99, 99))
+    assert val is None  # no data.val_split
     assert spec.mean == (0.5,) and spec.std == (0.25,) and train.spec == test.spec == spec
     assert (len(train), len(test), train.img_size, test.img_size) == (9, 2, (32, 32), (32, 32))
     x, y = next(iter(train))
@@ -329,6 +333,65 @@ def test_digits_shapes_split_and_balance() -> None:
     mask = digits_test_mask(torch.from_numpy(load_digits().target.astype(np.int64)))
     indices = np.flatnonzero(mask.numpy()).astype("<i8").tobytes()
     assert hashlib.sha256(indices).hexdigest() == "2088cd0c0b9c96ee8d2c86bf5bc41b736adab8d1763e11d3df6ed8d0fe3ab6ae"
+
+
+def _rows(images: torch.Tensor) -> set[bytes]:
+    """Each image as bytes (digits' 1438 training images are all distinct, so sets compare images)."""
+    return {img.numpy().tobytes() for img in images.cpu()}
+
+
+def test_hold_out_partitions_the_split_class_balanced() -> None:
+    """The held-out images and the rest are disjoint and together the whole split, each in the original order; the
+    held-out ones are the ones subset() keeps with the same seed, every class within one image of its share."""
+    full = get_dataset("digits", "train")
+    rest, held = hold_out(full, 200, seed=VAL_SEED)
+    assert (len(rest), len(held)) == (1238, 200) and len(_rows(full.images)) == 1438
+    assert _rows(rest.images) | _rows(held.images) == _rows(full.images)
+    assert not _rows(rest.images) & _rows(held.images)
+    same = subset(full, 200, seed=VAL_SEED)
+    assert torch.equal(held.images, same.images) and torch.equal(held.labels, same.labels)
+    counts = torch.bincount(full.labels, minlength=10).tolist()
+    for share, got in zip(counts, torch.bincount(held.labels, minlength=10).tolist(), strict=True):
+        assert abs(got - 200 * share / 1438) < 1
+    index = {img.numpy().tobytes(): i for i, img in enumerate(full.images)}
+    for part in (rest, held):
+        where = [index[img.numpy().tobytes()] for img in part.images]
+        assert where == sorted(where)
+    with pytest.raises(ValueError, match="1..1437"):
+        hold_out(full, 1438, seed=0)
+
+
+def test_val_split_holds_out_the_same_images_for_every_seed_before_train_subset() -> None:
+    """``data.val_split`` comes out as ``loaders.val``: the same 200 images whatever the run's seed (VAL_SEED), never
+    in the training loader (carved before train_subset, which still follows the seed), served unaugmented in order
+    at the eval batch size, as the test loader is."""
+    cfg = DataConfig(name="digits", val_split=200, train_subset=600, batch_size=32, eval_batch_size=64, flip=True,
+                     crop_padding=2, mean=[0.1], std=[0.7])
+    a, b = make_loaders(cfg, "cpu", seed=0), make_loaders(cfg, "cpu", seed=1)
+    held = hold_out(get_dataset("digits", "train"), 200, seed=VAL_SEED)[1]
+    for loaders in (a, b):
+        assert torch.equal(loaders.val.images, held.images) and torch.equal(loaders.val.labels, held.labels)
+        assert loaders.train.num_samples == 600 and not _rows(loaders.train.images) & _rows(held.images)
+        assert loaders.val.spec == loaders.train.spec == loaders.spec and loaders.spec.mean == (0.1,)
+    assert not torch.equal(a.train.images, b.train.images)
+    assert not a.val.train and len(a.val) == 4 and a.val.batch_size == a.test.batch_size == 64
+    first, again = (list(a.val) for _ in range(2))
+    assert [len(y) for _, y in first] == [64, 64, 64, 8]
+    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(first, again, strict=True))  # no augmentation
+    x, y = first[0]
+    assert torch.equal(y, held.labels[:64]) and torch.allclose(x, (held.images[:64].float() / 255 - 0.1) / 0.7)
+    assert make_loaders(dataclasses.replace(cfg, val_split=0), "cpu", seed=0).val is None
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"val_split": 1438}, "data.val_split=1438 holds out the whole training split of digits"),
+    ({"val_split": 1000, "train_subset": 500}, "data.train_subset=500 asks for more than the 438 training images"),
+    ({"val_split": -5}, "data.val_split must be a number of training images"),
+])
+def test_val_split_that_leaves_too_few_images_is_a_one_line_error(changes: dict, words: str) -> None:
+    with pytest.raises(ConfigError, match=words) as info:
+        make_loaders(DataConfig(name="digits", **changes), "cpu", seed=0)
+    assert "\n" not in str(info.value)
 
 
 def test_digits_resize_matches_pil_and_stats_match_spec() -> None:

@@ -3,6 +3,7 @@ and one writer per run directory."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from milestones.config import build_config
-from milestones.errors import RunDirError
+from milestones.errors import ConfigError, RunDirError
 from milestones.train import (
     Activations,
     Callback,
@@ -179,3 +180,100 @@ def test_a_run_directory_has_one_writer(data_root: Path, tmp_path: Path) -> None
         holder.unlock()
     resumed = run_training(tiny_cfg(data_root, tmp_path, "held", "--train.epochs=2"), resume=path)
     assert resumed.resumed_from == 6 and len(resumed.history.epochs) == 2
+
+
+def digits_cfg(out: Path, name: str, *extra: str):
+    """LeNet-5 on 480 digits (no data root needed), 30 steps of 16 an epoch: it learns within the first epoch."""
+    return build_config(model="lenet5", data="digits", overrides=[
+        "--data.train_subset=480", "--data.batch_size=16", "--data.test_subset=100", "--schedule.name=constant",
+        "--optim.lr=0.003", "--train.loss=ce", "--train.epochs=2", "--train.deterministic=true", "--train.threads=1",
+        "--train.progress=false", f"--out_dir={out}", f"--name={name}", *extra])
+
+
+class BatchErrors(Callback):
+    """Each step's batch training error, recomputed from the step's logits and targets."""
+
+    def __init__(self) -> None:
+        self.errors: list[float] = []
+
+    def on_step(self, info) -> None:
+        hard = info.targets if info.targets.ndim == 1 else info.targets.argmax(1)
+        self.errors.append(int((info.logits.argmax(1) != hard).sum()) / len(hard))
+
+
+def test_validation_split_is_evaluated_after_each_epoch_and_summarised(tmp_path: Path) -> None:
+    """With ``data.val_split`` every epoch record carries ``val_loss``/``val_acc`` of the held-out images (the last
+    one equals evaluating the final weights on them), and summary.json the final and best of them."""
+    from milestones.data import make_loaders
+    from milestones.train.loop import evaluate
+
+    result = run_training(digits_cfg(tmp_path, "val", "--data.val_split=200", "--train.precision=fp32"))
+    records = result.run.records("epoch")
+    assert [r["epoch"] for r in records] == [1, 2] and all({"val_loss", "val_acc"} <= r.keys() for r in records)
+    data = digits_cfg(tmp_path, "x", "--data.val_split=200", f"--data.channels_last={result.summary['channels_last']}")
+    loaders = make_loaders(data.data, "cpu", seed=0)  # as the run made them
+    assert loaders.val.num_samples == 200
+    again = evaluate(result.model, loaders.val)
+    assert again["acc"] == records[-1]["val_acc"] and math.isclose(again["loss"], records[-1]["val_loss"],
+                                                                   rel_tol=1e-5)
+    summary = json.loads((result.run.path / "summary.json").read_text())
+    assert summary["final_val_acc"] == records[-1]["val_acc"]
+    assert summary["best_val_acc"] == max(r["val_acc"] for r in records) > 0.5
+    assert summary["stopped"] is None  # it ran its schedule to the end
+    plain = run_training(digits_cfg(tmp_path, "plain"))
+    assert "val_acc" not in plain.run.records("epoch")[-1] and "best_val_acc" not in plain.summary
+
+
+def test_stop_at_train_error_ends_the_epoch_early_and_the_run_counts_as_finished(tmp_path: Path) -> None:
+    """The run stops at the first step where the mean of the last ``stop_window`` batch errors (full windows only)
+    is at most ``stop_at_train_error``: that partial epoch is evaluated, recorded and saved, summary.json says why,
+    and neither --resume (even with more epochs) nor ``milestones compare`` trains it further."""
+    from milestones import compare
+
+    errors = BatchErrors()
+    cfg = digits_cfg(tmp_path, "stop", "--train.stop_at_train_error=0.25", "--train.stop_window=5")
+    result = run_training(cfg, callbacks=[errors])
+    means = {i: sum(errors.errors[i - 5:i]) / 5 for i in range(5, len(errors.errors) + 1)}
+    expected = min(i for i, m in means.items() if m <= 0.25)
+    assert expected == len(errors.errors) and 5 < expected < 30  # no step after it, and mid-epoch 1
+    assert all(m > 0.25 for i, m in means.items() if i < expected)
+    (record,) = result.run.records("epoch")
+    assert record["step"] == expected and record["stop_reason"] == "train_error"
+    assert record["train_error_window"] == means[expected]
+    summary = json.loads((result.run.path / "summary.json").read_text())
+    assert summary["stopped"] == {"reason": "train_error", "step": expected, "train_error_window": means[expected]}
+    assert summary["epochs"] == 1 and result.history.stopped_at_step == expected
+    state = json.loads((result.run.path / "checkpoints/state.json").read_text())
+    assert state["step"] == expected and state["history"]["stop_reason"] == "train_error"
+    with pytest.raises(RunDirError, match="already finished: it stopped at step"):
+        run_training(digits_cfg(tmp_path, "stop", "--train.stop_at_train_error=0.25", "--train.stop_window=5",
+                                "--train.epochs=3"), resume=result.run.path)
+    planned = compare.Planned(None, 0, cfg, result.run.path)
+    assert compare.status(planned) == "finished"
+    (result.run.path / "summary.json").unlink()  # stopped while summarising: its state cannot go on, train anew
+    assert compare.status(planned) == "new"
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("--train.stop_at_train_error=0", "train.stop_at_train_error must be a fraction between 0 and 1"),
+    ("--train.stop_at_train_error=1", "train.stop_at_train_error must be a fraction between 0 and 1"),
+    ("--train.stop_window=0", "train.stop_window must be a number of steps, 1 or more"),
+])
+def test_stop_settings_are_checked_before_a_run_directory_exists(tmp_path: Path, override: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words) as info:
+        run_training(digits_cfg(tmp_path, "bad", "--train.stop_at_train_error=0.2", override))
+    assert "\n" not in str(info.value) and not (tmp_path / "bad").exists()
+
+
+def test_trailing_error_counts_full_windows_and_the_larger_share_of_soft_labels() -> None:
+    from milestones.train.loop import _trailing_error
+
+    state = _state(0)
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0]])
+    hard = torch.tensor([0, 1, 0, 1])  # two of four wrong
+    soft = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0]), 3) * 0.7 + 0.1  # mixed: argmax 0, 1, 2, 0
+    assert _trailing_error(state, logits, hard, 3) is None
+    assert _trailing_error(state, logits, soft, 3) is None  # none wrong
+    assert _trailing_error(state, logits, hard, 3) == (0.5 + 0.0 + 0.5) / 3
+    assert _trailing_error(state, logits, soft, 3) == (0.0 + 0.5 + 0.0) / 3  # the oldest left the window
+    assert state.error_window == [0.0, 0.5, 0.0]

@@ -277,3 +277,106 @@ def test_ema_and_an_in_process_stop_resume_exactly(data_root: Path, tmp_path: Pa
     state = load_training_state(resumed.run.path / "checkpoints")[0]
     assert int(state["ema.n_averaged"]) == 20  # one update per step
     assert resumed.history.epochs[-1]["ema_test_acc"] == reference.history.epochs[-1]["ema_test_acc"]
+
+
+def _digits_cfg(out: Path, name: str, *extra: str):
+    """LeNet-5 on 480 digits (no data root needed): 30 steps of 16 an epoch."""
+    from milestones.config import build_config
+
+    return build_config(model="lenet5", data="digits", overrides=[
+        "--data.train_subset=480", "--data.batch_size=16", "--data.test_subset=100", "--schedule.name=constant",
+        "--optim.lr=0.003", "--train.loss=ce", "--train.epochs=2", "--train.deterministic=true", "--train.threads=1",
+        "--train.progress=false", f"--out_dir={out}", f"--name={name}", *extra])
+
+
+def test_train_error_window_survives_a_resume_bit_exactly(tmp_path: Path) -> None:
+    """A run stopped by SIGTERM three steps before ``train.stop_at_train_error`` would stop it resumes with the
+    window of batch errors it had: it stops at the same step, with the same trailing mean, bit for bit, and the same
+    weights as the run never interrupted (an empty window after the resume could not stop it before 5 more steps)."""
+    from milestones.train.callbacks import Callback, StepInfo
+    from milestones.train.loop import TrainingInterrupted
+    from milestones.train.run import run_training
+
+    stop = ("--train.stop_at_train_error=0.25", "--train.stop_window=5")
+    reference = run_training(_digits_cfg(tmp_path, "ref", *stop))
+    at = reference.history.stopped_at_step
+    assert at is not None and 8 <= at < 30
+    cut = at - 3
+
+    class StopAt(Callback):
+        def on_step(self, info: StepInfo) -> None:
+            if info.step == cut:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted):
+        run_training(_digits_cfg(tmp_path, "cut", *stop), callbacks=[StopAt()])
+    info = load_training_state(tmp_path / "cut" / "checkpoints")[1]
+    assert info["step"] == cut and len(info["error_window"]) == 5
+    resumed = run_training(resume=tmp_path / "cut")
+    assert resumed.resumed_from == cut
+    assert resumed.history.stopped_at_step == at
+    assert resumed.history.train_error_window == reference.history.train_error_window  # exact, not approx
+    assert resumed.summary["stopped"] == reference.summary["stopped"]
+    ours, theirs = (load_file(r.run.path / "checkpoints/last.safetensors") for r in (resumed, reference))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_a_resumed_run_keeps_how_it_computes_and_records_each_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bf16 run resumed where precision and channels_last would resolve otherwise (here: resolvers patched to say
+    fp32 and NCHW) still trains in bf16 with channels_last, says the choices were kept, and summary.json lists both
+    parts of the run with their machine. A training state from before choices were saved resolves them anew."""
+    from torch import nn
+
+    from milestones.precision import Choice, native_bf16
+    from milestones.train import run as run_mod
+    from milestones.train.callbacks import Callback
+    from milestones.train.rundir import cpu_name
+
+    class ConvOutputs(Callback):
+        """Dtype and layout of the first convolution's output (6 channels: NHWC shows) in every training step."""
+
+        def __init__(self) -> None:
+            self.seen: set[tuple[torch.dtype, bool]] = set()
+
+        def on_fit_start(self, state, total_steps) -> None:
+            conv = next(m for m in state.model.modules() if isinstance(m, nn.Conv2d))
+            self.handle = conv.register_forward_hook(self.hook)
+
+        def hook(self, module, inputs, output) -> None:
+            if module.training:
+                self.seen.add((output.dtype, output.is_contiguous(memory_format=torch.channels_last)))
+
+        def on_fit_end(self, state) -> None:
+            self.handle.remove()
+
+    first = ConvOutputs()
+    cpu_bf16 = ("--train.device=cpu", "--train.precision=bf16", "--data.channels_last=true")
+    run_mod.run_training(_digits_cfg(tmp_path, "bf16", *cpu_bf16, "--train.epochs=1"), callbacks=[first])
+    assert first.seen == {(torch.bfloat16, True)}
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "bf16", old)
+
+    monkeypatch.setattr(run_mod, "resolve_precision", lambda *a, **k: Choice("fp32", "patched"))
+    monkeypatch.setattr(run_mod, "resolve_channels_last", lambda *a, **k: Choice(False, "patched"))
+    resumed = ConvOutputs()
+    more = _digits_cfg(tmp_path, "bf16", *cpu_bf16, "--train.epochs=2")
+    result = run_mod.run_training(more, resume=tmp_path / "bf16", callbacks=[resumed])
+    assert resumed.seen == {(torch.bfloat16, True)}
+    summary = json.loads((result.run.path / "summary.json").read_text())
+    assert summary["precision"] == "bf16" and summary["channels_last"] is True
+    for key in ("precision", "channels_last", "compile"):
+        assert summary["run_settings"][key]["reason"].endswith("; kept from the run's start")
+        assert summary["run_settings"][key]["reason"].count("kept") == 1
+    where = {"processor": cpu_name(), "bf16_flags": native_bf16(), "device": "cpu"}
+    assert summary["segments"] == [{"from_step": 0, **where}, {"from_step": 30, **where}]
+    assert load_training_state(result.run.path / "checkpoints")[1]["segments"] == summary["segments"]
+
+    state = json.loads((old / "checkpoints" / "state.json").read_text())
+    del state["choices"], state["segments"]  # as saved before they were recorded
+    (old / "checkpoints" / "state.json").write_text(json.dumps(state))
+    legacy = ConvOutputs()
+    result = run_mod.run_training(more, resume=old, callbacks=[legacy])
+    assert legacy.seen == {(torch.float32, False)} and result.summary["precision"] == "fp32"
+    assert result.summary["segments"] == [{"from_step": 30, **where}]

@@ -41,7 +41,7 @@ from .augment import (
 from .batch_augment import BatchAugment, check_augmentation
 from .download import RemoteFile, download_file
 from .folder import FolderDataset, StreamingLoader, folder_loader, load_folder, stream_or_none
-from .loader import TensorLoader, subset
+from .loader import TensorLoader, hold_out, subset
 from .pipeline import Loaders, make_loaders, make_test_loader
 from .sources import (
     SOURCES,
@@ -78,6 +78,7 @@ __all__ = [
     "get_data_spec",
     "get_dataset",
     "get_source",
+    "hold_out",
     "list_datasets",
     "load_folder",
     "make_loaders",

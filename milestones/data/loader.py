@@ -203,21 +203,48 @@ def subset(split: ImageSplit, n: int, seed: int = 0, *, stratified: bool = True)
     total = len(split)
     if not 0 < n <= total:
         raise ValueError(f"subset size must be in 1..{total}, got {n}")
-    if not stratified or n == total:
-        keep = torch.arange(n)
-    else:
-        labels = split.labels.cpu()
-        perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-        counts = torch.bincount(labels, minlength=split.spec.num_classes).tolist()
-        exact = [n * c / total for c in counts]
-        quota = [math.floor(q) for q in exact]
-        # largest remainders first; ties to the lower class index, so the result is deterministic
-        for c in sorted(range(len(counts)), key=lambda c: (quota[c] - exact[c], c))[: n - sum(quota)]:
-            quota[c] += 1
-        permuted = labels[perm]
-        keep = torch.cat([perm[permuted == c][:q] for c, q in enumerate(quota)]).sort().values
-    keep = keep.to(split.images.device)
-    return ImageSplit(split.images[keep], split.labels[keep], split.spec)
+    keep = _stratified(split, n, seed) if stratified and n < total else torch.arange(n)
+    return _take(split, keep)
+
+
+def hold_out(split: ImageSplit, n: int, *, seed: int) -> tuple[ImageSplit, ImageSplit]:
+    """``split`` without ``n`` held-out samples, and those samples (a validation set), each in the original order.
+
+    The held-out samples are the ones :func:`subset` would keep with the same ``seed`` (stratified), so the classes
+    keep their proportions on both sides.
+
+    Args:
+        split: The full split.
+        n: Samples to hold out, ``0 < n < len(split)``.
+        seed: Seed of the choice.
+    """
+    total = len(split)
+    if not 0 < n < total:
+        raise ValueError(f"held-out size must be in 1..{total - 1}, got {n}")
+    held = _stratified(split, n, seed)
+    rest = torch.ones(total, dtype=torch.bool)
+    rest[held] = False
+    return _take(split, rest.nonzero().squeeze(1)), _take(split, held)
+
+
+def _stratified(split: ImageSplit, n: int, seed: int) -> Tensor:
+    """Sorted indices of ``n`` samples of ``split``, class proportions kept (see :func:`subset`)."""
+    total = len(split)
+    labels = split.labels.cpu()
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    counts = torch.bincount(labels, minlength=split.spec.num_classes).tolist()
+    exact = [n * c / total for c in counts]
+    quota = [math.floor(q) for q in exact]
+    # largest remainders first; ties to the lower class index, so the result is deterministic
+    for c in sorted(range(len(counts)), key=lambda c: (quota[c] - exact[c], c))[: n - sum(quota)]:
+        quota[c] += 1
+    permuted = labels[perm]
+    return torch.cat([perm[permuted == c][:q] for c, q in enumerate(quota)]).sort().values
+
+
+def _take(split: ImageSplit, index: Tensor) -> ImageSplit:
+    index = index.to(split.images.device)
+    return ImageSplit(split.images[index], split.labels[index], split.spec)
 
 
 def select_classes(split: ImageSplit, classes: list[int] | tuple[int, ...]) -> ImageSplit:

@@ -2,12 +2,13 @@
 
     >>> loaders = make_loaders(cfg.data, "cpu", seed=0, default_image_size=(32, 32))  # the model's input (H, W)
     >>> for x, y in loaders.train: ...  # x (B, C, H, W) float normalised; y (B,) int64, or (B, K) when mixing
+    >>> loaders.val  # the images data.val_split held out of the training split, served as the test split; or None
     >>> loader = make_test_loader(meta["data"])  # a checkpoint's test split, padded and normalised as in training
 
 Every decision on the data of a run is taken here: where the images come from (a dataset table row or an image
-folder, with its decode cache), whether an image folder is held in memory or streamed, the subsets, the
-normalisation statistics, and the augmentation (one :class:`~milestones.data.batch_augment.BatchAugment` for both
-loaders).
+folder, with its decode cache), whether an image folder is held in memory or streamed, the validation split, the
+subsets, the normalisation statistics, and the augmentation (one :class:`~milestones.data.batch_augment.BatchAugment`
+for all loaders).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import torch
 from ..errors import ConfigError
 from .batch_augment import BatchAugment
 from .folder import StreamingLoader, folder_loader, is_folder_name, stream_or_none
-from .loader import TensorLoader, select_classes, subset
+from .loader import TensorLoader, hold_out, select_classes, subset
 from .sources import get_dataset, resolve_root
-from .spec import DataSpec
+from .spec import DataSpec, ImageSplit
 
 if TYPE_CHECKING:
     from ..config import DataConfig
@@ -31,28 +32,35 @@ if TYPE_CHECKING:
 BatchLoader = TensorLoader | StreamingLoader
 
 STREAMED_UNSUPPORTED = ("trivial_augment", "rand_augment", "mixup_alpha", "cutmix_alpha", "train_subset",
-                        "test_subset", "mean", "std", "pad", "classes")
+                        "test_subset", "mean", "std", "pad", "classes", "val_split")
 """``data.*`` keys a streamed image folder refuses (it serves crop_padding, flip and cutout)."""
+
+VAL_SEED = 2024
+"""Seed of ``data.val_split``'s choice of images: fixed, never the run's seed, so that every seed and arm of a
+comparison holds out the same images."""
 
 
 class Loaders(NamedTuple):
-    """A run's data: the training and test loaders, and the spec of the data they serve (with ``data.mean`` and
-    ``data.std`` applied, as recorded with checkpoints)."""
+    """A run's data: the training and test loaders, the spec of the data they serve (with ``data.mean`` and
+    ``data.std`` applied, as recorded with checkpoints), and the validation loader over the images ``data.val_split``
+    held out of the training split (None without one)."""
 
     train: BatchLoader
     test: BatchLoader
     spec: DataSpec
+    val: BatchLoader | None = None
 
 
 def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
                  default_image_size: tuple[int, int] | None = None) -> Loaders:
-    """The training and test loaders a ``data:`` config section describes.
+    """The training, test and validation loaders a ``data:`` config section describes.
 
     Args:
         data_cfg: The run's :class:`~milestones.config.DataConfig`.
         device: Where batches are made (and in-memory images live).
         seed: Seed of the training loader's shuffling and augmentation, and of ``data.train_subset``'s choice
-            (``data.test_subset`` always takes the same images, seed 0).
+            (``data.test_subset`` always takes the same images, seed 0, and ``data.val_split`` seed
+            :data:`VAL_SEED`).
         default_image_size: ``(H, W)`` an image folder is resized to when ``data.image_size`` is unset: the model's
             input size (image folders mix sizes).
 
@@ -60,11 +68,14 @@ def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
     (:func:`milestones.precision.resolve_channels_last`); left at ``auto``, batches come in the default NCHW layout.
 
     Raises:
-        ConfigError: Augmentation options that cannot go together (checked before any data loads), or options a
-            streamed image folder does not serve.
+        ConfigError: Augmentation options that cannot go together (checked before any data loads), options a
+            streamed image folder does not serve, or a ``data.val_split`` that leaves too few training images.
         DataError: The data cannot be found or read.
     """
     BatchAugment.check_config(data_cfg)
+    if data_cfg.val_split < 0:
+        raise ConfigError(f"data.val_split must be a number of training images to hold out (0: none), got "
+                          f"{data_cfg.val_split}")
     if not isinstance(data_cfg.channels_last, bool):
         data_cfg = dataclasses.replace(data_cfg, channels_last=False)
     device = torch.device(device)
@@ -78,6 +89,9 @@ def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
     train, test = get_dataset(data_cfg.name, "train", **kw), get_dataset(data_cfg.name, "test", **kw)
     if data_cfg.classes:
         train, test = select_classes(train, data_cfg.classes), select_classes(test, data_cfg.classes)
+    val = _split_val(train, data_cfg) if data_cfg.val_split else None
+    if val is not None:
+        train, val = val
     if data_cfg.train_subset:
         train = subset(train, data_cfg.train_subset, seed=seed)
     if data_cfg.test_subset:
@@ -86,10 +100,24 @@ def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
     if data_cfg.mean is not None or data_cfg.std is not None:  # the spec says what the batches are normalised with
         spec = dataclasses.replace(train.spec, mean=augment.mean, std=augment.std)
         train, test = dataclasses.replace(train, spec=spec), dataclasses.replace(test, spec=spec)
+        val = dataclasses.replace(val, spec=spec) if val is not None else None
     kw = dict(augment=augment, device=device, pad=data_cfg.pad, channels_last=data_cfg.channels_last)
     train_loader = TensorLoader(train, batch_size=data_cfg.batch_size, train=True, seed=seed, **kw)
     test_loader = TensorLoader(test, batch_size=data_cfg.eval_batch_size, train=False, **kw)
-    return Loaders(train_loader, test_loader, train_loader.spec)
+    val_loader = TensorLoader(val, batch_size=data_cfg.eval_batch_size, train=False, **kw) if val is not None else None
+    return Loaders(train_loader, test_loader, train_loader.spec, val_loader)
+
+
+def _split_val(train: ImageSplit, data_cfg: DataConfig) -> tuple[ImageSplit, ImageSplit]:
+    """The training split without ``data.val_split`` images, and those images (chosen with :data:`VAL_SEED`)."""
+    n, total = data_cfg.val_split, len(train)
+    if n >= total:
+        raise ConfigError(f"data.val_split={n} holds out the whole training split of {data_cfg.name} ({total} "
+                          f"images); hold out fewer than {total}")
+    if data_cfg.train_subset and data_cfg.train_subset > total - n:
+        raise ConfigError(f"data.train_subset={data_cfg.train_subset} asks for more than the {total - n} training "
+                          f"images data.val_split={n} leaves; lower one of them")
+    return hold_out(train, n, seed=VAL_SEED)
 
 
 def _streamed_folder(data_cfg: DataConfig, device: torch.device, *, seed: int,

@@ -266,13 +266,14 @@ class TensorBoard(Callback):
 
     ``metrics.jsonl`` stays the record; this mirrors its records under the step they carry: ``step/loss`` and
     ``step/lr`` from the per-step records, ``epoch/<key>`` (``train_loss``, ``train_acc``, ``test_loss``,
-    ``test_acc``, ``test_acc5``, ``lr``, ``img_per_s``) from the epoch records, and the image ``filters`` (see
-    :func:`milestones.viz.filter_image`) at each epoch's last step. A resumed run drops events after its saved step
-    (``purge_step``), as ``metrics.jsonl`` is cut back.
+    ``test_acc``, ``test_acc5``, ``val_loss`` and ``val_acc`` with a validation split, ``lr``, ``img_per_s``) from the
+    epoch records, and the image ``filters`` (see :func:`milestones.viz.filter_image`) at each epoch's last step. A
+    resumed run drops events after its saved step (``purge_step``), as ``metrics.jsonl`` is cut back.
     """
 
     STEP_KEYS = ("loss", "lr")
-    EPOCH_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_acc5", "lr", "img_per_s")
+    EPOCH_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "test_acc5", "val_loss", "val_acc", "lr",
+                  "img_per_s")
 
     def __init__(self, log_dir: str | Path) -> None:
         self._writer_class = require_tensorboard()

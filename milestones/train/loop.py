@@ -2,10 +2,12 @@
 
 ``fit`` takes a :class:`~milestones.train.state.TrainState` and runs optimiser steps until the schedule's last one:
 set the learning rate from the step, take the step, tell the callbacks, log every ``train.log_every`` steps, and at
-the end of each pass over the data evaluate, record the epoch and save. The full state is saved at epoch ends, every
-``train.checkpoint_every`` steps, and when ``stop()`` reports a signal, after which :class:`TrainingInterrupted` is
-raised. Everything else (writing the run directory, progress bars, gradient norms, activations) is a
-:class:`~milestones.train.callbacks.Callback`.
+the end of each pass over the data evaluate (on the test loader, and on the validation loader when there is one),
+record the epoch and save. With ``train.stop_at_train_error`` the run also ends, after the epoch in progress is cut
+short and recorded, once the mean training error of the last ``train.stop_window`` steps is low enough. The full
+state is saved at epoch ends, every ``train.checkpoint_every`` steps, and when ``stop()`` reports a signal, after
+which :class:`TrainingInterrupted` is raised. Everything else (writing the run directory, progress bars, gradient
+norms, activations) is a :class:`~milestones.train.callbacks.Callback`.
 
 Failure is loud and early. A non-finite loss stops the run at the step it happens (every step on a CPU, where the
 check is free; on a GPU a flag kept on the device is read at each log, save and epoch end, so there is no sync per
@@ -28,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..config import RunConfig
+from ..config import RunConfig, TrainConfig
 from ..errors import ConfigError, MilestonesError
 from . import distributed
 from .callbacks import Callback, CallbackList, StepInfo
@@ -56,6 +58,17 @@ class TrainingInterrupted(MilestonesError):
         self.step = step
         sig = getattr(signal.Signals, signal_name, None)
         self.exit_code = 128 + sig.value if sig is not None else 2
+
+
+def check_stop(train_cfg: TrainConfig) -> None:
+    """``train.stop_at_train_error`` and ``train.stop_window``: a one-line ConfigError for a value they do not take."""
+    threshold = train_cfg.stop_at_train_error
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise ConfigError(f"train.stop_at_train_error must be a fraction between 0 and 1 (e.g. 0.25), or null to run "
+                          f"the whole schedule; got {threshold}")
+    if train_cfg.stop_window < 1:
+        raise ConfigError(f"train.stop_window must be a number of steps, 1 or more (e.g. 20); got "
+                          f"{train_cfg.stop_window}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -221,14 +234,18 @@ def train_step(state: TrainState, x: Tensor, y: Tensor, loss_fn: Loss, lr: float
 
 
 def fit(state: TrainState, test_loader: Iterable[tuple[Tensor, Tensor]], cfg: RunConfig, *,
-        callbacks: Sequence[Callback] = (), stop: Callable[[], str | None] | None = None) -> History:
+        callbacks: Sequence[Callback] = (), stop: Callable[[], str | None] | None = None,
+        val_loader: Iterable[tuple[Tensor, Tensor]] | None = None) -> History:
     """Train ``state`` until ``cfg.train.epochs`` passes over its loader are done (or ``train.target_accuracy`` is
-    reached), evaluating on ``test_loader`` after each. ``stop`` is polled after every step: a signal name saves the
-    state and raises :class:`TrainingInterrupted`."""
+    reached, or the training error falls to ``train.stop_at_train_error``), evaluating on ``test_loader``, and on
+    ``val_loader`` when given (``val_loss`` and ``val_acc`` in the epoch records), after each. ``stop`` is polled
+    after every step: a signal name saves the state and raises :class:`TrainingInterrupted`."""
+    check_stop(cfg.train)
     cbs = CallbackList(callbacks)
     loss_fn = build_loss(cfg.train.loss, label_smoothing=cfg.train.label_smoothing, map_j=cfg.train.map_j)
     per_epoch = len(state.loader)
     total = per_epoch * cfg.train.epochs
+    stop_at = cfg.train.stop_at_train_error
 
     def lr_fn(s: int) -> float:
         return lr_at(s, base_lr=cfg.optim.lr, total_steps=total, steps_per_epoch=per_epoch, cfg=cfg.schedule)
@@ -253,14 +270,19 @@ def fit(state: TrainState, test_loader: Iterable[tuple[Tensor, Tensor]], cfg: Ru
                     value = distributed.all_sum([value], state.device)[0] / state.world.size
                 cbs.on_record({"kind": "step", "step": state.step, "epoch": state.epochs_done + 1,
                                "loss": value, "lr": lr})
+            window = _trailing_error(state, logits, y, cfg.train.stop_window) if stop_at is not None else None
+            stopping = window is not None and window <= stop_at
             requested = stop() if stop is not None else None
             if state.world.size > 1:
                 requested = distributed.agree_to_stop(requested, state.device)
-            if state.tally.batches >= per_epoch:
+            if state.tally.batches >= per_epoch or stopping:
                 batches = None
                 guard.check()
-                _end_epoch(state, test_loader, loss_fn, lr, cfg, cbs)
-                if state.history.reached_target_at is not None:
+                if stopping:
+                    state.history.stopped_at_step, state.history.stop_reason = state.step, "train_error"
+                    state.history.train_error_window = window
+                _end_epoch(state, test_loader, loss_fn, lr, cfg, cbs, val_loader)
+                if stopping or state.history.reached_target_at is not None:
                     break
             elif state.can_save_mid_epoch and (requested or (every and state.step % every == 0)):
                 guard.check()
@@ -273,9 +295,22 @@ def fit(state: TrainState, test_loader: Iterable[tuple[Tensor, Tensor]], cfg: Ru
     return state.history
 
 
+def _trailing_error(state: TrainState, logits: Tensor, y: Tensor, window: int) -> float | None:
+    """Add this step's batch training error to ``state.error_window`` (the global batch's, in a distributed run);
+    return the mean of the last ``window`` steps' errors, or None before ``window`` steps were seen."""
+    hard = y if y.ndim == 1 else y.argmax(1)  # mixup/cutmix: the larger share's label, as the epoch tally counts
+    wrong, seen = int((logits.argmax(1) != hard).sum()), int(y.shape[0])
+    if state.world.size > 1:
+        wrong, seen = (round(v) for v in distributed.all_sum([wrong, seen], state.device))
+    state.error_window.append(wrong / seen)
+    del state.error_window[:-window]
+    return sum(state.error_window) / window if len(state.error_window) == window else None
+
+
 def _end_epoch(state: TrainState, test_loader: Iterable[tuple[Tensor, Tensor]], loss_fn: Loss, lr: float,
-               cfg: RunConfig, cbs: Callback) -> None:
-    """Evaluate, record the epoch, save the weights and the state."""
+               cfg: RunConfig, cbs: Callback, val_loader: Iterable[tuple[Tensor, Tensor]] | None = None) -> None:
+    """Evaluate, record the epoch, save the weights and the state. The record of an epoch cut short by
+    ``train.stop_at_train_error`` says so (``stop_reason``, ``train_error_window``)."""
     if state.world.size > 1:
         state.tally.all_reduce()
     train_stats = state.tally.summary()
@@ -286,9 +321,14 @@ def _end_epoch(state: TrainState, test_loader: Iterable[tuple[Tensor, Tensor]], 
     record = {"kind": "epoch", "epoch": state.epochs_done + 1, "step": state.step, **train_stats,
               "test_loss": test["loss"], "test_acc": test["acc"], "test_acc5": test["acc5"], "lr": lr,
               "elapsed": state.elapsed}
+    if val_loader is not None:
+        val = evaluate(state.model, val_loader, loss_fn, state.device, precision=state.precision)
+        record.update(val_loss=val["loss"], val_acc=val["acc"])
     if state.ema is not None:
         ema = evaluate(state.ema.module, test_loader, loss_fn, state.device, precision=state.precision)
         record.update(ema_test_loss=ema["loss"], ema_test_acc=ema["acc"], ema_test_acc5=ema["acc5"])
+    if state.history.stopped_at_step == state.step:
+        record.update(stop_reason=state.history.stop_reason, train_error_window=state.history.train_error_window)
     improved = state.history.add(record, cfg.train.target_accuracy)
     state.epochs_done, state.tally = state.epochs_done + 1, None
     cbs.on_record(record)

@@ -10,6 +10,10 @@ settings that cannot change the outcome of the finished steps may differ on resu
 ``train.epochs`` may grow, which recomputes the learning-rate schedule for the new total from the next step on.
 ``metrics.jsonl`` is cut back to what it held when the state was saved, then appended to, with a ``{"kind":
 "resume"}`` record marking the restart. One process at a time writes a run directory (:meth:`RunDir.lock`).
+A resumed run computes as it did from its start: the precision, memory format and compile choices saved in its
+training state are used again, not resolved anew on the machine it continues on, and ``summary.json`` lists the
+machine of each part of the run (``segments``). A run that stopped at ``train.stop_at_train_error`` is finished, as
+one that ran all its epochs is.
 
 Under torchrun every rank calls :func:`run_training` (:mod:`.distributed`): each joins the process group and trains
 its share of every batch through DDP, and rank 0 alone creates, locks and writes the run directory. A distributed run
@@ -47,6 +51,7 @@ from ..precision import (
     Choice,
     check_settings,
     estimate_step_seconds,
+    native_bf16,
     resolve_channels_last,
     resolve_compile,
     resolve_precision,
@@ -55,9 +60,9 @@ from ..precision import (
 from . import distributed
 from .callbacks import Callback, TensorBoard, require_tensorboard
 from .checkpoint import load_training_state, remove_leftovers, save_checkpoint, save_training_state
-from .loop import NonFiniteLossError, TrainingInterrupted, build_ema, fit, resolve_device
+from .loop import NonFiniteLossError, TrainingInterrupted, build_ema, check_stop, fit, resolve_device
 from .optim import build_optimizer
-from .rundir import RUN_MARKER, RunDir, environment, plot_curves
+from .rundir import RUN_MARKER, RunDir, cpu_name, environment, plot_curves
 from .state import History, TrainState
 
 SavedState = tuple[dict[str, Tensor], dict[str, Any]]
@@ -301,16 +306,21 @@ def run_training(
             require_tensorboard()  # a missing package fails before the data are loaded
         device, joined = _setup(cfg, world)
         family = get_spec(cfg.model.name).family
-        choices = {"precision": resolve_precision(cfg.train.precision, device, family)}
-        choices["channels_last"] = resolve_channels_last(cfg.data.channels_last, family, device,
-                                                         choices["precision"].value)
+        choices = _kept_choices(saved, device)  # a resumed run computes as it did from its start
+        if "precision" not in choices:
+            choices["precision"] = resolve_precision(cfg.train.precision, device, family)
+        if "channels_last" not in choices:
+            choices["channels_last"] = resolve_channels_last(cfg.data.channels_last, family, device,
+                                                             choices["precision"].value)
         channels_last = choices["channels_last"].value
         loaders = make_loaders(dataclasses.replace(cfg.data, channels_last=channels_last), device,
                                seed=cfg.train.seed, default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
         _shard(loaders, cfg, world)
         model = _build_model(cfg, loaders.spec, device, channels_last, fresh=saved is None)
         head = transfer.prepare(model, cfg)
-        choices["compile"] = _resolve_compile(cfg, family, device, loaders, saved, world, choices["precision"].value)
+        if "compile" not in choices:
+            choices["compile"] = _resolve_compile(cfg, family, device, loaders, saved, world,
+                                                  choices["precision"].value)
         if world.size > 1 and cfg.train.sync_bn:  # before the optimizer and the EMA take the parameters
             distributed.convert_sync_bn(model, device)
         run = resumed or _create_run(cfg, overwrite, world)
@@ -332,8 +342,9 @@ def run_training(
                 torch.manual_seed(cfg.train.seed + 7919 * world.rank)  # ranks draw their own dropout masks
             if saved is not None:
                 state.load_state_dict(saved, model_name=cfg.model.name)
+            state.segments.append(_segment(state.step, device))
             board = [TensorBoard(run.path / "tensorboard")] if cfg.train.tensorboard and world.is_main else []
-            history = _fit(state, loaders.test, cfg, [writer, *board, *callbacks], handle_signals)
+            history = _fit(state, loaders.test, cfg, [writer, *board, *callbacks], handle_signals, loaders.val)
             summary = (_summarise(run, cfg, state, loaders.spec, input_size, saved, writer.meta["environment"])
                        if world.is_main else {})
     finally:
@@ -413,14 +424,16 @@ def _shard(loaders: Any, cfg: RunConfig, world: distributed.World) -> None:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} (the global batch) does not split into "
                           f"{world.size} equal parts: make it a multiple of the number of processes")
     loaders.train.shard(world.rank, world.size)
-    if isinstance(loaders.test, TensorLoader):
-        loaders.test.shard(world.rank, world.size)
+    for loader in (loaders.test, loaders.val):
+        if isinstance(loader, TensorLoader):
+            loader.shard(world.rank, world.size)
 
 
 def _setup(cfg: RunConfig, world: distributed.World = distributed.SINGLE) -> tuple[torch.device, bool]:
     """Threads, seeds, deterministic kernels; the device to train on, and whether this call joined a process group
-    (torchrun's ranks). Also checks the settings the loss needs."""
+    (torchrun's ranks). Also checks the settings the loss and the early stop need."""
     check_settings(cfg)
+    check_stop(cfg.train)
     if (cfg.data.mixup_alpha or cfg.data.cutmix_alpha) and cfg.train.loss != "ce":
         raise ConfigError(f"mixup/cutmix need train.loss=ce (their soft targets), not {cfg.train.loss!r}")
     if cfg.train.threads:
@@ -430,6 +443,30 @@ def _setup(cfg: RunConfig, world: distributed.World = distributed.SINGLE) -> tup
         return resolve_device(cfg.train.device), False
     joined = not distributed.current().size > 1
     return distributed.init(cfg.train.device, cfg.train.dist_timeout)[1], joined
+
+
+KEPT = "; kept from the run's start"
+"""Added to the reason of a choice a resumed run took from its saved training state."""
+
+
+def _kept_choices(saved: SavedState | None, device: torch.device) -> dict[str, Choice]:
+    """The ``precision``, ``channels_last`` and ``compile`` choices a resumed run made at its start, from its saved
+    training state (none for a new run, or a state saved before they were recorded: those resolve as new)."""
+    if saved is None:
+        return {}
+    kept = {k: Choice(c["value"], c["reason"].removesuffix(KEPT) + KEPT)
+            for k, c in (saved[1].get("choices") or {}).items()}
+    bf16 = "precision" in kept and kept["precision"].value == "bf16"
+    if bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"this run has computed in bf16 since its start, and {torch.cuda.get_device_name(device)} "
+                          "does not support bfloat16; resume it on a device that does")
+    return kept
+
+
+def _segment(step: int, device: torch.device) -> dict[str, Any]:
+    """Where the part of a run from ``step`` on runs: the CPU, its native bf16 flags and the device."""
+    where = str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})"
+    return {"from_step": step, "processor": cpu_name(), "bf16_flags": native_bf16(), "device": where}
 
 
 def _resolve_compile(cfg: RunConfig, family: str, device: torch.device, loaders: Any, saved: SavedState | None,
@@ -498,14 +535,14 @@ def _start_run_files(run: RunDir, cfg: RunConfig, saved: SavedState | None) -> N
 
 
 def _fit(state: TrainState, test_loader: Any, cfg: RunConfig, callbacks: list[Callback],
-         handle_signals: bool) -> History:
+         handle_signals: bool, val_loader: Any = None) -> History:
     """:func:`fit` with signals turned into a saved stop, and errors that say what was kept."""
     writer = callbacks[0]
     assert isinstance(writer, RunWriter)
     signals = stop_on_signals() if handle_signals else contextlib.nullcontext(None)
     try:
         with signals as stop:
-            return fit(state, test_loader, cfg, callbacks=callbacks, stop=stop)
+            return fit(state, test_loader, cfg, callbacks=callbacks, stop=stop, val_loader=val_loader)
     except TrainingInterrupted as e:
         hint = f"resume with: {resume_command(writer.run.path, state.world.size)}"
         if writer.saved_step == e.step:
@@ -569,6 +606,12 @@ def _summarise(run: RunDir, cfg: RunConfig, state: TrainState, spec: Any, input_
         **{k: env[k] for k in ("python", "torch", "torchvision", "platform", "processor", "cpu_count",
                                "torch_threads", "git_commit")},
     }
+    summary["stopped"] = ({"reason": history.stop_reason, "step": history.stopped_at_step,
+                           "train_error_window": history.train_error_window} if history.stop_reason else None)
+    summary["segments"] = state.segments
+    val_accs = [e["val_acc"] for e in history.epochs if "val_acc" in e]
+    if val_accs:
+        summary.update(final_val_acc=final.get("val_acc"), best_val_acc=max(val_accs))
     if saved is not None:
         summary["resumed_from_step"] = saved[1]["step"]
     if "ema_test_acc" in final:
@@ -583,6 +626,12 @@ def _summarise(run: RunDir, cfg: RunConfig, state: TrainState, spec: Any, input_
 
 
 def _refuse_finished(path: Path, cfg: RunConfig, info: dict[str, Any]) -> None:
+    history = info.get("history") or {}
+    if history.get("stop_reason") == "train_error":
+        raise RunDirError(f"{path} already finished: it stopped at step {history.get('stopped_at_step')}, its training "
+                          f"error over the last {cfg.train.stop_window} steps having fallen to "
+                          f"{history.get('train_error_window'):.4f} (train.stop_at_train_error="
+                          f"{cfg.train.stop_at_train_error}); start a new run to train further")
     if info.get("batch", 0):
         return  # saved mid-epoch: that epoch is still to finish
     done = info.get("epochs_done", 0)

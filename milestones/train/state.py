@@ -32,12 +32,18 @@ from .checkpoint import load_weights_into, pack, unpack
 
 @dataclass
 class History:
-    """Per-epoch records (the same dicts written to ``metrics.jsonl``) and the best test accuracy."""
+    """Per-epoch records (the same dicts written to ``metrics.jsonl``), the best test accuracy, and why the run
+    stopped before its schedule's end, if it did (``stop_reason`` ``"train_error"``: ``train.stop_at_train_error``,
+    at step ``stopped_at_step`` with ``train_error_window`` the mean training error of the last ``train.stop_window``
+    steps)."""
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
     best_acc: float = 0.0
     best_epoch: int = -1
     reached_target_at: float | None = None
+    stopped_at_step: int | None = None
+    stop_reason: str | None = None
+    train_error_window: float | None = None
 
     @property
     def final(self) -> dict[str, Any]:
@@ -132,7 +138,13 @@ class TrainState:
     """``torch.compile(model)`` when the run compiles: training steps go through it, evaluation uses ``model``."""
     choices: dict[str, Any] = field(default_factory=dict)
     """How the run computes, resolved at its start: ``precision``, ``channels_last`` and ``compile``, each a
-    :class:`milestones.precision.Choice`."""
+    :class:`milestones.precision.Choice`. Saved (``info["choices"]``), so a resumed run keeps them."""
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    """Where each part of the run ran: one entry per start and resume, ``{"from_step", "processor", "bf16_flags",
+    "device"}``, kept across resumes."""
+    error_window: list[float] = field(default_factory=list)
+    """The batch training errors of the last ``train.stop_window`` steps, oldest first (only with
+    ``train.stop_at_train_error``); saved, so the trailing mean after a resume is the same, bit for bit."""
 
     @property
     def net(self) -> nn.Module:
@@ -164,8 +176,9 @@ class TrainState:
 
     def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """``(tensors, info)``: tensors named ``model.*``, ``optimizer.*``, ``ema.*``, ``loader.*``, ``rng.*`` and
-        ``tally.*``; ``info`` holds the progress, the history and the structure of the optimizer and loader states
-        with their tensors replaced by those names."""
+        ``tally.*``; ``info`` holds the progress, the history, the run's ``choices`` and ``segments``, the training
+        error window, and the structure of the optimizer and loader states with their tensors replaced by those
+        names."""
         tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
@@ -180,6 +193,9 @@ class TrainState:
             "elapsed": self.elapsed,
             "rng": _rng_state(tensors),
             "world_size": self.world.size,
+            "choices": {k: c.to_dict() for k, c in self.choices.items()},
+            "segments": [dict(s) for s in self.segments],
+            "error_window": list(self.error_window),
         }
         if self.world.size > 1:
             if self.rank_rng is None or len(self.rank_rng) != self.world.size:
@@ -196,7 +212,10 @@ class TrainState:
 
     def load_state_dict(self, state: tuple[dict[str, Tensor], dict[str, Any]], *, model_name: str,
                         source: str = "the training state") -> None:
-        """Put a :meth:`state_dict` back. The global RNGs are restored too, so call this right before training."""
+        """Put a :meth:`state_dict` back. The global RNGs are restored too, so call this right before training.
+
+        ``choices`` are not set here: they decide how the model and the loaders are made, so
+        :func:`~milestones.train.run.run_training` reads them from ``info`` before it builds this state."""
         tensors, info = state
         saved_world = int(info.get("world_size", 1))
         if saved_world != self.world.size:
@@ -234,6 +253,8 @@ class TrainState:
         self.step, self.epochs_done = info["step"], info["epochs_done"]
         self.history = History.from_dict(info["history"])
         self.history.reached_target_at = None
+        self.segments = [dict(s) for s in info.get("segments", [])]
+        self.error_window = [float(e) for e in info.get("error_window", [])]
         self.started -= info["elapsed"]  # the time before the interruption counts too
         if self.world.size > 1:
             prefix = f"rank{self.world.rank}."
