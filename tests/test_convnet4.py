@@ -62,3 +62,16 @@ def test_init_is_lecun_normal_with_zero_biases() -> None:
             fan_in = m.weight[0].numel()
             assert m.weight.std().item() == pytest.approx(fan_in**-0.5, rel=0.15)
             assert not m.bias.any()
+
+
+def test_gaussian_init_is_alexnets_std_001_in_every_layer() -> None:
+    torch.manual_seed(0)
+    model = create_model("convnet4", init="gaussian")
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            w = m.weight.detach().double()
+            assert abs(w.std().item() - 0.01) < 0.1 * 0.01 + 3 * 0.01 / w.numel() ** 0.5  # sampling error of the std
+            assert abs(w.mean().item()) < 5 * 0.01 / w.numel() ** 0.5
+            assert not m.bias.any()
+    with pytest.raises(ConfigError, match="init must be one of"):
+        create_model("convnet4", init="xavier")

@@ -328,3 +328,15 @@ def test_perturbed_conversion_fails_parity(resnet18_reference, perturb: Perturba
     state, x, expected = resnet18_reference
     conv = get_converter("resnet18")
     check_perturbation(lambda: create_model(conv.target, **conv.target_kwargs), state, perturb, x, expected)
+
+
+def test_norm_false_removes_every_batch_norm_and_nothing_else() -> None:
+    plain = create_model("plain56")
+    bare = create_model("plain56", norm=False)
+    bn = sum(p.numel() for m in plain.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in bare.modules())
+    assert count_params(bare) == count_params(plain) - bn
+    convs = [n for n, m in plain.named_modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [n for n, m in bare.named_modules() if isinstance(m, nn.Conv2d)]
+    with pytest.raises(ConfigError, match="needs norm=True"):
+        create_model("resnet20", norm=False, zero_init_residual=True)

@@ -78,8 +78,32 @@ class RunSpec:
 
 
 @dataclass
+class Tuning:
+    """The same tuning effort for every arm: each arm of ``arms`` runs at every value of ``grid`` (for ``key``,
+    the learning rate by default) on seed ``seed``, with ``overrides`` on top of its own (a shorter schedule, say);
+    ``score`` reads a finished grid run and returns a number, lower is better (a validation error, never a test
+    error: put ``data.val_split`` in the setup's overrides; or, for a claim about training speed, a training
+    error). Then every arm runs at its chosen value on the setup's seeds (or its own ``seeds``: ``[]`` for an arm
+    that runs in the grid only). With ``overrides`` empty the grid run at the chosen value is that arm's run on
+    ``seed`` and is not trained again."""
+
+    arms: list[RunSpec]
+    grid: Sequence[float]
+    score: Callable[[Context, Outcome], float]
+    criterion: str
+    """What ``score`` measures, for the report (e.g. "validation error after the last epoch")."""
+    key: str = "optim.lr"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def label(self, arm: str, value: float) -> str:
+        return f"{arm}@{value:g}"
+
+
+@dataclass
 class Setup:
-    """What a mode trains: the runs, the data, shared overrides and seeds, and the shrinks to state in the report."""
+    """What a mode trains: the runs, the data, shared overrides and seeds, and the shrinks to state in the report.
+    ``tuning``'s arms run after their grid, at the chosen values, beside ``runs``."""
 
     runs: list[RunSpec]
     data: str | None = "cifar10"
@@ -87,6 +111,7 @@ class Setup:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     notes: list[str] = field(default_factory=list)
+    tuning: Tuning | None = None
 
 
 @dataclass
@@ -126,10 +151,17 @@ class Context:
     data_root: str | None = None
     device: str | None = None
     """The device asked for (``--device``); None means the default (CUDA where available)."""
+    scores: dict[str, dict[float, float]] = field(default_factory=dict)
+    """The tuning grid's scores, by arm and value (``inf`` for a failed run)."""
+    chosen: dict[str, float] = field(default_factory=dict)
+    """Each tuned arm's chosen value."""
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Grid labels whose run is also a tuned arm's run (``relu@0.03`` -> ``relu``)."""
 
     def runs(self, label: str) -> list[Outcome]:
-        """The outcomes of one run spec, one per seed."""
-        return [o for o in self.outcomes if o.planned.run.label == label]
+        """The outcomes of one run spec (a tuned arm's at its chosen value), one per seed, in seed order."""
+        found = [o for o in self.outcomes if self.aliases.get(o.planned.run.label, o.planned.run.label) == label]
+        return sorted(found, key=lambda o: o.planned.seed)
 
     def records(self, outcome: Outcome, kind: str) -> list[dict[str, Any]]:
         """A run's ``metrics.jsonl`` records of one kind (``epoch``, ``step``, ``step_metrics``, ``grad_norms``...)."""
@@ -346,14 +378,7 @@ def run_experiment(
     pinned = pin_precision(folder, held, precision, setup, device)
     cpu0, start = _usage()
     load0 = _load()
-    specs = {r.label: r for r in setup.runs}
-    by_seeds: dict[tuple[int, ...], list[RunSpec]] = {}  # one compare suite per set of seeds
-    for r in setup.runs:
-        by_seeds.setdefault(tuple(setup.seeds if r.seeds is None else r.seeds), []).append(r)
-    suites = [Suite(name=name, runs=[SuiteRun(r.model, r.label, r.recipe, dict(r.overrides), r.init_from)
-                                     for r in runs],
-                    data=setup.data, seeds=list(group), overrides=dict(setup.overrides))
-              for group, runs in by_seeds.items()]
+    specs: dict[str, RunSpec] = {}
     settings: dict[str, Any] = {"train.progress": False}
     if data_root:
         settings["data.root"] = data_root
@@ -365,14 +390,32 @@ def run_experiment(
         make = specs[p.run.label].callbacks
         return [*(make() if make else []), *callbacks]
 
-    outcomes: list[Outcome] = []
-    total = sum(len(x.runs) * len(x.seeds) for x in suites)
-    for suite in suites:
-        done = len(outcomes)  # number the events across the suites
-        event = (lambda w, p, i, n, done=done: on_event(w, p, done + i, total)) if on_event else None
-        outcomes += run_suite(suite, folder, settings=settings, callbacks=per_run, on_event=event,
-                              runs_dir=folder / "runs")
+    def train(runs: Sequence[RunSpec], seeds: Sequence[int], first: int, total: int) -> list[Outcome]:
+        """Train ``runs`` (each on its own seeds, or ``seeds``), one compare suite per set of seeds."""
+        specs.update({r.label: r for r in runs})
+        by_seeds: dict[tuple[int, ...], list[RunSpec]] = {}
+        for r in runs:
+            by_seeds.setdefault(tuple(seeds if r.seeds is None else r.seeds), []).append(r)
+        out: list[Outcome] = []
+        for group, members in by_seeds.items():
+            suite = Suite(name=name, runs=[SuiteRun(r.model, r.label, r.recipe, dict(r.overrides), r.init_from)
+                                           for r in members], data=setup.data, seeds=list(group),
+                          overrides=dict(setup.overrides))
+            done = first + len(out)  # number the events across the suites
+            event = (lambda w, p, i, n, done=done: on_event(w, p, done + i, total)) if on_event else None
+            out += run_suite(suite, folder, settings=settings, callbacks=per_run, on_event=event,
+                             runs_dir=folder / "runs")
+        return out
+
+    tuning = setup.tuning
+    n_grid = len(tuning.arms) * len(tuning.grid) if tuning else 0
+    n_arms = sum(len([s for s in (setup.seeds if a.seeds is None else a.seeds)
+                      if tuning.overrides or s != tuning.seed]) for a in tuning.arms) if tuning else 0
+    total = n_grid + n_arms + sum(len(setup.seeds if r.seeds is None else r.seeds) for r in setup.runs)
+    outcomes = train(setup.runs, setup.seeds, 0, total)
     ctx = Context(mode, setup, outcomes, folder, data_root, device)
+    if tuning is not None:
+        outcomes += _tune(tuning, ctx, lambda runs, seeds: train(runs, seeds, len(outcomes), total), setup.seeds)
     analysis = exp.analyse(ctx)
     cpu1, end = _usage()
     costs = Costs(end - start, cpu1 - cpu0, load0, _load(), machine_kind())
@@ -384,12 +427,60 @@ def run_experiment(
     targets = [folder] + ([Path(report_dir)] if report_dir is not None else [])
     report = None
     for target in targets:
-        path = write_report(exp, mode, setup, analysis, outcomes, target, costs=costs, command=command)
+        path = write_report(exp, mode, setup, analysis, outcomes, target, costs=costs, command=command,
+                            tuning=tuning_lines(ctx))
         report = report or path
     for f in analysis.figures:
         plots.pyplot().close(f.figure)
     assert report is not None
     return ExperimentResult(exp, mode, folder, analysis, report, costs.wall, failed)
+
+
+def _tune(tuning: Tuning, ctx: Context, train: Callable[[Sequence[RunSpec], Sequence[int]], list[Outcome]],
+          seeds: Sequence[int]) -> list[Outcome]:
+    """Run the grid on ``tuning.seed``, choose each arm's value by its score (lowest; a failed run scores ``inf``,
+    ties go to the smaller value), then run every arm at its choice on ``seeds``; fills ``ctx.scores``,
+    ``ctx.chosen`` and ``ctx.aliases`` and returns every outcome (the grid's included)."""
+    grid_runs = [dataclasses.replace(arm, label=tuning.label(arm.label, v), seeds=[tuning.seed],
+                                     overrides={**arm.overrides, **tuning.overrides, tuning.key: v})
+                 for arm in tuning.arms for v in tuning.grid]
+    grid = train(grid_runs, [tuning.seed])
+    by_label = {o.planned.run.label: o for o in grid}
+    for arm in tuning.arms:
+        scores = {}
+        for v in tuning.grid:
+            o = by_label[tuning.label(arm.label, v)]
+            scores[v] = float("inf") if o.summary is None else float(tuning.score(ctx, o))
+        ctx.scores[arm.label] = scores
+        ctx.chosen[arm.label] = min(tuning.grid, key=lambda v: (scores[v], v))
+    reuse = not tuning.overrides and tuning.seed in seeds
+    arms = [dataclasses.replace(arm, overrides={**arm.overrides, tuning.key: ctx.chosen[arm.label]},
+                                seeds=[s for s in (seeds if arm.seeds is None else arm.seeds)
+                                       if not (reuse and s == tuning.seed)])
+            for arm in tuning.arms]
+    if reuse:
+        ctx.aliases.update({tuning.label(a.label, ctx.chosen[a.label]): a.label for a in tuning.arms})
+    main = train([a for a in arms if a.seeds], seeds)
+    return grid + main
+
+
+def tuning_lines(ctx: Context) -> list[str]:
+    """The report's tuning section: each arm's scores over the grid, the chosen value in bold."""
+    t = ctx.setup.tuning
+    if t is None or not ctx.scores:
+        return []
+    values = list(t.grid)
+    lines = ["## Tuning", "",
+             f"Every arm ran the same grid of `{t.key}` on seed {t.seed}"
+             + (f" with {', '.join(f'`{k}={v}`' for k, v in t.overrides.items())}" if t.overrides else "")
+             + f"; the value with the lowest {t.criterion} was chosen, then every arm ran at its choice on every "
+               "seed.", "",
+             "| arm | " + " | ".join(f"{v:g}" for v in values) + " |", "|---|" + "---|" * len(values)]
+    for arm, scores in ctx.scores.items():
+        cells = [("**{:.4g}**" if v == ctx.chosen[arm] else "{:.4g}").format(scores[v])
+                 if scores[v] != float("inf") else "failed" for v in values]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _cell(value: Any) -> str:
@@ -438,7 +529,7 @@ MODE_NOTES = {
 
 
 def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, outcomes: Sequence[Outcome], *,
-                  costs: Costs, command: str) -> str:
+                  costs: Costs, command: str, tuning: Sequence[str] = ()) -> str:
     """The report as markdown: the learner's answer, claim, verdict, setup (mode, seeds, precision, cost, machine),
     results, figures, how to reproduce."""
     datasets = sorted({(o.summary or {}).get("dataset", "") for o in outcomes} - {""}) or [setup.data or ""]
@@ -471,6 +562,8 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
     lines += ["", "## Results", "", markdown_table(analysis.rows, analysis.columns or list(analysis.rows[0]))
               if analysis.rows else "(no results)", ""]
     lines += [f"- {f}" for f in analysis.findings]
+    if tuning:
+        lines += [""] + tuning
     if failed:
         lines += [f"- Run `{o.planned.run.label}` (seed {o.planned.seed}) failed: {o.error}" for o in failed]
     if analysis.figures:
@@ -492,14 +585,14 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
 
 
 def write_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, outcomes: Sequence[Outcome],
-                 folder: Path, *, costs: Costs, command: str) -> Path:
+                 folder: Path, *, costs: Costs, command: str, tuning: Sequence[str] = ()) -> Path:
     """``report.md``, ``results.csv`` and each figure's PNG in ``folder``; returns the report's path."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for f in analysis.figures:
             f.figure.savefig(folder / f.name, dpi=110)
         atomic_write(folder / "results.csv", to_csv(analysis.rows).encode())
-        text = render_report(exp, mode, setup, analysis, outcomes, costs=costs, command=command)
+        text = render_report(exp, mode, setup, analysis, outcomes, costs=costs, command=command, tuning=tuning)
         atomic_write(folder / "report.md", text.encode())
     except OSError as e:
         raise RunDirError(f"could not write the report in {folder}: {e.strerror or e}") from None

@@ -9,11 +9,11 @@ training set the way the test set is measured: the plain images, the model in ev
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..train.callbacks import Callback, StepInfo
 from ..train.loop import evaluate
@@ -98,3 +98,77 @@ def describe_noise(noise: dict[str, Any], what: str) -> str:
     return (f"Noise: {seeds}; on {noise['n_test']:,} test images one standard error of a difference between two runs "
             f"is {noise['sampling']:.1f} points. Differences below {noise['threshold']:.1f} points are treated as "
             "noise.")
+
+
+class LayerProfile(Callback):
+    """What §4.1 of the ResNet paper speaks of, layer by layer: for each of ``blocks(model)`` (named modules, input
+    to output order) the standard deviation of its output (the forward signal), the norm of the gradient of the loss
+    with respect to its *input* (what flows back through it), and for every convolution or linear weight
+    ``||grad|| / ||w||`` (in a BN net a weight's raw gradient scales with ``1 / ||w||``, so only the ratio compares
+    across layers and time). Measured on the batch of step 1 (the initial weights: its forward and backward run
+    before the first update) and then every ``every`` steps; records of ``{"kind": "layer_profile", "step",
+    "blocks": [names], "out_std": [...], "in_grad": [...], "weights": [names], "grad_ratio": [...]}``.
+    """
+
+    kind = "layer_profile"
+
+    def __init__(self, blocks: Callable[[nn.Module], list[tuple[str, nn.Module]]], every: int) -> None:
+        self.blocks, self.every = blocks, every
+        self.records: list[dict[str, Any]] = []
+        self._armed = False
+        self._handles: list[Any] = []
+        self._std: dict[str, float] = {}
+        self._grad: dict[str, Tensor] = {}
+
+    def on_fit_start(self, state: TrainState, total_steps: int) -> None:
+        self._named = self.blocks(state.model)
+        self._weights = [(n, p) for n, m in state.model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+                         for pn, p in m.named_parameters(recurse=False) if pn == "weight"]
+        for name, module in self._named:
+            self._handles.append(module.register_forward_pre_hook(self._pre(name)))
+            self._handles.append(module.register_forward_hook(self._post(name)))
+        self._armed = state.step == 0 or (state.step + 1) % self.every == 0
+
+    def _pre(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0] if args else None
+            if self._armed and isinstance(x, Tensor) and x.requires_grad:
+                x.register_hook(lambda g: self._grad.__setitem__(name, g.detach().float().norm()))
+        return hook
+
+    def _post(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            if self._armed and isinstance(out, Tensor):
+                self._std[name] = float(out.detach().float().std())
+        return hook
+
+    def on_backward(self, state: TrainState) -> dict[str, Any] | None:
+        if not self._armed:
+            return None
+        names = [n for n, _ in self._named]
+        grads = torch.stack([self._grad.get(n, torch.tensor(float("nan"))) for n in names]).tolist()
+        ratios = [float(p.grad.detach().float().norm() / p.detach().float().norm().clamp_min(1e-12))
+                  if p.grad is not None else float("nan") for _, p in self._weights]
+        record = {"kind": self.kind, "step": state.step + 1, "blocks": names,
+                  "out_std": [self._std.get(n, float("nan")) for n in names], "in_grad": grads,
+                  "weights": [n for n, _ in self._weights], "grad_ratio": ratios}
+        self._std, self._grad = {}, {}
+        self.records.append(record)
+        return record
+
+    def on_step(self, info: StepInfo) -> dict[str, Any] | None:
+        self._armed = (info.step + 1) % self.every == 0  # measure the next step's forward and backward
+        return None
+
+    def on_fit_end(self, state: TrainState) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def resnet_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """A ResNet's (or plain net's) blocks in order: the stem, then every block of every stage."""
+    out: list[tuple[str, nn.Module]] = [("stem", model.stem)]
+    for i, stage in enumerate(model.stages):
+        out += [(f"stages.{i}.{j}", block) for j, block in enumerate(stage)]
+    return out

@@ -16,6 +16,10 @@ four-weight-layer net of that code base: conv1 32@5x5 (pad 2) -> max-pool 3x3/2 
 Options:
   * ``act``: the nonlinearity after each convolution, ``"relu"`` (default, the paper's proposal) or ``"tanh"`` (the
     saturating unit it is compared with). Nothing else changes, so the parameter count is the same.
+  * ``init``: ``"lecun"`` (default, below) or ``"gaussian"``: every weight from N(0, 0.01²) and zero biases, the
+    scheme AlexNet's §5 states for its ImageNet net ("a zero-mean Gaussian distribution with standard deviation
+    0.01"; it set some biases to 1, which we leave at 0 so that both activations start alike). On normalised inputs
+    it shrinks the signal by about 0.3x per layer, so it tests whether the ReLU/tanh gap depends on the start.
 
 Differences from ``layers-18pct.cfg``:
   * No local response normalisation (its two ``rnorm`` layers): Figure 1 isolates the nonlinearity, and the paper
@@ -63,6 +67,8 @@ COUNTS = {
 }
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+INITS = ("lecun", "gaussian")
+PAPER_STD = 0.01  # AlexNet §5: every layer's weights from a zero-mean Gaussian with standard deviation 0.01
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AvgPool2d)  # after conv1, conv2, conv3, as in layers-18pct.cfg
 
 
@@ -80,10 +86,13 @@ class ConvNet4(nn.Module):
     """Three convolutional layers (``stages``) and one fully connected layer (``head``)."""
 
     def __init__(self, cfg: ConvNet4Config, *, num_classes: int = 10, in_chans: int = 3,
-                 act: Literal["relu", "tanh"] = "relu") -> None:
+                 act: Literal["relu", "tanh"] = "relu", init: Literal["lecun", "gaussian"] = "lecun") -> None:
         super().__init__()
         if act not in ACTIVATIONS:
             raise ConfigError(f"act must be one of {', '.join(map(repr, ACTIVATIONS))}, got {act!r}")
+        if init not in INITS:
+            raise ConfigError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+        self.init = init
         layers, in_ch = [], in_chans
         for width, pool in zip(cfg.widths, POOLS, strict=True):
             layers.append(ConvLayer(in_ch, width, act, pool))
@@ -94,11 +103,13 @@ class ConvNet4(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """LeCun-normal weights, N(0, 1/fan_in) (LeCun et al. 1998, "Efficient BackProp"), and zero biases, the same
-        for ReLU and tanh so that the nonlinearity is the only difference between the two networks."""
+        """LeCun-normal weights, N(0, 1/fan_in) (LeCun et al. 1998, "Efficient BackProp"), or with ``init="gaussian"``
+        N(0, 0.01²) (AlexNet §5); zero biases; the same for ReLU and tanh so that the nonlinearity is the only
+        difference between the two networks."""
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.normal_(m.weight, 0.0, m.weight[0].numel() ** -0.5)
+                std = PAPER_STD if self.init == "gaussian" else m.weight[0].numel() ** -0.5
+                nn.init.normal_(m.weight, 0.0, std)
                 nn.init.zeros_(m.bias)
 
     def forward_features(self, x: Tensor) -> Tensor:  # (B, C, 32, 32) -> (B, 1024)
@@ -118,7 +129,7 @@ class ConvNet4(nn.Module):
 
 @register_variants(VARIANTS, paper=PAPER, reported=REPORTED, counts=COUNTS, input_size=(3, 32, 32))
 def convnet4(cfg: ConvNet4Config, *, num_classes: int = 10, in_chans: int = 3,
-             act: Literal["relu", "tanh"] = "relu") -> ConvNet4:
+             act: Literal["relu", "tanh"] = "relu", init: Literal["lecun", "gaussian"] = "lecun") -> ConvNet4:
     """Build the four-layer CIFAR-10 net of AlexNet's Figure 1.
 
     Args:
@@ -126,5 +137,6 @@ def convnet4(cfg: ConvNet4Config, *, num_classes: int = 10, in_chans: int = 3,
         num_classes: outputs of the fully connected layer.
         in_chans: input channels of conv1.
         act: ``"relu"`` (the paper's proposal) or ``"tanh"`` (the saturating unit of Figure 1's dashed line).
+        init: ``"lecun"`` (N(0, 1/fan_in)) or ``"gaussian"`` (N(0, 0.01²), AlexNet §5).
     """
-    return ConvNet4(cfg, num_classes=num_classes, in_chans=in_chans, act=act)
+    return ConvNet4(cfg, num_classes=num_classes, in_chans=in_chans, act=act, init=init)

@@ -280,9 +280,12 @@ class ResNet(nn.Module):
         in_chans: int = 3,
         version: Literal["v1", "v1.5"] = "v1",
         zero_init_residual: bool = False,
+        norm: bool = True,
     ) -> None:
         super().__init__()
         _check(cfg, version, zero_init_residual)
+        if not norm and zero_init_residual:
+            raise ConfigError("zero_init_residual zeroes a batch-norm weight: it needs norm=True")
         block = BasicBlock if cfg.block == "basic" else Bottleneck
         self.zero_init_residual = zero_init_residual
         self.stem = _stem(cfg.stem, in_chans, cfg.widths[0])
@@ -299,6 +302,8 @@ class ResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_features = in_ch
         self.head = nn.Linear(in_ch, num_classes)
+        if not norm:
+            _drop_norm(self)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -331,6 +336,16 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> logits (B, num_classes)."""
         return self.head(self.forward_features(x))
+
+
+def _drop_norm(model: nn.Module) -> None:
+    """Replace every BatchNorm2d by an identity (``norm=False``): the network without batch normalisation, for the
+    degradation experiment's question whether gradients vanish where BN is absent. The convolutions keep no bias,
+    as in the normalised net, so the two differ in BN alone."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(module, name, nn.Identity())
 
 
 def _check(cfg: ResNetConfig, version: str, zero_init_residual: bool) -> None:
@@ -367,6 +382,7 @@ def resnet(
     in_chans: int = 3,
     version: Literal["v1", "v1.5"] = "v1",
     zero_init_residual: bool = False,
+    norm: bool = True,
 ) -> ResNet:
     """Build a ResNet.
 
@@ -376,9 +392,12 @@ def resnet(
         in_chans: input channels.
         version: "v1" (paper, stride on a bottleneck's first 1x1) or "v1.5" (torchvision, stride on its 3x3).
         zero_init_residual: zero the last BN gamma of each residual branch (Goyal et al., arXiv:1706.02677).
+        norm: False removes every batch normalisation (an identity in its place; not in the paper: the
+            degradation experiment's net without BN, where gradients may really vanish).
     """
     classes = cfg.paper_classes if num_classes is None else num_classes
-    return ResNet(cfg, num_classes=classes, in_chans=in_chans, version=version, zero_init_residual=zero_init_residual)
+    return ResNet(cfg, num_classes=classes, in_chans=in_chans, version=version, zero_init_residual=zero_init_residual,
+                  norm=norm)
 
 
 _TV_KEY = re.compile(r"layer(\d+)\.(\d+)\.(.+)")
