@@ -285,6 +285,30 @@ def test_vgg_img_size() -> None:
         create_model("vgg16", img_size=16)
 
 
+def test_vgg_skip_pools() -> None:
+    """skip_pools=(5,) at 32 px ends on a 2x2 map (FC6 reads 4 x 512 values) with the same conv MACs; (4,) runs stage
+    5 on 4x4 maps; the default keeps every pool, parameter count and checkpoint key."""
+    with torch.device("meta"):
+        d, last = create_model("vgg16", img_size=32), create_model("vgg16", img_size=32, skip_pools=(5,))
+        assert last.pre_logits.fc6.in_features == 4 * 512 and d.pre_logits.fc6.in_features == 512
+        assert count_params(last) - count_params(d) == 3 * 512 * 4096
+        assert [hasattr(s, "pool") for s in last.stages] == [True, True, True, True, False]
+        assert count_macs(last.stages, (3, 32, 32)) == count_macs(d.stages, (3, 32, 32))
+        assert create_model("vgg16", skip_pools=(5,)).pre_logits.fc6.in_features == 14 * 14 * 512
+        assert list(d.state_dict()) == list(last.state_dict())  # a max-pool holds no parameters
+    torch.manual_seed(0)
+    net = create_model("vgg13_bn", widths=(8, 8, 16, 16, 16), img_size=32, skip_pools=[4], head="gap",
+                       num_classes=10).eval()
+    x, seen = torch.randn(2, 3, 32, 32), []
+    hook = net.stages[4].conv1.register_forward_hook(lambda m, a, out: seen.append(tuple(a[0].shape[-2:])))
+    with torch.no_grad():
+        assert net(x).shape == (2, 10) and net.stages(x).shape == (2, 16, 2, 2)
+    hook.remove()
+    assert seen == [(4, 4), (4, 4)]  # both forward passes: stage 5 reads 4x4 maps
+    with pytest.raises(ConfigError, match="skip_pools numbers stages 1 to 5"):
+        create_model("vgg11", skip_pools=(6,))
+
+
 # Converter mistakes the parity checks must catch (tests/parity.py), at the parity tests' 224 x 224.
 PERTURBATIONS = {
     "alexnet/fc-weight-scaled-1.01": ("alexnet", scaled("pre_logits.fc6.weight")),

@@ -297,3 +297,63 @@ def test_handcrafted_verdict_on_synthetic_results(lenet, mlp, hog, verdict) -> N
     results = {"linear": [{"err": 12.0}], "knn": [{"err": 2.8}], "mlp300": [{"err": e} for e in mlp],
                "hog_svm": [{"err": hog + 1}], "hog_rbf": [{"err": hog}], "lenet5": [{"err": e} for e in lenet]}
     assert decide(_claims(results, "standard", paper=True))[0] == verdict
+
+
+def test_data_is_swapped_only_where_the_question_allows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--data``: an MNIST experiment takes another MNIST-like set (here one that is not on disk: the error names the
+    files to fetch), and refuses CIFAR-10 in one line; the folder of another dataset is another folder."""
+    assert cli.main(["experiment", "run", "handcrafted-vs-learned", "--mode", "smoke", "--data", "cifar10",
+                     "--out", str(tmp_path / "a")]) == 2
+    cli_checks.one_line_error(capsys.readouterr().err, "takes --data mnist or fashion-mnist or kmnist only")
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    assert cli.main(["experiment", "run", "handcrafted-vs-learned", "--mode", "smoke", "--data", "kmnist",
+                     "--data-root", str(empty), "--out", str(tmp_path / "b"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "kmnist" in err.lower()
+    assert json.loads((tmp_path / "b" / "experiment.json").read_text())["data"] == "kmnist"
+    # the same folder cannot be reused for another dataset
+    assert cli.main(["experiment", "run", "handcrafted-vs-learned", "--mode", "smoke", "--data", "fashion-mnist",
+                     "--out", str(tmp_path / "b")]) == 2
+    cli_checks.one_line_error(capsys.readouterr().err, "not on 'fashion-mnist'")
+
+
+def test_precision_is_pinned_by_the_experiment_folder(tmp_path: Path) -> None:
+    from milestones.errors import ConfigError
+    from milestones.experiments.base import Setup, pin_precision
+
+    folder = tmp_path / "x"
+    folder.mkdir()
+    held = {"experiment": "e", "mode": "smoke"}
+    setup = Setup(runs=[])
+    assert pin_precision(folder, held, "bf16", setup, "cpu") == "bf16"
+    held = json.loads((folder / "experiment.json").read_text())
+    assert held["precision"] == "bf16"
+    assert pin_precision(folder, held, None, setup, "cpu") == "bf16"  # kept: auto is not resolved again
+    assert pin_precision(folder, held, "auto", setup, "cpu") == "bf16"
+    with pytest.raises(ConfigError, match="was made with --precision bf16"):
+        pin_precision(folder, held, "fp32", setup, "cpu")
+
+
+def test_reports_state_mode_seeds_cost_and_answer_first(tmp_path: Path) -> None:
+    """The index reads what a report says of its run; the answer paragraph comes before the claim."""
+    from milestones.experiments.base import (
+        Analysis,
+        Costs,
+        Setup,
+        committed_run,
+        get_experiment,
+        render_report,
+    )
+
+    exp = get_experiment("degradation")
+    text = render_report(exp, "standard", Setup(runs=[], seeds=[0, 1, 2]),
+                         Analysis(rows=[], verdict="inconclusive at this scale", reason="r",
+                                  answer="**Answer.** plain words"), [],
+                         costs=Costs(1234.0, 2400.0, 0.5, 2.1, "AMD EPYC, AVX2, no bf16 flags"), command="c")
+    assert text.index("**Answer.**") < text.index("**The paper's claim.**") < text.index("**Verdict:")
+    assert "1234 s wall, 2400 s CPU; load average 0.5-2.1" in text and "AMD EPYC, AVX2, no bf16 flags" in text
+    report = tmp_path / "report.md"
+    report.write_text(text)
+    assert committed_run(report) == {"mode": "standard", "seeds": "3", "precision": "fp32 (before `train.precision`)",
+                                     "wall": "21 min"}

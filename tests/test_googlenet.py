@@ -349,3 +349,24 @@ def test_fc_head(stem: str, img_size: int, grid: int) -> None:
             model(torch.randn(1, 3, img_size + 64, img_size + 64))
     with pytest.raises(ConfigError, match="head must be 'gap'"):
         create_model("googlenet", head="avg")
+
+
+def test_half_width() -> None:
+    """width=0.5 halves every channel count (stem, Table 1, the heads), so a convolution costs a quarter."""
+    with torch.device("meta"):
+        full = create_model("googlenet", stem="cifar16", num_classes=10)
+        half = create_model("googlenet", stem="cifar16", num_classes=10, width=0.5, aux_logits=True,
+                            aux_pool="adaptive")
+        fc = create_model("googlenet", stem="cifar16", num_classes=10, width=0.5, head="fc", img_size=32)
+    blocks = _inceptions(half)
+    assert [blocks["3a"].branch1.conv.out_channels, blocks["5b"].out_channels] == [32, 512]
+    assert half.stem.conv2.conv.out_channels == 96 and half.aux["4a"].conv.conv.out_channels == 64
+    assert half.aux["4a"].fc.out_features == 512 and fc.pre_logits.fc.out_features == 512 == fc.num_features
+    assert count_macs(half, (3, 32, 32)) == pytest.approx(count_macs(full, (3, 32, 32)) / 4, rel=0.05)
+    torch.manual_seed(0)
+    model = create_model("googlenet", stem="cifar16", num_classes=10, width=0.5, aux_logits=True,
+                         aux_pool="adaptive", batch_norm=True).train()
+    logits, aux = model.forward_with_aux(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 10) and [a.shape for a in aux] == [(2, 10), (2, 10)]
+    with pytest.raises(ConfigError, match="width must be in"):
+        create_model("googlenet", width=0)

@@ -2,12 +2,19 @@
 
 Szegedy et al. 2015 (CVPR), §4-5, Figure 2 and Table 1: 1x1 convolutions "compute reductions before the expensive
 3x3 and 5x5 convolutions" so that a 22-layer net with nine Inception modules stays within a budget of 1.5 G
-multiply-adds and uses "12 times fewer parameters" than Krizhevsky et al.'s AlexNet; and "a move from fully
-connected layers to average pooling improved the top-1 accuracy by about 0.6%".
+multiply-adds; §1: GoogLeNet "uses 12 times fewer parameters than the winning architecture of Krizhevsky et al"; §5:
+"a move from fully connected layers to average pooling improved the top-1 accuracy by about 0.6%". The learner's
+"about 5 million parameters, 12x fewer than AlexNet" is Inception v3's retelling (Szegedy et al. 2016, §1: "GoogleNet
+employed only 5 million parameters, which represented a 12x reduction with respect to its predecessor AlexNet, which
+used 60 million parameters").
 
-Mostly counting, on the ``meta`` device (free at any size): every Inception module at its Table 1 input with and
-without its 1x1 reductions, the whole network against AlexNet and VGG-16, and the FC head's cost. Then two short
-CIFAR-10 runs of the same GoogLeNet with the paper's average-pool head and with an FC head.
+Counting, on the ``meta`` device (free at any size): every Inception module at its Table 1 input with and without its
+1x1 reductions, the whole network against AlexNet and VGG-16, and the FC head's cost. Then the same GoogLeNet with the
+paper's average-pool head and with an FC head, trained on a CIFAR-10 subset on several seeds (paired: a seed gives both
+heads the same images and batch order), each run checked for convergence
+(:func:`~.verdict.converged`). The verdict comes from :func:`~.verdict.decide` over three sub-claims: the reductions
+keep the 1.5 G budget (exact arithmetic), "12 times fewer parameters than AlexNet" (exact, against a 10% band) and the
+average-pool head's gain (a paired t-test over seeds, judged only once both heads converged).
 
 "Without reductions" (``reductions=False``): the 3x3 and 5x5 convolutions read the module's full input; the pool
 projection stays, so each module keeps its Table 1 output width and the rest of the net is unchanged. The paper's
@@ -17,7 +24,7 @@ its per-module cost is given as a column, not as a network.
 
 from __future__ import annotations
 
-import math
+import statistics
 from typing import Any
 
 import torch
@@ -27,49 +34,89 @@ from ..models import create_model
 from ..models.googlenet import INCEPTION, STEM_CHANNELS, Inception
 from ..train.callbacks import StepMetrics
 from . import plots
-from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
+from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, register
+from .verdict import (
+    HOLDS,
+    NOT_REACHED,
+    OPPOSITE,
+    WITHIN_NOISE,
+    SubClaim,
+    compare,
+    converged,
+    decide,
+    judge,
+    sampling_error,
+    spread,
+)
 
-PAPER_PARAMS_M = 6.8  # the sum of Table 1's params column
-PAPER_RATIO = 12  # "12 times fewer parameters than" AlexNet (§1)
+PAPER_PARAMS_M = 6.8  # the sum of Table 1's params column (never stated as a total)
+PAPER_RATIO = 12  # "12 times fewer parameters than" AlexNet (§1); Inception v3 §1: 5M against 60M
+V3_PARAMS_M, V3_ALEXNET_M = 5, 60  # Inception v3 §1's retelling
+RATIO_BAND = 0.1  # "12 times" holds for a ratio within 10% of 12 (10.8x to 13.2x)
+BUDGET_GMACS = 1.5  # §1: "a computational budget of 1.5 billion multiply-adds at inference time"
+BUDGET_BAND = 0.1  # the net "keeps" the budget within 10% (the torch counter also counts the classifier)
 PAPER_HEAD_GAIN = 0.6  # top-1 points, average pooling over FC layers (§5)
 GRIDS_224 = (28, 14, 7)  # Inception 3x, 4x, 5x grids at 224x224 (Table 1)
 
+# Budget of the standard mode, by the brief's estimate for this 2-core AMD EPYC (AVX2, fp32): ~32.5 GFLOP/s on
+# convolutions, a training step ~6 x MACs FLOPs per image, an evaluation ~2 x MACs. GoogLeNet at 32x32 costs 1.56 GMACs
+# with the 32x32-grid CIFAR stem and 0.39 G with the 16x16-grid one (`stem=cifar16`), full width: ~14 img/s, far too
+# slow to train to convergence on three seeds. Half width (`width=0.5`: every channel count halved) with `cifar16`
+# costs 97.7 MMACs (FC head 101.9): ~55 img/s training (53 with the FC head), ~166 img/s evaluating; allow 20% more
+# for batch 32 (the brief's speeds are at 128). One run: 512 images x 24 epochs = 12,288 images -> 266 s (FC 277 s),
+# plus 24 evaluations of 500 test images, 72 s: ~345 s. Two heads x three seeds: ~2,070 s = 35 min of the 45, plus
+# about a minute of counting and plotting. Quick mode (one seed): ~12 min.
+HALF = {"model.kwargs.stem": "cifar16", "model.kwargs.width": 0.5}
+SUBSET = {"data.train_subset": 512, "data.test_subset": 500, "data.batch_size": 32, "optim.lr": 0.025,
+          "train.epochs": 24}
+
 MODES: dict[str, dict[str, Any]] = {
-    "quick": {"kwargs": {"stem": "cifar16"}, "img": 32,
-              "overrides": {"train.epochs": 2, "data.train_subset": 5000, "data.test_subset": 2000}, "seeds": [0]},
-    "full": {"kwargs": {}, "img": 32, "overrides": {}, "seeds": [0, 1, 2]},
-    "smoke": {"kwargs": {"stem": "cifar16"}, "img": 32, "seeds": [0],
+    "smoke": {"model": {"model.kwargs.stem": "cifar16"}, "seeds": [0],
               "overrides": {"train.epochs": 1, "data.train_subset": 256, "data.test_subset": 200,
                             "data.batch_size": 64}},
+    "quick": {"model": HALF, "seeds": [0], "overrides": SUBSET},
+    "standard": {"model": HALF, "seeds": [0, 1, 2], "overrides": SUBSET},
+    "full": {"model": {}, "seeds": [0, 1, 2], "overrides": {"train.epochs": 30}},
 }
+ARMS = ("head-gap", "head-fc")
 
 
 def setup(mode: str) -> Setup:
     m = MODES[mode]
-    kwargs = {f"model.kwargs.{k}": v for k, v in m["kwargs"].items()}
-    runs = [RunSpec("head-gap", "googlenet", recipe="cifar10_googlenet", overrides=kwargs,
+    runs = [RunSpec("head-gap", "googlenet", recipe="cifar10_googlenet", overrides=dict(m["model"]),
                     callbacks=lambda: [StepMetrics()]),
             RunSpec("head-fc", "googlenet", recipe="cifar10_googlenet",
-                    overrides={**kwargs, "model.kwargs.head": "fc", "model.kwargs.img_size": m["img"]},
+                    overrides={**m["model"], "model.kwargs.head": "fc", "model.kwargs.img_size": 32},
                     callbacks=lambda: [StepMetrics()])]
     notes = ["Counts: the paper's net (`googlenet`: biased convolutions, no BN) on the `meta` device at 224x224; "
              "MACs are `torch.utils.flop_counter` multiply-adds (convolutions and linear layers).",
-             "Training: the shipped recipe `cifar10_googlenet` (CIFAR stem, batch norm after every convolution, SGD "
-             "nesterov lr 0.1 one-cycle, label smoothing 0.1, crop + flip) for both heads. `head-fc` flattens the "
-             "final 1024-channel maps into an FC-1024 + ReLU before the same dropout (40%) and classifier: the paper "
-             "does not say what its FC head was, so we use the FC width of its own auxiliary heads."]
-    if mode == "quick":
-        notes += ["**Shrunk:** the 16x16-grid CIFAR stem (`stem=cifar16`, as the `quick` compare suite: 5b works at "
-                  "4x4, so the FC head reads 4x4x1024 = 16,384 values), 2 epochs on a class-balanced 5,000-image "
-                  "subset, test on 2,000 images, one seed. `head-gap` has the settings of the quick compare suite's "
-                  "GoogLeNet run, which reached 34.75% there (docs/compare/quick, 2 torch threads, so not "
-                  "bit-identical): a measure of the run-to-run spread at this scale."]
+             "Training: the shipped recipe `cifar10_googlenet` (batch norm after every convolution, SGD nesterov "
+             "one-cycle, weight decay 5e-4, label smoothing 0.1, crop + flip) for both heads, at the same learning "
+             "rate (no learning-rate grid: the budget holds none). `head-fc` flattens the final maps into an FC layer "
+             "+ ReLU (1024 units at full width, the width of the paper's auxiliary heads' FC, since the paper does "
+             "not say what its FC head was) before the same dropout (40%) and classifier. A seed gives both heads the "
+             "same images and batch order (the FC layer's extra parameters change the initial draw), so the "
+             "comparison is paired by seed.",
+             "Converged means the schedule ran to its end with the learning rate decayed and the last quarter of "
+             "the epochs improved training error by under 2 points; the heads' comparison counts only then."]
+    if mode in ("quick", "standard"):
+        o = m["overrides"]
+        notes.append(f"**Shrunk to fit 2 CPU cores** ({'45' if mode == 'standard' else '15'} minutes): the 16x16-grid "
+                     "CIFAR stem (`stem=cifar16`: 3a works at 16x16, 5b at 4x4, so the FC head reads 4x4x512) and "
+                     "**half-width modules** (`width=0.5`: every channel count of the stem and of Table 1 halved, "
+                     "about a quarter of the multiply-adds: 98 MMACs per image instead of 390), "
+                     f"{o['train.epochs']} epochs on a class-balanced {o['data.train_subset']:,}-image subset at batch "
+                     f"{o['data.batch_size']} (lr {o['optim.lr']:g}, the recipe's 0.1 at batch 128 scaled linearly; "
+                     f"{o['train.epochs'] * (o['data.train_subset'] // o['data.batch_size'])} steps), test on "
+                     f"{o['data.test_subset']:,} images, {len(m['seeds'])} seed(s). A learning-rate grid for each "
+                     "head would cost a third more runs than the budget holds; both heads run at the same rate. The "
+                     "counts above are always the full-width 224x224 net.")
     elif mode == "smoke":
-        notes += ["Smoke test: 256 images, one epoch; the numbers mean nothing."]
+        notes.append("Smoke test: 256 images, one epoch, full width; the numbers mean nothing.")
     else:
-        notes += ["Full: the recipe's 32x32-grid CIFAR stem and its 20 epochs on all of CIFAR-10, three seeds "
-                  "(a 0.6-point difference needs several seeds to see)."]
-    return Setup(runs=runs, overrides=m["overrides"], seeds=m["seeds"], notes=notes)
+        notes.append("Full: the recipe's 32x32-grid CIFAR stem at full width, 30 epochs on all of CIFAR-10, three "
+                     "seeds (a 0.6-point difference needs several seeds to see).")
+    return Setup(runs=runs, overrides=m["overrides"], seeds=list(m["seeds"]), notes=notes)
 
 
 def module_costs() -> list[dict[str, Any]]:
@@ -95,7 +142,7 @@ def module_costs() -> list[dict[str, Any]]:
 
 def network_costs() -> dict[str, dict[str, float]]:
     """Whole networks at their ImageNet input: GoogLeNet (paper, without reductions, with an FC head), AlexNet,
-    VGG-16; and GoogLeNet's depth in layers with parameters."""
+    VGG-16; GoogLeNet's depth in layers with parameters and its parameters without the 1000-way classifier."""
     out = {}
     for key, name, kwargs, size in (("googlenet", "googlenet", {}, 224),
                                     ("googlenet, no 1x1 reductions", "googlenet", {"reductions": False}, 224),
@@ -109,6 +156,46 @@ def network_costs() -> dict[str, dict[str, float]]:
     stem_convs = sum(1 for n, _ in g.stem.named_children() if n.startswith("conv"))
     modules = sum(isinstance(m, Inception) for m in g.modules())
     out["googlenet"]["layers"] = stem_convs + 2 * modules + 1  # each module is two layers deep, plus the classifier
+    out["googlenet"]["classifier"] = count_params(g.head)
+    return out
+
+
+def claims(googlenet: dict[str, float], nored: dict[str, float], alexnet: float, acc: dict[str, list[float]],
+           conv: dict[str, list[Any]]) -> list[SubClaim]:
+    """Four sub-claims: the 1x1 reductions keep the 1.5 G budget (the paper's mechanism for its efficiency, exact);
+    GoogLeNet has far fewer parameters than AlexNet and by 12 times (exact, within :data:`RATIO_BAND`); the
+    average-pool head beats the FC head (paired t-test over seeds on test accuracy, counted only once every run of
+    both heads converged)."""
+    out = []
+    gmacs, gmacs_nored = googlenet["macs"] / 1e9, nored["macs"] / 1e9
+    band = BUDGET_BAND * BUDGET_GMACS
+    keeps = abs(gmacs - BUDGET_GMACS) <= band and gmacs_nored > BUDGET_GMACS + band
+    out.append(SubClaim("the 1x1 reductions keep the 1.5 G multiply-add budget", HOLDS if keeps else OPPOSITE,
+                        f"{gmacs:.2f} GMACs with them, {gmacs_nored:.2f} without (the paper's budget: "
+                        f"{BUDGET_GMACS:g}, within {100 * BUDGET_BAND:g}%); parameters "
+                        f"{googlenet['params'] / 1e6:.2f}M with, {nored['params'] / 1e6:.2f}M without", mechanism=True))
+    ratio = alexnet / googlenet["params"]
+    out.append(SubClaim("far fewer parameters than AlexNet", HOLDS if ratio >= 2 else OPPOSITE,
+                        f"AlexNet {alexnet / 1e6:.2f}M, GoogLeNet {googlenet['params'] / 1e6:.2f}M: {ratio:.1f}x"))
+    lo, hi = PAPER_RATIO * (1 - RATIO_BAND), PAPER_RATIO * (1 + RATIO_BAND)
+    out.append(SubClaim(f"by 12 times ({lo:.1f}x to {hi:.1f}x)", HOLDS if lo <= ratio <= hi else OPPOSITE,
+                        f"{ratio:.2f}x by exact count (Table 1's own ~{PAPER_PARAMS_M}M gives "
+                        f"{alexnet / (PAPER_PARAMS_M * 1e6):.1f}x); 12x needs GoogLeNet at "
+                        f"{alexnet / PAPER_RATIO / 1e6:.2f}M, which is Inception v3's '{V3_PARAMS_M} million' against "
+                        f"'{V3_ALEXNET_M} million', not a count of the published net"))
+    name = f"average pooling beats an FC head (+{PAPER_HEAD_GAIN} top-1, §5)"
+    if not all(acc.get(a) for a in ARMS):
+        out.append(SubClaim(name, "not testable here", "both heads must finish at least one run"))
+        return out
+    n = min(len(acc["head-gap"]), len(acc["head-fc"]))
+    c = compare(acc["head-gap"][:n], acc["head-fc"][:n], paired=True)
+    says = (f"test accuracy average pool {spread(acc['head-gap']).describe(2)}%, FC "
+            f"{spread(acc['head-fc']).describe(2)}%; difference {c.describe(digits=2)}")
+    runs = [x for a in ARMS for x in conv.get(a, [])]
+    why = next((x.why for x in runs if not x.converged), "")
+    out.append(judge(name, c, expect=+1, evidence=says, reached=all(x.converged for x in runs),
+                     why_not_reached=f"{says}; not converged ({why}), so the heads are compared before either has "
+                                     "fitted what it can"))
     return out
 
 
@@ -120,9 +207,62 @@ def _mm(n: float) -> str:
     return f"{n / 1e6:,.0f}"
 
 
+COLUMNS = ["what", "seed", "input (C x H x W)", "params", "params without 1x1", "x params", "MMACs",
+           "MMACs without 1x1", "x MACs", "out channels (naive Fig. 2a)", "train err % (last epoch)", "test acc %",
+           "img/s", "converged"]
+
+
 def analyse(ctx: Context) -> Analysis:
     mods = ctx.cached("module_costs", module_costs)
     nets = ctx.cached("network_costs", network_costs)
+    rows = _cost_rows(mods, nets)
+    acc: dict[str, list[float]] = {}
+    conv: dict[str, list[Any]] = {}
+    curves, n_test = {}, _n_test(ctx)
+    for spec in ctx.setup.runs:
+        for o in ctx.runs(spec.label):
+            row: dict[str, Any] = {"what": f"CIFAR-10 `{spec.label}`", "seed": o.planned.seed}
+            if o.summary is None:
+                rows.append({**row, "test acc %": f"failed ({o.status})"})
+                continue
+            epochs = ctx.records(o, "epoch")
+            errs = [100 * (1 - e["train_acc"]) for e in epochs]
+            c = converged(errs, [e["lr"] for e in epochs], planned_epochs=o.planned.cfg.train.epochs,
+                          base_lr=o.planned.cfg.optim.lr)
+            acc.setdefault(spec.label, []).append(100 * o.summary["final_test_acc"])
+            conv.setdefault(spec.label, []).append(c)
+            rows.append({**row, "input (C x H x W)": "3x32x32", "params": _m(o.summary["params"]),
+                         "MMACs": _mm(o.summary["macs"]), "train err % (last epoch)": round(errs[-1], 2),
+                         "test acc %": round(100 * o.summary["final_test_acc"], 2),
+                         "img/s": round(o.summary["img_per_s"]), "converged": "yes" if c.converged else "no"})
+            if spec.label not in curves:  # the first seed's curves
+                steps = ctx.records(o, "step_metrics")
+                curves[spec.label] = ([r["step"] for r in steps], [100 * r["error"] for r in steps],
+                                      [(e["step"], 100 * (1 - e["test_acc"])) for e in epochs])
+    g, nr, alex = nets["googlenet"], nets["googlenet, no 1x1 reductions"], nets["alexnet"]["params"]
+    subclaims = claims(g, nr, alex, acc, conv)
+    verdict, reason = decide(subclaims)
+    findings = [c.line() for c in subclaims]
+    findings += [_reduction_finding(mods, g, nr), _params_finding(nets)]
+    findings += _head_findings(acc, conv, n_test)
+    figures = [Figure("module_costs.png", "Parameters and multiply-adds of each Inception module of the 224x224 net "
+                      "with its 1x1 reductions (the paper's) and without them (pool projection kept); the factor "
+                      "over each pair is the cost without over the cost with.", _module_figure(mods))]
+    if acc:
+        figures.append(Figure("heads_accuracy.png", "CIFAR-10 test accuracy of the two heads: the bar is the mean, "
+                              "each dot one seed.", plots.seed_bars(["test accuracy"], {
+                                  a: [acc.get(a, [])] for a in ARMS}, "test accuracy (%)")))
+    if curves:
+        figures.append(Figure("heads_training.png", "CIFAR-10 training error per step (smoothed; thin: raw) and test "
+                              "error per epoch (markers) with the paper's average-pool head and with an FC head "
+                              "(first seed).", plots.error_panels(curves, ["head"])))
+    rows = [{c: r.get(c) for c in COLUMNS} for r in rows]  # every row has every column (results.csv)
+    return Analysis(rows=rows, verdict=verdict, reason=reason[:1].upper() + reason[1:], columns=COLUMNS,
+                    findings=findings, figures=figures,
+                    answer=_answer(mods, nets, acc, subclaims))
+
+
+def _cost_rows(mods: list[dict[str, Any]], nets: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for r in mods:
         rows.append({"what": f"Inception {r['module']}", "input (C x H x W)": r["input"], "params": _m(r["params"]),
@@ -130,72 +270,27 @@ def analyse(ctx: Context) -> Analysis:
                      "MMACs": _mm(r["macs"]), "MMACs without 1x1": _mm(r["macs_nored"]),
                      "x MACs": round(r["macs_nored"] / r["macs"], 2),
                      "out channels (naive Fig. 2a)": f"{r['out']} ({r['out_naive']})"})
+    total = {k: sum(r[k] for r in mods) for k in ("params", "params_nored", "macs", "macs_nored")}
+    rows.append({"what": "all nine modules", "params": _m(total["params"]),
+                 "params without 1x1": _m(total["params_nored"]),
+                 "x params": round(total["params_nored"] / total["params"], 2), "MMACs": _mm(total["macs"]),
+                 "MMACs without 1x1": _mm(total["macs_nored"]),
+                 "x MACs": round(total["macs_nored"] / total["macs"], 2)})
     g, nr = nets["googlenet"], nets["googlenet, no 1x1 reductions"]
-    rows.append({"what": "all nine modules", "params": _m(sum(r["params"] for r in mods)),
-                 "params without 1x1": _m(sum(r["params_nored"] for r in mods)),
-                 "x params": round(sum(r["params_nored"] for r in mods) / sum(r["params"] for r in mods), 2),
-                 "MMACs": _mm(sum(r["macs"] for r in mods)),
-                 "MMACs without 1x1": _mm(sum(r["macs_nored"] for r in mods)),
-                 "x MACs": round(sum(r["macs_nored"] for r in mods) / sum(r["macs"] for r in mods), 2)})
     rows.append({"what": f"GoogLeNet, {g['layers']} layers", "input (C x H x W)": "3x224x224",
-                 "params": _m(g["params"]),
-                 "params without 1x1": _m(nr["params"]), "x params": round(nr["params"] / g["params"], 2),
-                 "MMACs": _mm(g["macs"]), "MMACs without 1x1": _mm(nr["macs"]),
-                 "x MACs": round(nr["macs"] / g["macs"], 2)})
+                 "params": _m(g["params"]), "params without 1x1": _m(nr["params"]),
+                 "x params": round(nr["params"] / g["params"], 2), "MMACs": _mm(g["macs"]),
+                 "MMACs without 1x1": _mm(nr["macs"]), "x MACs": round(nr["macs"] / g["macs"], 2)})
     for key, size, shown in (("googlenet, FC head", 224, "GoogLeNet, FC head"), ("alexnet", 227, "AlexNet"),
                              ("vgg16", 224, "VGG-16")):
         rows.append({"what": shown, "input (C x H x W)": f"3x{size}x{size}", "params": _m(nets[key]["params"]),
                      "MMACs": _mm(nets[key]["macs"])})
-    acc: dict[str, float] = {}
-    curves = {}
-    n_test = 0
-    for spec in ctx.setup.runs:
-        outs = [o for o in ctx.runs(spec.label) if o.summary is not None]
-        failed = [o for o in ctx.runs(spec.label) if o.summary is None]
-        row: dict[str, Any] = {"what": f"CIFAR-10 run `{spec.label}`"}
-        if outs:
-            s = outs[0].summary
-            accs = [100 * o.summary["final_test_acc"] for o in outs]
-            acc[spec.label] = sum(accs) / len(accs)
-            n_test = _n_test(ctx)
-            row.update({"input (C x H x W)": "3x32x32", "params": _m(s["params"]), "MMACs": _mm(s["macs"]),
-                        "test acc %": _mean_std(accs), "img/s": round(sum(o.summary["img_per_s"] for o in outs)
-                                                                       / len(outs))})
-            steps = ctx.records(outs[0], "step_metrics")
-            epochs = ctx.records(outs[0], "epoch")
-            curves[spec.label] = ([r["step"] for r in steps], [100 * r["error"] for r in steps],
-                                  [(e["step"], 100 * (1 - e["test_acc"])) for e in epochs])
-        if failed:
-            row["test acc %"] = f"failed ({len(failed)} of {len(failed) + len(outs)})"
-        rows.append(row)
-    verdict, reason, findings = _verdict(g["params"], nets["alexnet"]["params"], nets["vgg16"]["params"],
-                                         acc.get("head-gap"), acc.get("head-fc"), n_test, ctx.mode)
-    findings.insert(0, _reduction_finding(mods, g, nr))
-    figures = [Figure("module_costs.png", "Parameters and multiply-adds of each Inception module of the 224x224 net "
-                      "with its 1x1 reductions (the paper's) and without them (pool projection kept); the factor "
-                      "over each pair is the cost without over the cost with.", _module_figure(mods))]
-    if curves:
-        figures.append(Figure("heads_training.png", "CIFAR-10 training error per step (smoothed; thin: raw) and test "
-                              "error per epoch (markers) with the paper's average-pool head and with an FC head.",
-                              plots.error_panels(curves, ["head"])))
-    columns = ["what", "input (C x H x W)", "params", "params without 1x1", "x params", "MMACs", "MMACs without 1x1",
-               "x MACs", "out channels (naive Fig. 2a)", "test acc %", "img/s"]
-    rows = [{c: r.get(c) for c in columns} for r in rows]  # every row has every column (results.csv)
-    return Analysis(rows=rows, verdict=verdict, reason=reason[:1].upper() + reason[1:], columns=columns,
-                    findings=findings, figures=figures)
+    return rows
 
 
 def _n_test(ctx: Context) -> int:
     """Test images the runs were scored on (the subset if one was set)."""
     return int(ctx.setup.overrides.get("data.test_subset") or 10_000)
-
-
-def _mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean:.2f} ± {std:.2f}"
 
 
 def _reduction_finding(mods: list[dict[str, Any]], g: dict[str, float], nr: dict[str, float]) -> str:
@@ -211,48 +306,67 @@ def _reduction_finding(mods: list[dict[str, Any]], g: dict[str, float], nr: dict
             f"(already {naive_out[0]} channels out of 3a instead of {mods[0]['out']}).")
 
 
-def _verdict(googlenet: float, alexnet: float, vgg16: float, acc_gap: float | None, acc_fc: float | None,
-             n_test: int, mode: str) -> tuple[str, str, list[str]]:
-    """Three parts: the ~6.8M count, the "12x fewer than AlexNet" ratio, and the average-pool head's gain (resolved
-    only if the gap between the heads exceeds two standard errors of a difference of two accuracies on n_test)."""
-    count_ok = abs(googlenet / 1e6 - PAPER_PARAMS_M) / PAPER_PARAMS_M < 0.05
-    ratio = alexnet / googlenet
-    ratio_ok = ratio >= PAPER_RATIO * 0.9
-    findings = [
-        f"GoogLeNet has {googlenet / 1e6:.2f}M parameters ({'within 5% of' if count_ok else 'not within 5% of'} "
-        f"the ~{PAPER_PARAMS_M}M that Table 1 adds up to): {alexnet / googlenet:.1f}x fewer than AlexNet "
-        f"({alexnet / 1e6:.1f}M) and {vgg16 / googlenet:.1f}x fewer than VGG-16 ({vgg16 / 1e6:.1f}M). The paper's "
-        f"'12 times fewer' would need about {alexnet / PAPER_RATIO / 1e6:.1f}M; even Table 1's own sum gives "
-        f"{alexnet / (PAPER_PARAMS_M * 1e6):.1f}x.",
-    ]
-    head = "not run"
-    if acc_gap is not None and acc_fc is not None:
-        diff = acc_gap - acc_fc
-        p = (acc_gap + acc_fc) / 200
-        se = 100 * math.sqrt(2 * p * (1 - p) / max(n_test, 1))
-        head = "resolved" if abs(diff) > 2 * se else "within noise"
-        findings.append(
-            f"Average-pool head {acc_gap:.2f}% vs FC head {acc_fc:.2f}% test accuracy ({diff:+.2f} points; the paper: "
-            f"+{PAPER_HEAD_GAIN} top-1 on ImageNet). On {n_test:,} test images two standard errors of the difference "
-            f"are {2 * se:.1f} points, so this difference is {head}"
-            + (f" and {'agrees' if diff > 0 else 'disagrees'} in sign with the paper." if head == "resolved" else
-               "; a 0.6-point effect needs the full mode's whole test set and several seeds."))
-    scale = " at this short CIFAR scale" if mode != "full" else " on CIFAR-10"
-    if head == "resolved" and acc_gap is not None and acc_fc is not None and acc_gap < acc_fc:
-        head_txt = f"the FC head did better{scale}, against the paper's average-pool gain"
-    elif head == "resolved":
-        head_txt = f"the average-pool head did better{scale}, as in the paper"
-    else:
-        head_txt = f"the heads' accuracy difference is {head}{scale}"
-    count_txt = (f"the ~7M-parameter count holds ({googlenet / 1e6:.2f}M)" if count_ok
-                 else f"the parameter count is off ({googlenet / 1e6:.2f}M vs ~{PAPER_PARAMS_M}M)")
-    ratio_txt = f"AlexNet has {ratio:.1f}x as many parameters, {'as' if ratio_ok else 'not the 12x'} the paper says"
-    reason = f"{count_txt}; {ratio_txt}; {head_txt}."
-    if count_ok and ratio_ok and head == "resolved" and (acc_gap or 0) > (acc_fc or 0):
-        return "reproduced", reason, findings
-    if count_ok:
-        return "partly reproduced", reason, findings
-    return "not reproduced", reason, findings
+def _params_finding(nets: dict[str, dict[str, float]]) -> str:
+    """Where "about 5 million parameters, 12x fewer than AlexNet" comes from, against our counts."""
+    g, alex, vgg = nets["googlenet"], nets["alexnet"]["params"], nets["vgg16"]["params"]
+    trunk = g["params"] - g["classifier"]
+    return (f"Where '5 million, 12x' comes from: GoogLeNet §1 says only '12 times fewer parameters than the winning "
+            f"architecture of Krizhevsky et al', with no count; Inception v3 §1 retells it as 'only "
+            f"{V3_PARAMS_M} million parameters ... a 12x reduction with respect to ... AlexNet, which used "
+            f"{V3_ALEXNET_M} million', and {V3_ALEXNET_M}/{V3_PARAMS_M} = {V3_ALEXNET_M / V3_PARAMS_M:g}. Counted "
+            f"exactly, the Table 1 net has {g['params']:,} parameters ({g['params'] / 1e6:.2f}M; Table 1's own "
+            f"column sums to ~{PAPER_PARAMS_M}M), {trunk / 1e6:.2f}M without its 1000-way classifier, and AlexNet "
+            f"has {alex:,}: {alex / g['params']:.1f}x ({alex / (PAPER_PARAMS_M * 1e6):.1f}x on Table 1's sum, "
+            f"{V3_ALEXNET_M * 1e6 / g['params']:.1f}x on AlexNet's rounded 60M; {alex / trunk:.1f}x even without the "
+            f"classifier). No count of the published net gives 5M, so '5 million' reads as a rounded-down figure "
+            f"(the papers give no derivation: verify). VGG-16 has {vgg / 1e6:.1f}M, {vgg / g['params']:.0f}x "
+            f"GoogLeNet's: the learner's 'far fewer than VGG' holds by any count.")
+
+
+def _head_findings(acc: dict[str, list[float]], conv: dict[str, list[Any]], n_test: int) -> list[str]:
+    if not all(acc.get(a) for a in ARMS):
+        return []
+    gap, fc = statistics.fmean(acc["head-gap"]), statistics.fmean(acc["head-fc"])
+    se = sampling_error(100 - (gap + fc) / 2, n_test)
+    done = {a: sum(x.converged for x in conv.get(a, [])) for a in ARMS}
+    return [f"Heads on CIFAR-10: average pool {gap:.2f}%, FC {fc:.2f}% mean test accuracy ({gap - fc:+.2f} points; "
+            f"the paper: +{PAPER_HEAD_GAIN} top-1 on ImageNet). Beside the seed test, the test set's own sampling "
+            f"error of a difference on {n_test:,} images is {se:.1f} points (one standard error). Converged runs: "
+            f"average pool {done['head-gap']} of {len(conv.get('head-gap', []))}, FC {done['head-fc']} of "
+            f"{len(conv.get('head-fc', []))}."]
+
+
+def _answer(mods: list[dict[str, Any]], nets: dict[str, dict[str, float]], acc: dict[str, list[float]],
+            subclaims: list[SubClaim]) -> str:
+    g, nr, alex = nets["googlenet"], nets["googlenet, no 1x1 reductions"], nets["alexnet"]["params"]
+    macs_x = sum(r["macs_nored"] for r in mods) / sum(r["macs"] for r in mods)
+    text = (f"**Answer.** The 1x1 reductions are what make GoogLeNet cheap: each squeezes a module's input to a few "
+            f"channels before the expensive 3x3 and 5x5 filters read it, and without them the nine modules would "
+            f"cost {macs_x:.1f} times the multiply-adds (the whole net {nr['macs'] / 1e9:.1f} G instead of "
+            f"{g['macs'] / 1e9:.2f} G, and {nr['params'] / 1e6:.0f}M parameters instead of "
+            f"{g['params'] / 1e6:.1f}M). The 'about 5 million parameters, 12 times fewer than AlexNet' is not a count: "
+            f"GoogLeNet's paper says '12 times fewer' (§1) without a number, and Inception v3's introduction retells "
+            f"it as 5 million against AlexNet's 60 million. Counted exactly, the published net has "
+            f"{g['params'] / 1e6:.2f}M parameters, {alex / g['params']:.1f} times fewer than AlexNet's "
+            f"{alex / 1e6:.1f}M: far fewer, and {nets['vgg16']['params'] / g['params']:.0f} times fewer than VGG-16, "
+            f"but not 12 times. ")
+    heads = subclaims[-1]
+    if not all(acc.get(a) for a in ARMS):
+        return text + "The heads' comparison did not run in this mode."
+    gap, fc = statistics.fmean(acc["head-gap"]), statistics.fmean(acc["head-fc"])
+    fc_params = nets["googlenet, FC head"]["params"] - g["params"]
+    text += (f"Replacing the FC layers by an average pool also removes most of the parameters a classifier head "
+             f"would need ({fc_params / 1e6:.0f}M for an FC-1024 head on the 7x7 maps at 224, "
+             f"{fc_params / g['params']:.1f} times the rest of the net). On our CIFAR-10 runs the average-pool head "
+             f"reached {gap:.1f}% and the FC head {fc:.1f}% test accuracy (mean over seeds): ")
+    text += {HOLDS: "the average pool is better beyond seed noise, as the paper's +0.6 says.",
+             OPPOSITE: "here the FC head is better beyond seed noise, against the paper's +0.6.",
+             WITHIN_NOISE: "the difference is within seed noise, so at this scale the heads are level; the paper's "
+                             "0.6 points would need many more seeds and images to see.",
+             NOT_REACHED: "but the runs had not converged, so this is a comparison of how fast each head "
+                                   "learns, not of where it ends; the paper's +0.6 is a converged ImageNet number.",
+             }.get(heads.status, "")
+    return text
 
 
 def _module_figure(mods: list[dict[str, Any]]) -> Any:
@@ -275,12 +389,14 @@ EXPERIMENT = register(Experiment(
     name="inception-1x1",
     question="What do GoogLeNet's 1x1 reductions and its average-pooling head buy?",
     claim="1x1 convolutions compute reductions before the expensive 3x3 and 5x5 convolutions, so the 22-layer net "
-          "keeps a 1.5 G multiply-add budget with 12 times fewer parameters than AlexNet (Table 1 sums to ~6.8M); "
-          "moving from fully connected layers to average pooling improved top-1 accuracy by about 0.6%.",
-    source="Szegedy et al., CVPR 2015, §1, §4-5, Figure 2, Table 1",
-    # 249 s alone on the 2-core AMD EPYC with avx512_bf16, 2 threads, bf16 by auto
-    measured={"quick": Measured(5, EPYC_BF16)},
-    full_cost="2 heads x 3 seeds x 20 epochs of CIFAR-10 at the 32x32-grid stem: about 2 GPU-hours",
+          "keeps a 1.5 G multiply-add budget (§1, §4) with 12 times fewer parameters than AlexNet (§1; Inception v3 "
+          "§1: '5 million' against '60 million'); moving from fully connected layers to average pooling improved "
+          "top-1 accuracy by about 0.6% (§5).",
+    source="Szegedy et al., CVPR 2015, §1, §4-5, Figure 2, Table 1; Szegedy et al., CVPR 2016 (Inception v3), §1",
+    measured={},
+    full_cost="2 heads x 3 seeds x 30 epochs of CIFAR-10 at the 32x32-grid stem, full width (1.56 GMACs per image): "
+              "about 2 GPU-hours",
     setup=setup,
     analyse=analyse,
+    datasets=("cifar10", "cifar100"),
 ))

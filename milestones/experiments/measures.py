@@ -172,3 +172,26 @@ def resnet_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for i, stage in enumerate(model.stages):
         out += [(f"stages.{i}.{j}", block) for j, block in enumerate(stage)]
     return out
+
+
+def validation_error(ctx: Any, outcome: Any) -> float:
+    """The tuning score of a grid run (:class:`~milestones.experiments.base.Tuning`): its validation error (%) after
+    the last epoch (``data.val_split`` images held out of the training set; never the test set), ``inf`` if the run
+    recorded none."""
+    epochs = ctx.records(outcome, "epoch")
+    if not epochs or "val_acc" not in epochs[-1]:
+        return float("inf")
+    return 100 * (1 - epochs[-1]["val_acc"])
+
+
+CPU_GFLOPS = 30.0
+"""What the 2-core AVX2 EPYC sustains on convolutions in float32 (its 2048² matmul peaks at 58 GFLOP/s; resnet20
+trains at 63 GFLOP/s by bench's count, small nets less): the planning figure of the standard modes' budgets."""
+
+
+def estimate_minutes(macs_per_image: float, *, runs: float, epochs: int, n_train: int, n_eval: int,
+                     gflops: float = CPU_GFLOPS) -> float:
+    """Planned wall time of ``runs`` training runs: each epoch trains ``n_train`` images at 6 x MACs FLOPs (forward
+    and backward) and evaluates ``n_eval`` at 2 x MACs, at ``gflops``. An estimate for choosing a mode's size; the
+    reports give the measured time."""
+    return runs * epochs * (6 * n_train + 2 * n_eval) * macs_per_image / (gflops * 1e9) / 60

@@ -176,14 +176,14 @@ def decide(claims: Sequence[SubClaim]) -> tuple[str, str]:
     if len(by[HOLDS]) == len(claims):
         return "reproduced", f"Every sub-claim holds beyond seed noise: {_join(by[HOLDS])}."
     if by[HOLDS]:
-        rest = "; ".join(x for x in (named(OPPOSITE, "went the opposite way"), named(WITHIN_NOISE, "stayed within "
+        rest = "; ".join(x for x in (named(OPPOSITE, "did not hold"), named(WITHIN_NOISE, "stayed within "
                                      "noise"), named(NOT_REACHED, "never reached its regime"),
                                      named(NOT_TESTABLE, "cannot be tested here")) if x)
         return "partly reproduced", f"{_join(by[HOLDS])} {'holds' if len(by[HOLDS]) == 1 else 'hold'}; {rest}."
     if by[OPPOSITE]:
         rest = "; ".join(x for x in (named(WITHIN_NOISE, "stayed within noise"),
                                      named(NOT_REACHED, "never reached its regime")) if x)
-        return "not reproduced", (f"{_join(by[OPPOSITE])} went the opposite way beyond seed noise"
+        return "not reproduced", (f"{_join(by[OPPOSITE])} did not hold (the opposite, beyond noise)"
                                   + (f"; {rest}" if rest else "") + ".")
     rest = "; ".join(x for x in (named(WITHIN_NOISE, "stayed within seed noise"),
                                  named(NOT_REACHED, "never reached the regime of the claim")) if x)

@@ -49,7 +49,8 @@ Differences from the paper:
   * ``num_classes`` and ``in_chans`` are options; the config fields (``batch_norm``, ``lrn``, ``dropout``, ...) can be
     overridden through ``create_model`` for ablations.
 
-Ablation options (the paper's design is the default; used by the ``inception-1x1`` experiment):
+Ablation options (the paper's design is the default; used by the ``inception-1x1`` and ``googlenet-aux``
+experiments):
   * ``reductions=False`` (config field): no 1x1 reductions before the 3x3 and 5x5 convolutions, which then read the
     module's full input (the "naive" module of Figure 2a); the pool projection stays, so every module keeps its Table 1
     output width and the rest of the network is unchanged: 25,305,944 parameters and 4.43 GMACs at 224 instead of
@@ -59,6 +60,10 @@ Ablation options (the paper's design is the default; used by the ``inception-1x1
     paper does not specify. Ours: the final maps flattened (7x7x1024 at 224) -> FC 1024 + ReLU -> the same dropout and
     linear classifier, i.e. the auxiliary heads' FC 1024 on the full grid. It needs ``img_size`` (the input side, 224
     by default) to size the FC: 58,379,800 parameters instead of 6,998,552 at 224.
+  * ``width`` (config field, default 1): every channel count (the stem's three convolutions, each Table 1 column, the
+    auxiliary heads' 1x1 convolution and FC, the FC head's hidden layer) times ``width``, rounded. ``width=0.5`` costs
+    about a quarter of the multiply-adds (97.7 MMACs instead of 390 with ``stem="cifar16"`` at 32x32): a knob for
+    CPU-sized experiments (``inception-1x1``, ``googlenet-aux``), not a paper variant.
 """
 
 from __future__ import annotations
@@ -100,6 +105,9 @@ class GoogLeNetConfig:
         aux_dropout: dropout before each auxiliary classifier.
         reductions: the 1x1 reductions before the 3x3 and 5x5 convolutions (False: Figure 2a's naive module with
             the pool projection kept; an ablation, not a variant).
+        width: every channel count (the stem's, each Table 1 column, the auxiliary heads' convolution and FC, the
+            FC head's hidden layer) times this, rounded; 0.5 costs about a quarter of the multiply-adds. A knob for
+            CPU-sized experiments, not a paper variant.
     """
 
     branch5_kernel: int = 5
@@ -110,6 +118,7 @@ class GoogLeNetConfig:
     dropout: float = 0.4
     aux_dropout: float = 0.7
     reductions: bool = True
+    width: float = 1.0
 
 
 VARIANTS = {
@@ -145,6 +154,12 @@ INCEPTION: tuple[tuple[tuple[str, int, int, int, int, int, int], ...], ...] = (
 AUX_AT = ("4a", "4d")  # the auxiliary classifiers sit on the outputs of these modules (paper §5, Figure 3)
 STEM_CHANNELS = (64, 64, 192)  # conv1 7x7/2, conv2 reduce 1x1, conv2 3x3
 FC_HIDDEN = 1024  # head="fc": the auxiliary heads' FC width, on the flattened final maps
+AUX_CONV = 128  # the auxiliary heads' 1x1 convolution (paper §5)
+
+
+def _scaled(channels: int, width: float) -> int:
+    """A channel count of the paper's net at ``width`` (at least 1)."""
+    return max(1, round(channels * width))
 
 
 def _caffe_lrn() -> nn.LocalResponseNorm:
@@ -216,14 +231,16 @@ class InceptionAux(nn.Module):
     """Auxiliary classifier (paper §5): 4x4 average pool -> 1x1 conv 128 -> FC 1024 -> dropout -> linear."""
 
     def __init__(
-        self, in_ch: int, num_classes: int, *, pool: str = "avg5s3", dropout: float = 0.7, batch_norm: bool = False
+        self, in_ch: int, num_classes: int, *, pool: str = "avg5s3", dropout: float = 0.7, batch_norm: bool = False,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
+        conv, hidden = _scaled(AUX_CONV, width), _scaled(FC_HIDDEN, width)
         self.pool: nn.Module = nn.AvgPool2d(5, stride=3) if pool == "avg5s3" else nn.AdaptiveAvgPool2d(4)
-        self.conv = BasicConv(in_ch, 128, 1, batch_norm=batch_norm)
-        self.fc = nn.Linear(128 * 4 * 4, 1024)
+        self.conv = BasicConv(in_ch, conv, 1, batch_norm=batch_norm)
+        self.fc = nn.Linear(conv * 4 * 4, hidden)
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(1024, num_classes)
+        self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, 14, 14) -> (B, num_classes)
         # the paper's 5x5/3 pool gives the 4x4 grid its FC layer expects only from 14x14 to 16x16 inputs
@@ -232,12 +249,12 @@ class InceptionAux(nn.Module):
                 f"auxiliary head got a {tuple(x.shape[-2:])} grid at 4a/4d, needs 14x14 to 16x16 so that its 5x5/3 "
                 'pool gives 4x4: use a 224x224 input, or 28x28 to 32x32 with stem="cifar"'
             )
-        x = self.conv(self.pool(x)).flatten(1)  # (B, 128 * 4 * 4)
+        x = self.conv(self.pool(x)).flatten(1)  # (B, 128 * 4 * 4) at width 1
         return self.head(self.drop(F.relu(self.fc(x), inplace=True)))
 
 
 def _stem(cfg: GoogLeNetConfig, in_chans: int, stem: str) -> nn.Sequential:
-    c1, c2r, c2 = STEM_CHANNELS
+    c1, c2r, c2 = (_scaled(c, cfg.width) for c in STEM_CHANNELS)
     bn = cfg.batch_norm
     cifar = stem in ("cifar", "cifar16")
     layers: list[tuple[str, nn.Module]] = [
@@ -291,24 +308,27 @@ class GoogLeNet(nn.Module):
             raise ConfigError(f"head must be 'gap' (the paper's average pool) or 'fc', got {head!r}")
         if not isinstance(cfg.reductions, bool):
             raise ConfigError(f"reductions must be true or false, got {cfg.reductions!r}")
+        if not 0 < cfg.width <= 4:
+            raise ConfigError(f"width must be in (0, 4], got {cfg.width!r}")
         self.batch_norm = cfg.batch_norm
         self.stem = _stem(cfg, in_chans, stem)
         stages: list[nn.Module] = []
         aux: dict[str, nn.Module] = {}
-        in_ch = STEM_CHANNELS[-1]
+        in_ch = _scaled(STEM_CHANNELS[-1], cfg.width)
         for i, table in enumerate(INCEPTION):
             blocks: list[tuple[str, nn.Module]] = []
             if i > 0:  # max-pool 3x3/2 before 4a; before 5a 3x3/2 in the paper, 2x2/2 in torchvision
                 kernel = 3 if i == 1 else cfg.pool4_kernel
                 blocks.append(("pool", nn.MaxPool2d(kernel, stride=2, ceil_mode=True)))
             for name, *widths in table:
-                block = Inception(in_ch, *widths, branch5_kernel=cfg.branch5_kernel, batch_norm=cfg.batch_norm,
-                                  reductions=cfg.reductions)
+                block = Inception(in_ch, *(_scaled(c, cfg.width) for c in widths), branch5_kernel=cfg.branch5_kernel,
+                                  batch_norm=cfg.batch_norm, reductions=cfg.reductions)
                 blocks.append((name, block))
                 in_ch = block.out_channels
                 if aux_logits and name in AUX_AT:
                     aux[name] = InceptionAux(
-                        in_ch, num_classes, pool=cfg.aux_pool, dropout=cfg.aux_dropout, batch_norm=cfg.batch_norm
+                        in_ch, num_classes, pool=cfg.aux_pool, dropout=cfg.aux_dropout, batch_norm=cfg.batch_norm,
+                        width=cfg.width,
                     )
             stages.append(nn.Sequential(OrderedDict(blocks)))
         self.stages = nn.Sequential(*stages)
@@ -319,10 +339,10 @@ class GoogLeNet(nn.Module):
             raise ConfigError(f"img_size={img_size} is too small for head='fc'")
         # head="fc": FC 1024 on the flattened (in_ch, grid, grid) maps instead of the average pool (paper §5)
         self.pre_logits: nn.Module = nn.Identity() if head == "gap" else nn.Sequential(OrderedDict(
-            fc=nn.Linear(in_ch * self.grid**2, FC_HIDDEN), relu=nn.ReLU(inplace=True)))
-        self.num_features = in_ch if head == "gap" else FC_HIDDEN
+            fc=nn.Linear(in_ch * self.grid**2, _scaled(FC_HIDDEN, cfg.width)), relu=nn.ReLU(inplace=True)))
+        self.num_features = in_ch if head == "gap" else _scaled(FC_HIDDEN, cfg.width)
         self.drop = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(in_ch, num_classes)
+        self.head = nn.Linear(self.num_features, num_classes)
         self.init_weights()
 
     def init_weights(self) -> None:

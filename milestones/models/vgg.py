@@ -34,6 +34,11 @@ Options, recorded in the recipe rather than in the name:
     replaced by one 5x5 conv of the same receptive field (top-1 error "7% higher" than B's); the ``small-filters``
     experiment also builds one 7x7 conv per stage against three 3x3 convs. Kernel sizes must be odd, so that
     padding k // 2 keeps the resolution.
+  * ``skip_pools`` (config field): the stages, numbered 1 to 5 as in Table 1, that end without their 2x2/2 max-pool
+    (default none). At 32x32 the five pools leave a 1x1 map, where GAP is the identity and a 5x5 or 7x7 conv of
+    stage 5 (2x2) sees mostly padding: ``skip_pools=(5,)`` ends on a 2x2 map at no extra multiply-adds (the
+    ``vgg-fc-heads`` experiment), ``skip_pools=(4,)`` runs stage 5 on 4x4 maps (``small-filters``). FC6 reads the
+    grid the remaining pools leave.
 
 Differences from the paper:
   * Initialisation: Glorot & Bengio (2010) uniform weights and zero biases for every variant, which the paper notes
@@ -77,6 +82,7 @@ class VGGConfig:
     lrn: bool = False  # A-LRN: LRN after the first conv
     batch_norm: bool = False  # not in the paper; torchvision's vgg*_bn
     hidden: int = 4096
+    skip_pools: tuple[int, ...] = ()  # stages (1-5) without their closing max-pool; not in the paper
 
 
 _A = ((3,), (3,), (3, 3), (3, 3), (3, 3))
@@ -121,9 +127,11 @@ COUNTS = {
 
 
 class VGGStage(nn.Sequential):
-    """One stage of Table 1: (conv -> [BN] -> ReLU [-> LRN]) per kernel, then max-pool 2x2/2."""
+    """One stage of Table 1: (conv -> [BN] -> ReLU [-> LRN]) per kernel, then max-pool 2x2/2 (unless ``pool`` is
+    False)."""
 
-    def __init__(self, in_ch: int, width: int, kernels: tuple[int, ...], *, batch_norm: bool, lrn: bool) -> None:
+    def __init__(self, in_ch: int, width: int, kernels: tuple[int, ...], *, batch_norm: bool, lrn: bool,
+                 pool: bool = True) -> None:
         super().__init__()
         for j, k in enumerate(kernels, start=1):
             # padding k // 2 keeps the resolution for 3x3 and 1x1 alike (§2.1)
@@ -134,7 +142,8 @@ class VGGStage(nn.Sequential):
             if lrn and j == 1:
                 self.add_module("lrn", local_response_norm(size=5, alpha=1e-4, beta=0.75, k=2.0))
             in_ch = width
-        self.add_module("pool", nn.MaxPool2d(2, 2))
+        if pool:
+            self.add_module("pool", nn.MaxPool2d(2, 2))
 
 
 class VGG(nn.Module):
@@ -152,17 +161,21 @@ class VGG(nn.Module):
         if any(not isinstance(k, int) or k < 1 or k % 2 == 0 for ks in cfg.kernels for k in ks):
             raise ConfigError(f"kernel sizes must be odd positive integers (padding k // 2 keeps the resolution), got "
                               f"{cfg.kernels!r}")
+        if any(s not in range(1, len(cfg.widths) + 1) for s in cfg.skip_pools):
+            raise ConfigError(f"skip_pools numbers stages 1 to {len(cfg.widths)}, got {tuple(cfg.skip_pools)!r}")
         stages, in_ch = [], in_chans
         for i, (width, kernels) in enumerate(zip(cfg.widths, cfg.kernels, strict=True)):
-            stages.append(VGGStage(in_ch, width, kernels, batch_norm=cfg.batch_norm, lrn=cfg.lrn and i == 0))
+            stages.append(VGGStage(in_ch, width, kernels, batch_norm=cfg.batch_norm, lrn=cfg.lrn and i == 0,
+                                   pool=i + 1 not in cfg.skip_pools))
             in_ch = width
         self.stages = nn.Sequential(*stages)
         self.head_type = head
         self.img_size = img_size
-        self.grid = img_size // 2 ** len(stages)  # each 2x2/2 pool halves (and floors) the side
+        pools = len(stages) - len(set(cfg.skip_pools))
+        self.grid = img_size // 2**pools  # each 2x2/2 pool halves (and floors) the side
         if head == "fc" and self.grid < 1:
-            raise ConfigError(f"img_size={img_size} is too small: {len(stages)} pools need at least "
-                              f"{2 ** len(stages)} px (or use head='gap')")
+            raise ConfigError(f"img_size={img_size} is too small: {pools} pools need at least "
+                              f"{2**pools} px (or use head='gap')")
         # "fc": FC6 reads the flattened grid x grid x 512 maps; "gap_fc": one hidden FC on the pooled 512 values
         fc_inputs = {"fc": (in_ch * self.grid**2, cfg.hidden), "gap_fc": (in_ch,), "gap": ()}[head]
         self.pre_logits: nn.Module = nn.Sequential() if fc_inputs else nn.Identity()
