@@ -44,6 +44,8 @@ MODES = ("smoke", "quick", "standard", "full")
 MARKER = "experiment.json"
 EPYC_BF16 = "AMD EPYC, avx512_bf16"
 """The machine kind most committed quick reports of 2026-12-01/02 were measured on."""
+AVX2_EPYC = "AMD EPYC, AVX2, no bf16 flags"
+"""The kind the first standard reports (2026-12-07) were measured on."""
 
 
 @dataclass(frozen=True)
