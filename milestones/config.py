@@ -31,13 +31,45 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(kw_only=True)
+class Augmentation:
+    """The training augmentations, declared once: ``data.*`` config keys (:class:`DataConfig`) and the options of
+    :class:`~milestones.data.BatchAugment`, which applies them batched on the data's device.
+
+    Attributes:
+        flip: Random left-right flips, probability 1/2.
+        crop_padding: Random crops of the input size from the image reflect-padded by this many pixels.
+        cutout: Side of a square set to 0 after normalisation, centred anywhere in the image, once per image
+            (DeVries & Taylor, arXiv:1708.04552: 16 for CIFAR-10, 8 for CIFAR-100).
+        trivial_augment: One random TrivialAugment Wide operation per image; images need 1 or 3 channels.
+        rand_augment: RandAugment with this many operations per image at strength bin ``rand_magnitude`` of 31
+            (0: off).
+        rand_magnitude: RandAugment's strength bin (torchvision's default 9).
+        mixup_alpha: Mix each batch with a shuffled copy of itself, ``lam ~ Beta(alpha, alpha)`` per batch; the
+            labels come out as ``(B, num_classes)`` soft targets. 0: off.
+        cutmix_alpha: Paste a box of a shuffled copy into each batch instead; with both alphas set, each batch is
+            mixed one way or the other with probability 1/2 (as timm does). 0: off.
+    """
+
+    flip: bool = False
+    crop_padding: int = 0
+    cutout: int = 0
+    trivial_augment: bool = False
+    rand_augment: int = 0
+    rand_magnitude: int = 9
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+
+
+AUGMENT_KEYS = tuple(f.name for f in dataclasses.fields(Augmentation))
+"""The augmentation options, which are ``data.*`` config keys with the same names."""
+
+
 @dataclass
-class DataConfig:
+class DataConfig(Augmentation):
     """Dataset, batching and augmentation. ``mean``/``std`` override the dataset's normalisation when set.
 
-    Augmentations (training only, batched on the data's device; see :class:`~milestones.data.BatchAugment`):
-    ``crop_padding`` (reflect-pad + random crop), ``flip``, ``cutout`` (side), ``trivial_augment`` or
-    ``rand_augment`` (number of operations, at bin ``rand_magnitude``), ``mixup_alpha`` / ``cutmix_alpha`` (0: off).
+    Augmentations (training only): the fields of :class:`Augmentation`.
 
     An image folder (``name: folder:PATH``) is resized to ``image_size``, by default the model's input size; it is
     decoded into memory when it fits (``in_memory``: null = decide by size, true, false) and otherwise streamed by
@@ -59,14 +91,6 @@ class DataConfig:
     batch_size: int = 128
     eval_batch_size: int = 1000
     pad: int = 0
-    crop_padding: int = 0
-    flip: bool = False
-    cutout: int = 0
-    trivial_augment: bool = False
-    rand_augment: int = 0
-    rand_magnitude: int = 9
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
     image_size: int | None = None
     max_per_class: int | None = None
     classes: list[int] | None = None

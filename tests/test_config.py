@@ -108,3 +108,19 @@ def test_parse_override_never_crashes(raw: str) -> None:
     """Whatever follows '=' parses to some YAML value or stays a string; the key is kept verbatim."""
     key, _ = parse_override(f"--optim.name={raw}")
     assert key == "optim.name"
+
+
+def test_augmentation_settings_are_declared_once() -> None:
+    """The eight augmentation options live in ``config.Augmentation`` alone: the ``data.*`` keys and BatchAugment's
+    options both inherit them (neither class re-declares one), so a new option cannot reach one and not the other."""
+    import dataclasses
+
+    from milestones.config import AUGMENT_KEYS, Augmentation, DataConfig
+    from milestones.data import BatchAugment
+
+    assert len(AUGMENT_KEYS) == 8 and "mixup_alpha" in AUGMENT_KEYS
+    for cls in (DataConfig, BatchAugment):
+        assert issubclass(cls, Augmentation)
+        assert not set(cls.__dict__.get("__annotations__", {})) & set(AUGMENT_KEYS), cls
+        assert set(AUGMENT_KEYS) <= {f.name for f in dataclasses.fields(cls)}
+    assert BatchAugment.for_spec.__doc__ and BatchAugment([0.5], [0.5], flip=True, cutout=4).cutout == 4

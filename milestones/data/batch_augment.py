@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ..config import AUGMENT_KEYS, Augmentation
 from ..errors import ConfigError
 from . import augment
 from .spec import DataSpec
@@ -31,9 +32,6 @@ Draws = Mapping[str, Tensor]
 """Random parameters from :meth:`BatchAugment.draw`: per-sample tensors (last dimension: samples) and per-batch ones
 (first dimension: batches)."""
 
-AUGMENT_KEYS = ("flip", "crop_padding", "cutout", "trivial_augment", "rand_augment", "rand_magnitude", "mixup_alpha",
-                "cutmix_alpha")
-"""The :class:`BatchAugment` options that are also ``data.*`` config keys, with the same names."""
 
 
 def check_augmentation(*, trivial_augment: bool = False, rand_augment: int = 0, mixup_alpha: float = 0.0,
@@ -49,7 +47,7 @@ def check_augmentation(*, trivial_augment: bool = False, rand_augment: int = 0, 
 
 
 @dataclass
-class BatchAugment:
+class BatchAugment(Augmentation):
     """Turn uint8 batches into float training (or evaluation) batches: augment, normalise, mix.
 
     Without draws (evaluation) a batch is only normalised. With draws, in this order: crop and flip, TrivialAugment
@@ -60,33 +58,16 @@ class BatchAugment:
         mean: Per-channel mean (0..1 scale); images come out as ``(x / 255 - mean) / std``.
         std: Per-channel standard deviation.
         num_classes: Width of the soft targets of mixed batches (needed only with ``mixup_alpha``/``cutmix_alpha``).
-        flip: Random left-right flips, probability 1/2.
-        crop_padding: Random crops of the input size from the image reflect-padded by this many pixels.
-        cutout: Side of a square set to 0 after normalisation, centred anywhere in the image, once per image
-            (DeVries & Taylor, arXiv:1708.04552: 16 for CIFAR-10, 8 for CIFAR-100).
-        trivial_augment: One random TrivialAugment Wide operation per image (:func:`augment.trivial_augment`);
-            images need 1 or 3 channels.
-        rand_augment: RandAugment with this many operations per image at strength bin ``rand_magnitude`` of 31
-            (:func:`augment.rand_augment`; 0: off).
-        rand_magnitude: RandAugment's strength bin (torchvision's default 9).
-        mixup_alpha: Mix each batch with a shuffled copy of itself, ``lam ~ Beta(alpha, alpha)`` per batch
-            (:func:`augment.mixup`); the labels come out as ``(B, num_classes)`` soft targets. 0: off.
-        cutmix_alpha: Paste a box of a shuffled copy into each batch instead (:func:`augment.cutmix`); with both
-            alphas set, each batch is mixed one way or the other with probability 1/2 (as timm does). 0: off.
         dtype: Floating dtype of the images returned.
+        **augmentations: The keyword-only options of :class:`~milestones.config.Augmentation` (flip, crop_padding,
+            cutout, trivial_augment, rand_augment, rand_magnitude, mixup_alpha, cutmix_alpha), applied by
+            :func:`augment.trivial_augment`, :func:`augment.rand_augment`, :func:`augment.mixup` and
+            :func:`augment.cutmix`.
     """
 
     mean: Sequence[float]
     std: Sequence[float]
     num_classes: int | None = None
-    flip: bool = False
-    crop_padding: int = 0
-    cutout: int = 0
-    trivial_augment: bool = False
-    rand_augment: int = 0
-    rand_magnitude: int = 9
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
     dtype: torch.dtype = torch.float32
     _params: dict[torch.device, tuple[Tensor, Tensor]] = field(default_factory=dict, init=False, repr=False,
                                                                 compare=False)
