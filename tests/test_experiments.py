@@ -357,3 +357,34 @@ def test_reports_state_mode_seeds_cost_and_answer_first(tmp_path: Path) -> None:
     report.write_text(text)
     assert committed_run(report) == {"mode": "standard", "seeds": "3", "precision": "fp32 (before `train.precision`)",
                                      "wall": "21 min"}
+
+
+def test_costs_add_up_over_invocations(tmp_path: Path) -> None:
+    """An experiment interrupted and run again reports the sum of its invocations' wall and CPU time."""
+    from milestones.experiments.base import MARKER, Costs, record_invocation
+
+    (tmp_path / MARKER).write_text(json.dumps({"experiment": "e", "mode": "standard"}))
+    record_invocation(tmp_path, Costs(1000.0, 1900.0, 0.4, 2.0, "kind A"))
+    total = record_invocation(tmp_path, Costs(200.0, 390.0, 1.9, 3.5, "kind A"))
+    assert (total.wall, total.cpu, total.invocations) == (1200.0, 2290.0, 2)
+    assert total.describe() == "1200 s wall, 2290 s CPU; load average 0.4-3.5 over 2 invocations"
+    assert total.kind == "kind A"
+
+
+def test_relu_vs_tanh_answer_reads_the_threshold_ladder_from_the_curves() -> None:
+    """The answer's "the gap grows" comes from the measured ratios at 80% ... 25%, not from a fixed sentence."""
+    from milestones.experiments.relu_vs_tanh import _answer, claims, ladder, race
+
+    def fall(rate: float, n: int = 4000) -> tuple[list[int], list[float]]:
+        steps = list(range(1, n + 1))
+        return steps, [max(10.0, 90.0 - rate * s) for s in steps]
+
+    curves = {f"relu seed {s}": fall(0.1 + 0.001 * s) for s in range(3)}
+    curves |= {f"tanh seed {s}": fall(0.1 + 0.001 * s) for s in range(3)}  # level: every ratio 1
+    level = ladder(curves)
+    assert level[0][0] == 80 and all(r == pytest.approx(1.0) for _, r in level)
+    relu = [600, 590, 580]
+    result = race(relu, [3600, 3540, 3480], [4000] * 3)  # 6x on every seed
+    text = _answer(result, {"relu": relu, "tanh": [3600, 3540, 3480]}, [(80, 1.0), (25, 6.0)])
+    assert "6.0 times as many" in text and "the gap grows" in text and "do learn faster" in text
+    assert claims(result, relu, [3600, 3540, 3480])[0].status == "holds"

@@ -315,18 +315,41 @@ def _load() -> float | None:
 
 @dataclass
 class Costs:
-    """What an invocation cost: wall and CPU seconds, the one-minute load average before and after, the kind."""
+    """What an experiment cost: wall and CPU seconds, the one-minute load averages seen, the machine kind, summed
+    over its ``invocations`` (an interrupted experiment that is run again adds one; a rerun that only redraws the
+    report adds its few seconds)."""
 
     wall: float
     cpu: float
     load_before: float | None
     load_after: float | None
     kind: str
+    invocations: int = 1
 
     def describe(self) -> str:
         loads = [x for x in (self.load_before, self.load_after) if x is not None]
         load = f"; load average {min(loads):.1f}-{max(loads):.1f}" if loads else ""
-        return f"{self.wall:.0f} s wall, {self.cpu:.0f} s CPU{load}"
+        over = f" over {self.invocations} invocations" if self.invocations > 1 else ""
+        return f"{self.wall:.0f} s wall, {self.cpu:.0f} s CPU{load}{over}"
+
+    @classmethod
+    def total(cls, records: Sequence[Mapping[str, Any]]) -> Costs:
+        """The sum of the invocations recorded in the folder's marker (kinds joined where they differ)."""
+        loads = [r[k] for r in records for k in ("load_before", "load_after") if r.get(k) is not None]
+        kinds = list(dict.fromkeys(r["kind"] for r in records))
+        return cls(sum(r["wall"] for r in records), sum(r["cpu"] for r in records), min(loads, default=None),
+                   max(loads, default=None), "; ".join(kinds), len(records))
+
+
+def record_invocation(folder: Path, costs: Costs) -> Costs:
+    """Add this invocation's costs to the folder's marker and return the experiment's total so far."""
+    marker = folder / MARKER
+    held = json.loads(marker.read_text())
+    held.setdefault("invocations", []).append(
+        {"wall": round(costs.wall, 1), "cpu": round(costs.cpu, 1), "load_before": costs.load_before,
+         "load_after": costs.load_after, "kind": costs.kind, "at": _now()})
+    atomic_write(marker, json.dumps(held, indent=1).encode())
+    return Costs.total(held["invocations"])
 
 
 def _now() -> str:
@@ -420,7 +443,7 @@ def run_experiment(
         outcomes += _tune(tuning, ctx, lambda runs, seeds: train(runs, seeds, len(outcomes), total), setup.seeds)
     analysis = exp.analyse(ctx)
     cpu1, end = _usage()
-    costs = Costs(end - start, cpu1 - cpu0, load0, _load(), machine_kind())
+    costs = record_invocation(folder, Costs(end - start, cpu1 - cpu0, load0, _load(), machine_kind()))
     failed = sum(o.status == "failed" for o in outcomes)
     if command is None:
         extra = "".join(f" {k} {v}" for k, v in (("--seeds", seeds), ("--device", device),
@@ -557,7 +580,7 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
         if ran_in:
             lines.append(f"- Precision: {ran_in}")
     train_wall = _training_seconds(outcomes)
-    lines.append(f"- Cost: {costs.describe()} for this invocation" + (
+    lines.append(f"- Cost: {costs.describe()}" + (
         f"; the runs' own training wall time adds up to {train_wall:.0f} s (a run finished by an earlier invocation "
         "is not trained again)" if setup.runs else "") + f". Machine kind: {costs.kind}.")
     lines += [f"- {n}" for n in setup.notes]

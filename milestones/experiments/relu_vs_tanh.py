@@ -197,7 +197,8 @@ def analyse(ctx: Context) -> Analysis:
     result = race(steps_at["relu"][:n], steps_at["tanh"][:n], tanh_caps[:n])
     subclaims = claims(result, steps_at["relu"][:n], steps_at["tanh"][:n])
     verdict, reason = decide(subclaims)
-    findings = [c.line() for c in subclaims] + _ladder_findings(race_curves) + _init_findings(ctx)
+    steps = ladder(race_curves)
+    findings = [c.line() for c in subclaims] + _ladder_findings(steps) + _init_findings(ctx)
     figures = []
     if race_curves:
         figures.append(Figure("training_error.png", f"The race: training error per step (mean of the last {WINDOW} "
@@ -210,7 +211,7 @@ def analyse(ctx: Context) -> Analysis:
                f"steps to {THRESHOLD:g}%", "test err %", "status"]
     rows = [{c: r.get(c) for c in columns} for r in rows]  # one set of columns for results.csv
     return Analysis(rows=rows, verdict=verdict, reason=reason, columns=columns, findings=findings, figures=figures,
-                    answer=_answer(result, steps_at, ctx))
+                    answer=_answer(result, steps_at, steps))
 
 
 def _cap_steps(ctx: Context, outcome: Any, cap_epochs: int) -> int:
@@ -220,8 +221,9 @@ def _cap_steps(ctx: Context, outcome: Any, cap_epochs: int) -> int:
     return cap_epochs * per_epoch
 
 
-def _ladder_findings(curves: dict[str, tuple[list[int], list[float]]]) -> list[str]:
-    """The ratio at every threshold from 80% down that both activations reach on every seed."""
+def ladder(curves: dict[str, tuple[list[int], list[float]]]) -> list[tuple[int, float]]:
+    """``(threshold, mean ratio tanh / ReLU over seeds)`` at every threshold of :data:`LADDER` that both activations
+    reach on every seed of the race."""
     out = []
     for t in LADDER:
         per = {act: [steps_to(st, err, t) for lbl, (st, err) in curves.items() if lbl.startswith(f"{act} ")]
@@ -229,10 +231,13 @@ def _ladder_findings(curves: dict[str, tuple[list[int], list[float]]]) -> list[s
         if not per["relu"] or any(s is None for s in per["relu"] + per["tanh"]) or len(per["tanh"]) != len(
                 per["relu"]):
             continue
-        ratios = [b / a for a, b in zip(per["relu"], per["tanh"])]
-        out.append(f"{t}%: {statistics.fmean(ratios):.2f}")
-    return ["Ratio tanh / ReLU (mean over seeds) at each threshold both reach on every seed: " + ", ".join(out) + "."
-            ] if out else []
+        out.append((t, statistics.fmean(b / a for a, b in zip(per["relu"], per["tanh"]))))
+    return out
+
+
+def _ladder_findings(steps: list[tuple[int, float]]) -> list[str]:
+    return ["Ratio tanh / ReLU (mean over seeds) at each threshold both reach on every seed: "
+            + ", ".join(f"{t}%: {r:.2f}" for t, r in steps) + "."] if steps else []
 
 
 def _init_findings(ctx: Context) -> list[str]:
@@ -247,7 +252,7 @@ def _init_findings(ctx: Context) -> list[str]:
             f"{best['tanh-paper-init'] - best['relu-paper-init']:+.1f} from the paper's (one seed each)."]
 
 
-def _answer(result: dict[str, Any], steps_at: dict[str, list[int | None]], ctx: Context) -> str:
+def _answer(result: dict[str, Any], steps_at: dict[str, list[int | None]], steps: list[tuple[int, float]]) -> str:
     c = result["comparison"]
     if c is None:
         return ("**Answer.** Not at this scale: ReLU never reached the paper's 25% training error within the cap, so "
@@ -261,13 +266,18 @@ def _answer(result: dict[str, Any], steps_at: dict[str, list[int | None]], ctx: 
         text += " (it had not got there when the run's cap stopped it, so the true factor is larger)"
     text += ", against the paper's six. "
     if c.beyond_noise and c.diff > 0:
-        text += ("ReLUs do learn faster: a tanh unit saturates for large inputs, where its gradient all but "
+        text += ("ReLUs do learn faster here: a tanh unit saturates for large inputs, where its gradient all but "
                  "vanishes, while a ReLU passes the gradient of every active unit unchanged. ")
+    elif c.beyond_noise:
+        text += "Here tanh is the faster one, beyond seed noise. "
     else:
         text += "Over these seeds the difference is within the noise. "
-    text += ("Early in training the two are level (see the ratios at 80-50%), and the gap opens as the error falls: "
-             "the factor depends on the threshold, and on the start (the paper's N(0, 0.01²) against our "
-             "LeCun-normal), so 'six times' describes one net, one threshold and one initialisation.")
+    if len(steps) >= 2:
+        (hi_t, hi_r), (lo_t, lo_r) = steps[0], steps[-1]
+        trend = "grows" if lo_r > hi_r * 1.2 else "shrinks" if lo_r < hi_r / 1.2 else "stays about the same"
+        text += (f"The factor depends on how far training has gone: tanh needs {hi_r:.2f} times ReLU's steps to "
+                 f"reach {hi_t}% training error and {lo_r:.2f} times to reach {lo_t}%, so the gap {trend} as the "
+                 "error falls, and 'six times' describes one net at one threshold.")
     return text
 
 
