@@ -152,6 +152,12 @@ def settings_line() -> object:
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .config import build_config
 
+    named = args.model or any(a.startswith("--model.name=") for a in extra)
+    if not (named or args.config or args.resume):  # nothing says what to train: never a default run
+        print(args.format_help(), file=sys.stderr)
+        print("error: name the model to train (e.g. milestones train lenet5 --data digits), or give --config FILE or "
+              "--resume RUN_DIR; 'milestones list' shows the models", file=sys.stderr)
+        return 2
     overrides = _split_overrides(extra)
     shortcuts = {"epochs": "train.epochs", "data_root": "data.root", "out": "out_dir", "name": "name",
                  "device": "train.device", "seed": "train.seed", "precision": "train.precision"}
@@ -183,7 +189,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     else:
         cfg = build_config(model=args.model, data=args.data, config_file=args.config, overrides=overrides)
     if args.dry_run:
-        return _show_config(cfg)
+        return _show_config(cfg, new_run=not args.resume)
     if args.nproc is not None:
         return _launch_torchrun(args, cfg)
     return _train(cfg, args)
@@ -303,7 +309,9 @@ def _launch_torchrun(args: argparse.Namespace, cfg: RunConfig) -> int:
     import torch
 
     from .errors import ConfigError
+    from .train.run import check_config
 
+    check_config(cfg, new_run=not args.resume)  # once here, not once per worker
     nproc, nnodes = args.nproc, args.nnodes
     if nproc < 1 or nnodes < 1:
         raise ConfigError(f"--nproc and --nnodes must be at least 1, got {nproc} and {nnodes}")
@@ -370,17 +378,16 @@ def _without_launch_options(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _show_config(cfg: RunConfig) -> int:
-    """``train --dry-run``: check the model's options (on the meta device, free) and print the resolved config."""
+def _show_config(cfg: RunConfig, *, new_run: bool = True) -> int:
+    """``train --dry-run``: every check a run makes before it reads data (:func:`~milestones.train.run.check_config`),
+    the model's options (on the meta device, free), then the resolved config."""
     import torch
 
     from .config import to_yaml
     from .models import create_model
-    from .precision import check_settings
-    from .train.loop import check_stop
+    from .train.run import check_config
 
-    check_settings(cfg)
-    check_stop(cfg.train)
+    check_config(cfg, new_run=new_run)
     with torch.device("meta"):
         create_model(cfg.model.name, **cfg.model.kwargs)
     print(to_yaml(cfg), end="")
@@ -412,6 +419,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import load_image
     from .train.checkpoint import restore_model
 
+    if args.topk < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--topk must be at least 1 (the number of classes shown per image), got {args.topk}")
     model, meta = restore_model(args.checkpoint)
     d = meta["data"]
     classes = d["classes"]
@@ -431,6 +442,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import create_app, is_loopback, load_runs, make_server
 
+    if not 0 <= args.port <= 65535:  # before the runs load
+        from .errors import ConfigError
+
+        raise ConfigError(f"--port must be 0 to 65535 (0: any free port), got {args.port}")
     paths = args.runs
     if not paths and Path(DEMO_RUN).is_dir():
         paths = [DEMO_RUN]
@@ -783,37 +798,50 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix matching (``allow_abbrev=False``): ``--epoch`` is an unknown option, not ``--epochs``.
+    Subcommand parsers are made of the same class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="milestones", description="Landmark image classifiers, faithful and measured.")
+    p = _Parser(prog="milestones", description="Landmark image classifiers, faithful and measured.")
     p.add_argument("--version", action="version", version=f"milestones {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="one of these ('milestones COMMAND --help' shows its options)")
 
     s = sub.add_parser("list", help="list registered models")
     s.add_argument("patterns", nargs="*", metavar="PATTERN", help="glob patterns, e.g. 'resnet*' 'vgg1?' (any matches)")
 
     s = sub.add_parser("info", help="paper, reported vs measured numbers, layer summary")
-    s.add_argument("name")
+    s.add_argument("name", help="registered model name, e.g. resnet50 ('milestones list' shows them)")
     s.add_argument("--brief", action="store_true", help="skip the layer-by-layer summary")
 
     s = sub.add_parser("train", help="train a model (extra --section.key=value arguments override the recipe)",
                        description="Train a model. SIGINT (Ctrl-C) or SIGTERM finishes the current step, saves the "
                        "training state and exits with status 130 or 143 and a line saying how to resume; a second "
                        "signal stops at once. Errors exit with status 2.")
-    s.add_argument("model", nargs="?", help="registered model name (default: the recipe's)")
+    s.set_defaults(format_help=s.format_help)  # shown when nothing says what to train
+    s.add_argument("model", nargs="?", help="registered model name, e.g. lenet5 (may be left out with --config, "
+                   "whose recipe names one, or --resume)")
     s.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last saved state, with its own config.yaml (only "
                    "--epochs, --no-progress, --device, --data-root and logging/checkpoint settings may change)")
     s.add_argument("--data", help="dataset: mnist, fashion-mnist, kmnist, digits, ...")
     s.add_argument("--config", help="recipe: a YAML file or a shipped recipe's name, e.g. cifar10_resnet20_full "
                    "(default: the shipped recipe for MODEL on DATA; 'milestones recipes' lists them)")
-    s.add_argument("--epochs", type=int)
+    s.add_argument("--epochs", type=int, help="passes over the training set (train.epochs; default: the recipe's)")
     s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
     s.add_argument("--download", action="store_true", help="download missing data (checksums verified)")
     s.add_argument("--out", help="folder for run directories (default: runs)")
     s.add_argument("--name", help="run directory name (default: MODEL-DATA-TIMESTAMP)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run directory of that name")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
-    s.add_argument("--seed", type=int)
+    s.add_argument("--seed", type=int, help="seed of the initialisation, shuffling and augmentation (train.seed; "
+                   "default: the recipe's, else 0)")
     _precision_option(s, None, help="train.precision: bf16 autocast or fp32 (default auto: bf16 where this device "
                                     "runs it faster)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -849,13 +877,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the trained head (the data must have its number of classes)")
     s.add_argument("--model", help="the model of bare weights without metadata (else the checkpoint's)")
     s.add_argument("--config", help="recipe (default: the shipped one for the model on --data, else SOURCE's own)")
-    s.add_argument("--epochs", type=int)
+    s.add_argument("--epochs", type=int, help="passes over the new training set (train.epochs; default: the "
+                   "recipe's)")
     s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
     s.add_argument("--out", help="folder for run directories (default: runs)")
     s.add_argument("--name", help="run directory name (default: MODEL-DATA-TIMESTAMP)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run directory of that name")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
-    s.add_argument("--seed", type=int)
+    s.add_argument("--seed", type=int, help="seed of the new head, shuffling and augmentation (train.seed; default: "
+                   "the recipe's, else 0)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.add_argument("--dry-run", action="store_true", help="print the resolved config; train nothing")
 
@@ -871,8 +901,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(arrays features, labels, classes)")
     s.add_argument("--pool", default="avg", choices=["avg", "flatten"],
                    help="a spatial or token output: average it (default) or keep it all, flattened")
-    s.add_argument("--batch-size", type=int, default=500)
-    s.add_argument("--data-root")
+    s.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
+    s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
     s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")
 
     s = sub.add_parser("compare", help="train a suite of models x seeds (resumable) and write a leaderboard",
@@ -897,8 +927,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="'milestones experiment list' shows every experiment with its question, source and "
                        "cost; 'milestones experiment run NAME' trains what it needs (finished runs are skipped, an "
                        "interrupted one resumes), analyses it and writes report.md, results.csv and figures.")
-    s.add_argument("action", choices=["list", "run"])
-    s.add_argument("name", nargs="?", help="the experiment to run")
+    s.add_argument("action", choices=["list", "run"], help="list: every experiment; run: run the one named")
+    s.add_argument("name", nargs="?", help="the experiment to run (see 'milestones experiment list')")
     s.add_argument("--mode", default="quick", help="quick (CPU, one seed, <= 15 min), standard (CPU, 3 seeds, <= 45 "
                    "min: the committed reports), full (paper scale, GPU) or smoke (seconds)")
     s.add_argument("--out", help="the experiment's folder (default: runs/experiments/NAME-MODE)")
@@ -914,9 +944,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("eval", help="evaluate a run or checkpoint on its dataset")
     s.add_argument("checkpoint", help="run directory or .safetensors file")
-    s.add_argument("--split", default="test", choices=["train", "test"])
+    s.add_argument("--split", default="test", choices=["train", "test"], help="the split to evaluate on (default: "
+                   "test)")
     s.add_argument("--data", help="evaluate on another dataset with the same classes")
-    s.add_argument("--data-root")
+    s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
     s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")
     s.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's logits with its "
                    "mirror image's")
@@ -925,8 +956,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="top-k classes for image files")
     s.add_argument("checkpoint", help="run directory or .safetensors file")
-    s.add_argument("images", nargs="+")
-    s.add_argument("--topk", type=int, default=3)
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...; any size or mode)")
+    s.add_argument("--topk", type=int, default=3, help="classes shown per image, most probable first (default 3)")
     s.add_argument("--style", choices=["auto", "digit", "plain"], default="auto",
                    help="digit: invert dark-on-light and centre like MNIST (auto: for digit datasets)")
 
@@ -940,8 +971,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("viz", help="look inside a model or run: filters, feature maps, Grad-CAM, attention, curves",
                        description="TARGET is a registered model name (random init), a run directory or a "
                        ".safetensors checkpoint (trained weights); for 'curves', one or more run directories.")
-    s.add_argument("what", choices=["filters", "features", "gradcam", "attention", "curves"])
-    s.add_argument("target", nargs="+", metavar="TARGET")
+    s.add_argument("what", choices=["filters", "features", "gradcam", "attention", "curves"],
+                   help="filters: a convolution's kernels; features: feature maps of --image; gradcam: where the "
+                   "prediction for --image looks; attention: a ViT's attention from one pixel; curves: training "
+                   "curves of runs")
+    s.add_argument("target", nargs="+", metavar="TARGET", help="model name, run directory or .safetensors file "
+                   "(curves: run directories)")
     s.add_argument("--out", help="PNG to write (default: viz-WHAT.png)")
     s.add_argument("--image", help="input image (PNG/JPEG, any size or mode) for features, gradcam and attention")
     s.add_argument("--layer", help="filters: the Conv2d (default: the first); gradcam: where to read the maps "
@@ -957,14 +992,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random-init seed for a registered name")
     s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")
     s.add_argument("--title", help="figure title")
-    s.add_argument("--dpi", type=int, default=100)
+    s.add_argument("--dpi", type=int, default=100, help="resolution of the PNG (default 100)")
 
     s = sub.add_parser("convert", help="convert a downloaded torchvision or timm weight file to a milestones "
                        "checkpoint")
     s.add_argument("source", help="torchvision or timm model name, e.g. resnet50, legacy_xception")
     s.add_argument("file", help="the .pth (or timm's .safetensors) file torchvision or timm downloaded")
     s.add_argument("--out", help="output .safetensors path")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output file (and its .json)")
 
     s = sub.add_parser("report", help="generated documentation, e.g. 'milestones report models > docs/models.md'")
     s.add_argument("what", choices=["models", "experiments"], help="models: the table of every registered model "
@@ -976,7 +1011,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="speed, memory and FLOP/s against torchvision and the machine's matmul peak")
     s.add_argument("models", nargs="*", metavar="MODEL",
                    help="names or glob patterns (default: one model of each family; slow on a CPU)")
-    s.add_argument("--mode", choices=["train", "infer"], default="train")
+    s.add_argument("--mode", choices=["train", "infer"], default="train",
+                   help="train: forward, loss, backward and optimizer step; infer: eval forward passes (default: "
+                   "train)")
     s.add_argument("--batch", type=int, help="default: 128 for inputs up to 32x32, else 8")
     s.add_argument("--size", type=int, help="input side (default: the model's)")
     s.add_argument("--threads", type=int, help="torch (and onnxruntime) threads (default: torch's)")
@@ -997,11 +1034,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-torchvision", action="store_true", help="skip the torchvision comparison")
     s.add_argument("--no-onnxruntime", action="store_true", help="skip onnxruntime (infer mode)")
     s.add_argument("--json", help="append one JSON line per model to this file")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     s = sub.add_parser("export", help="export a run or checkpoint to ONNX or TorchScript, checked against PyTorch")
     s.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run directory or .safetensors file")
-    s.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    s.add_argument("--format", required=True, choices=["onnx", "torchscript"], help="onnx (a .onnx file) or "
+                   "torchscript (a .torchscript.pt file)")
     s.add_argument("--out", help="output file (default: beside the checkpoint, .onnx or .torchscript.pt)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     s.add_argument("--which", default="best", choices=["best", "last"], help="for a run directory")

@@ -68,14 +68,16 @@ avx512_bf16). Every other family stays float32 under ``auto`` until checked: see
 measured and found wanting; the transformers, DenseNet, Inception v2/v3 and Xception were not checked."""
 
 BF16_KEPT_FP32_CPU = {
-    "lenet": "lenet5_modern trained at 0.78-0.86x in bf16",
-    "alexnet": "alexnet_owt trained at 0.91-0.96x in bf16 (its step is its 58M FC weights, cast every step)",
-    "vgg": "vgg13_bn with 7x7 convolutions diverged (NaN weights by step 39-117) in bf16 in two seeds of two, "
-           "float32 did not (small-filters)",
+    "lenet": "the lenet family trained at 0.78-0.86x float32 speed in bf16",  # lenet5_modern
+    "alexnet": "the alexnet family trained at 0.91-0.96x float32 speed in bf16 (its step is mostly its FC weights, "
+               "cast every step)",  # alexnet_owt, 58M FC weights
+    "vgg": "a VGG with 7x7 convolutions diverged (NaN weights by step 39-117) in bf16 in two seeds of two, float32 "
+           "did not (small-filters)",  # vgg13_bn
 }
 """Families measured and kept in float32 by ``auto`` on a CPU, with why (2026-12-02, same machine; ranges over the
-four per-kind table runs of that day). VGG trains 1.06-1.15x faster in bf16 with channels_last and vgg-fc-heads drew
-its float32 conclusions, but a run that diverges is not a safe default."""
+four per-kind table runs of that day). The reasons name the family, not the model measured, since they are printed
+for every model of it. VGG trains 1.06-1.15x faster in bf16 with channels_last and vgg-fc-heads drew its float32
+conclusions, but a run that diverges is not a safe default."""
 
 CHANNELS_LAST_CPU = {
     "lenet": (True, 1.26, "lenet5_modern"),
@@ -325,12 +327,13 @@ def resolve_channels_last(value: bool | str, family: str, device: str | torch.de
         cnn = family in CNN_FAMILIES
         return Choice(cnn, "auto: " + ("a convolutional family on CUDA" if cnn else "not a convolutional family"))
     if precision == "bf16" and family in CHANNELS_LAST_CPU_BF16:
-        on, ratio, model = CHANNELS_LAST_CPU_BF16[family]
-        return Choice(on, f"auto: {model} trained {ratio:.2f}x as fast with it in bf16 (docs/benchmarks.md)")
+        on, ratio, _ = CHANNELS_LAST_CPU_BF16[family]
+        return Choice(on, f"auto: the {family} family trained {ratio:.2f}x as fast with it in bf16 "
+                          "(docs/benchmarks.md)")
     if family not in CHANNELS_LAST_CPU:
         return Choice(False, f"auto: the {family} family was not measured with channels_last")
-    on, ratio, model = CHANNELS_LAST_CPU[family]
-    return Choice(on, f"auto: {model} trained {ratio:.2f}x as fast with it (docs/benchmarks.md)")
+    on, ratio, _ = CHANNELS_LAST_CPU[family]  # the reason names the family: it is printed for all its models
+    return Choice(on, f"auto: the {family} family trained {ratio:.2f}x as fast with it (docs/benchmarks.md)")
 
 
 def compile_pays(speedup: float, compile_seconds: float, step_seconds: float, steps: int) -> bool:
@@ -362,8 +365,8 @@ def resolve_compile(value: bool | str, family: str, device: str | torch.device, 
         speedup, seconds = CUDA_COMPILE_ASSUMED
         source = "assumed for CUDA"
     elif device.type == "cpu" and family in COMPILE_CPU:
-        speedup, seconds, model = COMPILE_CPU[family]
-        source = f"measured on {model}"
+        speedup, seconds, _ = COMPILE_CPU[family]
+        source = f"measured for the {family} family"
     else:
         return Choice(False, f"auto: torch.compile was not measured for the {family} family on {device.type}")
     if speedup <= 1:

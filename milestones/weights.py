@@ -31,19 +31,34 @@ def load_pickle_weights(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as e:  # safetensors raises several types for a bad file
             raise CheckpointError(f"{p} is not a valid safetensors file ({str(e)[:60]})") from None
     try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {p}: {e.strerror or e}") from None
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive, or (legacy) a binary pickle
+        what = "an empty file" if not head else "neither the zip archive torch.save writes nor its older pickle format"
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint ({what}); give the .pth file torchvision or timm "
+                              "downloaded")
+    try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; the refusal below says enough
             warnings.simplefilter("ignore")
             obj: Any = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message spans several lines with terminal escape codes; keep only the global it refused.
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        what = f"it calls {found.group(1)}" if found else "it holds objects other than tensors"
-        raise CheckpointError(f"refused to load {p}: {what}, which could run code (nothing was run); only plain "
-                              "state dicts of tensors are accepted") from None
+        found = re.search(r"GLOBAL ([\w.]+\w)", str(e))
+        if found or _calls_something(p):
+            what = f"it calls {found.group(1)}" if found else "it holds objects other than tensors"
+            raise CheckpointError(f"refused to load {p}: {what}, which could run code (nothing was run); only plain "
+                                  "state dicts of tensors are accepted") from None
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint (its bytes are not a pickle; nothing in it was run)"
+                              ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         lines = str(e).strip().splitlines()
         why = lines[0][:80] if lines else "it is empty or cut short"
         raise CheckpointError(f"{p} is not a readable PyTorch weight file ({why})") from None
+    except Exception:  # the restricted unpickler met bytes no pickle holds (KeyError, IndexError, ...)
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint (its bytes are not a pickle torch can read; nothing "
+                              "in it was run)") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
@@ -51,3 +66,32 @@ def load_pickle_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{p} does not hold a state dict of tensors")
     return obj
+
+
+_CALLING_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
+"""Pickle opcodes that fetch or call a function or class: what lets a pickle run code."""
+
+
+def _calls_something(path: Path) -> bool:
+    """Whether ``path`` holds well-formed pickles (torch.save's zip archive: its ``data.pkl``; the legacy format: the
+    pickles it starts with) one of which calls a function or class. Parsed with :mod:`pickletools`, which runs
+    nothing: this tells a pickle the safe loader refused from bytes that are no pickle at all."""
+    import io
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(name) if name is not None else b""
+        else:
+            data = path.read_bytes()
+        stream = io.BytesIO(data)
+        for _ in range(5):  # legacy: magic number, protocol, system info, the object, storage keys
+            if stream.tell() >= len(data):
+                return False
+            if {op.name for op, _, _ in pickletools.genops(stream)} & _CALLING_OPCODES:
+                return True
+    except Exception:  # pickletools' ValueError for bytes no pickle holds, and whatever a broken archive raises
+        return False
+    return False

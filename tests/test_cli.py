@@ -172,3 +172,106 @@ def test_console_script_runs_as_a_process() -> None:
     assert ok.returncode == 0 and "lenet5_modern" in ok.stdout and "60,000" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "milestones.cli", "info", "alexnett"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "alexnet" in bad.stderr
+
+
+# --- issue 28: every option checked before anything is written; one line instead of a traceback -------------------
+
+
+@pytest.mark.parametrize(("args", "needles", "dry_run_too"), [
+    (["--train.epochs=0"], ["train.epochs must be at least 1"], True),
+    (["--epochs", "0"], ["train.epochs must be at least 1"], True),
+    (["--optim.name=adamm"], ["'adamm'", "optim.name", "adamw"], True),
+    (["--schedule.name=cosinee"], ["'cosinee'", "schedule.name", "cosine"], True),
+    (["--data.batch_size=0"], ["data.batch_size must be at least 1"], True),
+    (["--name", "../../escaped"], ["'../../escaped'", "single folder name", "--out"], True),
+    (["--data.train_subset=999999"], ["data.train_subset=999999", "1438 training images of digits"], False),
+    (["--data.batch_size=5000"], ["data.batch_size=5000", "1438 training images"], False),
+])
+def test_bad_run_options_fail_before_anything_is_written(args, needles, dry_run_too, capsys, tmp_path) -> None:
+    """Each is one line and exit 2, and leaves no run directory (nor anything outside --out): the options are
+    checked before the run directory is made, the ones that need no data by --dry-run too."""
+    out = tmp_path / "nest" / "runs"
+    base = ["train", "lenet5", "--data", "digits", "--out", str(out), "--no-progress", "--train.threads=1"]
+    code, _, err = run_cli(capsys, *base, *args)
+    assert_one_line_error(code, err, *needles)
+    assert list(tmp_path.rglob("*")) == []  # no run directory, and ../../escaped not made beside the test's folder
+    if dry_run_too:
+        code, out_text, err = run_cli(capsys, *base, *args, "--dry-run")
+        assert out_text == ""
+        assert_one_line_error(code, err, *needles)
+
+
+@pytest.mark.parametrize(("device", "needles"), [
+    ("cuda", ["--device cuda", "no CUDA GPU", "--device cpu"]),
+    ("cuda:1", ["--device cuda:1", "no CUDA GPU"]),
+    ("gpu", ["'gpu'", "cpu, cuda"]),
+])
+def test_a_device_this_machine_lacks_is_one_line(device, needles, capsys, tmp_path, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    code, _, err = run_cli(capsys, "train", "lenet5", "--data", "digits", "--device", device, "--out", str(tmp_path),
+                           "--no-progress")
+    assert_one_line_error(code, err, *needles)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_on_data_with_other_channels_says_what_the_run_expects(digits_run, data_root, capsys) -> None:
+    code, _, err = run_cli(capsys, "eval", str(digits_run), "--data", "cifar10", "--data-root", str(data_root))
+    assert_one_line_error(code, err, "cifar10 has 3-channel images", "expects 1-channel", "digits")
+
+
+def test_serve_on_a_port_out_of_range_is_one_line(digits_run, capsys) -> None:
+    code, _, err = run_cli(capsys, "serve", str(digits_run), "--port", "99999")
+    assert_one_line_error(code, err, "--port", "65535", "99999")
+
+
+def test_predict_topk_below_one_is_one_line(digits_run, tmp_path, capsys) -> None:
+    image = tmp_path / "seven.png"
+    Image.new("L", (28, 28), 255).save(image)
+    code, out, err = run_cli(capsys, "predict", str(digits_run), str(image), "--topk", "0")
+    assert out == ""
+    assert_one_line_error(code, err, "--topk must be at least 1", "got 0")
+
+
+@pytest.mark.parametrize("args", [[], ["--data", "mnist"]])
+def test_train_without_a_model_shows_the_usage_and_trains_nothing(args, capsys, tmp_path, monkeypatch) -> None:
+    """Bare `milestones train` used to start the default recipe's 20-epoch MNIST run. (The data root points
+    nowhere, so that code which still started a run would fail fast instead of training.)"""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MILESTONES_DATA", str(tmp_path / "no-data"))
+    code, out, err = run_cli(capsys, "train", *args)
+    assert code == 2 and out == ""
+    assert err.startswith("usage: milestones train") and "--resume RUN_DIR" in err
+    assert err.strip().splitlines()[-1].startswith("error: name the model to train")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_without_a_model_name_still_takes_a_recipe_or_an_override(capsys) -> None:
+    """--config (whose recipe names the model; the README's `train --config cifar10_resnet20_full`) and
+    --model.name=... need no positional model (--resume: tests/test_resume.py)."""
+    import yaml
+
+    code, out, _ = run_cli(capsys, "train", "--config", "cifar10_resnet20_full", "--dry-run")
+    assert code == 0 and yaml.safe_load(out)["model"]["name"] == "resnet20"
+    code, out, _ = run_cli(capsys, "train", "--model.name=lenet5_modern", "--data", "digits", "--dry-run")
+    assert code == 0 and yaml.safe_load(out)["model"]["name"] == "lenet5_modern"
+
+
+def test_every_option_has_help_and_none_is_taken_by_prefix(capsys) -> None:
+    """`--epoch` is not silently `--epochs` (allow_abbrev=False on every parser); `--help` explains every option."""
+    import argparse
+
+    parser = cli.build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in {"": parser, **subcommands}.items():
+        assert sub.allow_abbrev is False, name
+        missing = [a.dest for a in sub._actions if a.help is None]
+        assert missing == [], (name, missing)
+    code, out, err = run_cli(capsys, "train", "lenet5", "--data", "digits", "--epoch", "1", "--dry-run")
+    assert out == ""
+    assert_one_line_error(code, err, "'--epoch'")
+    with pytest.raises(SystemExit) as e:  # argparse's own usage error for the other commands
+        cli.main(["info", "lenet5", "--bri"])
+    assert e.value.code == 2 and "unrecognized arguments: --bri" in capsys.readouterr().err

@@ -246,3 +246,28 @@ def test_bench_follows_the_training_layout_unless_told() -> None:
     assert auto[""].startswith("auto")
     assert _bench_layouts(names, "cpu", True) == {"": "on (asked for)", "resnet20": True, "vgg11": True}
     assert _bench_layouts(names, "cpu", False)["vgg11"] is False
+
+
+def test_reasons_name_the_family_not_a_model_of_it_measured_elsewhere(monkeypatch) -> None:
+    """Training lenet5 printed "lenet5_modern trained 1.26x as fast with it": each reason is printed for every model
+    of a family, so it names the family (issue 28), never another registered model."""
+    import re
+
+    from milestones.models import list_models
+
+    monkeypatch.setattr(P, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(P, "measure_bf16", lambda device: {"fp32_ms": 10.0, "bf16_ms": 5.0, "speedup": 2.0,
+                                                           "fp32_gflops": 40.0})
+    families = {*P.CHANNELS_LAST_CPU, *P.CHANNELS_LAST_CPU_BF16, *P.COMPILE_CPU, *P.BF16_KEPT_FP32_CPU}
+    for family in sorted(families):
+        reasons = [P.resolve_channels_last("auto", family, "cpu", "fp32").reason,
+                   P.resolve_channels_last("auto", family, "cpu", "bf16").reason,
+                   P.resolve_compile("auto", family, "cpu", steps=10, step_seconds=lambda: 0.1).reason,
+                   P.resolve_precision("auto", "cpu", family).reason]
+        for reason in reasons:
+            named = [m for m in list_models() if m != family and re.search(rf"\b{re.escape(m)}\b", reason)]
+            assert named == [], (family, reason)
+    lenet = P.resolve_channels_last("auto", "lenet", "cpu", "fp32").reason
+    assert "lenet family" in lenet and "1.26x" in lenet
+    assert "lenet family" in P.resolve_compile("auto", "lenet", "cpu", steps=10, step_seconds=lambda: 0.1).reason
+    assert "lenet family" in P.resolve_precision("auto", "cpu", "lenet").reason

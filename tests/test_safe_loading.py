@@ -239,3 +239,22 @@ def test_checkpoint_for_another_model(checkpoint: Path, capsys: pytest.CaptureFi
         restore_model(checkpoint)
     assert cli.main(["predict", str(checkpoint), "no-image.png"]) == 2
     assert "'plain32'" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("content", ["text", "random", "random-after-pickle-marker"])
+def test_a_file_that_is_not_a_checkpoint_is_named_so(content: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A text file or random bytes is "not a PyTorch checkpoint", never a pickle "which could run code" (issue 28:
+    the text file ended in ``KeyError: 101`` from the unpickler)."""
+    import random
+
+    noise = random.Random(0).randbytes(4000)
+    path = tmp_path / "text.pth"
+    path.write_bytes({"text": b"hello, these are not weights\n" * 20, "random": b"\x07" + noise,
+                      "random-after-pickle-marker": b"\x80" + noise}[content])
+    assert cli.main(["convert", "resnet18", str(path), "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = _one_line_error(capsys)
+    assert str(path) in err and "not a PyTorch checkpoint" in err and "run code" not in err
+    assert not (tmp_path / "x.safetensors").exists()
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_pickle_weights(path)

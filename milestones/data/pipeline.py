@@ -92,6 +92,11 @@ def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
     val = _split_val(train, data_cfg) if data_cfg.val_split else None
     if val is not None:
         train, val = val
+    for key, split, what in (("train_subset", train, "training"), ("test_subset", test, "test")):
+        n = getattr(data_cfg, key)
+        if n and n > len(split):
+            raise ConfigError(f"data.{key}={n} is more than the {len(split)} {what} images of {data_cfg.name}: ask "
+                              f"for at most {len(split)}, or null for all of them")
     if data_cfg.train_subset:
         train = subset(train, data_cfg.train_subset, seed=seed)
     if data_cfg.test_subset:
@@ -160,6 +165,11 @@ def make_test_loader(data_meta: Mapping[str, Any], *, split: str = "test", name:
     data = get_dataset(name, split, root=root, image_size=image_size)
     if data_meta.get("class_subset") and name == data_meta["name"]:
         data = select_classes(data, data_meta["class_subset"])
+    expects = len(data_meta["mean"])  # one mean per channel the model was trained on
+    if data.spec.in_chans != expects:
+        trained = f" (it was trained on {data_meta['name']})" if data_meta.get("name") else ""
+        raise ConfigError(f"{name} has {data.spec.in_chans}-channel images, but the model expects {expects}-channel "
+                          f"images{trained}: evaluate it on data with {expects} channel(s)")
     augment = BatchAugment(data_meta["mean"], data_meta["std"])
     return TensorLoader(data, batch_size=batch_size, train=False, augment=augment, device=device,
                         pad=data_meta.get("pad", 0))

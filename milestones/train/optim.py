@@ -45,6 +45,16 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     return groups or [{"params": [], "weight_decay": weight_decay}]
 
 
+def check_config(optim: OptimConfig, schedule: ScheduleConfig) -> None:
+    """The ``optim`` and ``schedule`` sections, checked before a run starts: names they take, Adam's two betas."""
+    if optim.name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {optim.name!r} (optim.name); valid: {', '.join(OPTIMIZERS)}")
+    if optim.name in ("adam", "adamw") and len(optim.betas) != 2:
+        raise ConfigError(f"optim.betas must hold two numbers, got {optim.betas}")
+    if schedule.name not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {schedule.name!r} (schedule.name); valid: {', '.join(SCHEDULES)}")
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig, *, head: Collection[str] = (),
                     backbone_lr_mult: float = 1.0) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam or AdamW over :func:`param_groups`; SGD uses the fused kernel."""

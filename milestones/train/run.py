@@ -60,9 +60,19 @@ from ..precision import (
 from . import distributed
 from .callbacks import Callback, TensorBoard, require_tensorboard
 from .checkpoint import load_training_state, remove_leftovers, save_checkpoint, save_training_state
-from .loop import NonFiniteLossError, TrainingInterrupted, build_ema, check_stop, fit, resolve_device
+from .loop import (
+    NonFiniteLossError,
+    TrainingInterrupted,
+    build_ema,
+    check_device,
+    check_stop,
+    fit,
+    resolve_device,
+)
+from .losses import LOSSES
 from .optim import build_optimizer
-from .rundir import RUN_MARKER, RunDir, cpu_name, environment, plot_curves
+from .optim import check_config as check_optim
+from .rundir import RUN_MARKER, RunDir, check_run_name, cpu_name, environment, plot_curves
 from .state import History, TrainState
 
 SavedState = tuple[dict[str, Tensor], dict[str, Any]]
@@ -316,6 +326,9 @@ def run_training(
         loaders = make_loaders(dataclasses.replace(cfg.data, channels_last=channels_last), device,
                                seed=cfg.train.seed, default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
         _shard(loaders, cfg, world)
+        if len(loaders.train) == 0:  # drop_last: a batch larger than the split makes no step
+            raise ConfigError(f"data.batch_size={cfg.data.batch_size} is more than the {loaders.train.num_samples} "
+                              f"training images of {cfg.data.name}: no step would run; lower data.batch_size")
         model = _build_model(cfg, loaders.spec, device, channels_last, fresh=saved is None)
         head = transfer.prepare(model, cfg)
         if "compile" not in choices:
@@ -357,6 +370,41 @@ def run_training(
     return RunResult(run, history, summary, model, saved[1]["step"] if saved else None)
 
 
+def check_config(cfg: RunConfig, *, new_run: bool = True) -> None:
+    """Every option of ``cfg`` that can be checked without the data, each failure a one-line ConfigError (or
+    CheckpointError for ``finetune.weights``): :func:`run_training` calls it before it reads any data or writes
+    anything, and ``milestones train --dry-run`` before it prints the config. ``new_run``: also the run's name (a
+    single folder inside ``out_dir``) and the ``finetune`` section, which a resumed run no longer uses.
+
+    What needs the data (``data.train_subset`` against the split's size, a batch larger than the training split)
+    is checked as the data load, still before the run directory is made.
+    """
+    get_spec(cfg.model.name)  # an unknown model, with close matches
+    if new_run:
+        check_run_name(cfg.name)
+    if cfg.train.epochs < 1:
+        raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
+    for key in ("batch_size", "eval_batch_size"):
+        if getattr(cfg.data, key) < 1:
+            raise ConfigError(f"data.{key} must be at least 1, got {getattr(cfg.data, key)}")
+    for key in ("train_subset", "test_subset"):
+        n = getattr(cfg.data, key)
+        if n is not None and n < 0:
+            raise ConfigError(f"data.{key} must be a number of images (or null: the whole split), got {n}")
+    check_optim(cfg.optim, cfg.schedule)
+    if cfg.train.loss not in LOSSES:
+        raise ConfigError(f"unknown loss {cfg.train.loss!r} (train.loss); valid: {', '.join(LOSSES)}")
+    if (cfg.data.mixup_alpha or cfg.data.cutmix_alpha) and cfg.train.loss != "ce":
+        raise ConfigError(f"mixup/cutmix need train.loss=ce (their soft targets), not {cfg.train.loss!r}")
+    if cfg.train.ema_decay is not None and not 0.0 < cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be between 0 and 1 (e.g. 0.999), got {cfg.train.ema_decay}")
+    check_settings(cfg)
+    check_stop(cfg.train)
+    check_device(cfg.train.device)
+    if new_run:
+        transfer.check_config(cfg)  # weights of another model, freeze patterns that match nothing
+
+
 def default_run_name(cfg: RunConfig) -> str:
     return f"{cfg.model.name}-{cfg.data.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
@@ -366,8 +414,7 @@ def _prepare(cfg: RunConfig | None, resumed: RunDir | None,
     """The config to train with, and the saved state to continue from when resuming (checked before any work)."""
     if resumed is None:
         assert cfg is not None
-        get_spec(cfg.model.name)  # fail fast on an unknown model, before loading data
-        transfer.check_config(cfg)  # and on weights of another model or freeze patterns that match nothing
+        check_config(cfg)  # every option, before the data are loaded and the run directory is made
         return cfg, None
     path = resumed.path
     saved_cfg = load_run_config(path)
@@ -383,6 +430,7 @@ def _prepare(cfg: RunConfig | None, resumed: RunDir | None,
         raise CheckpointError(f"{path / RUN_MARKER} no longer matches the config its training state was saved "
                               f"with: {edited}; put it back or start a new run")
     cfg = resume_config(saved_cfg, cfg, path, info.get("epochs_done", 0))
+    check_config(cfg, new_run=False)
     _refuse_finished(path, cfg, info)
     saved_world = int(info.get("world_size", 1))
     if saved_world != world.size:
@@ -431,11 +479,7 @@ def _shard(loaders: Any, cfg: RunConfig, world: distributed.World) -> None:
 
 def _setup(cfg: RunConfig, world: distributed.World = distributed.SINGLE) -> tuple[torch.device, bool]:
     """Threads, seeds, deterministic kernels; the device to train on, and whether this call joined a process group
-    (torchrun's ranks). Also checks the settings the loss and the early stop need."""
-    check_settings(cfg)
-    check_stop(cfg.train)
-    if (cfg.data.mixup_alpha or cfg.data.cutmix_alpha) and cfg.train.loss != "ce":
-        raise ConfigError(f"mixup/cutmix need train.loss=ce (their soft targets), not {cfg.train.loss!r}")
+    (torchrun's ranks)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed, cfg.train.deterministic)

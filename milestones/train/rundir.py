@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..errors import RunDirError
+from ..errors import ConfigError, RunDirError
 from .checkpoint import atomic_write
 
 try:
@@ -39,6 +39,17 @@ except ImportError:  # Windows: no advisory locks; two writers are not detected 
 
 RUN_MARKER = "config.yaml"
 LOCK_FILE = ".lock"
+
+
+def check_run_name(name: str | None) -> None:
+    """A run's ``name`` is one folder inside ``out_dir`` (a ConfigError otherwise): no ``/`` or ``\\`` (a separator
+    on some system), not ``.`` or ``..``, so that a run never writes outside the folder ``--out`` names. None (the
+    default name) passes."""
+    if name is None:
+        return
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"run name {name!r} is not a single folder name (no '/' or '\\', not '.' or '..'): the "
+                          "run directory is made inside --out: choose the folder with --out and the name with --name")
 
 
 class RunDir:
