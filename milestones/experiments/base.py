@@ -440,7 +440,14 @@ def run_experiment(
     outcomes = train(setup.runs, setup.seeds, 0, total)
     ctx = Context(mode, setup, outcomes, folder, data_root, device)
     if tuning is not None:
-        outcomes += _tune(tuning, ctx, lambda runs, seeds: train(runs, seeds, len(outcomes), total), setup.seeds)
+        started = [len(outcomes)]  # events numbered across the grid and the arms
+
+        def train_next(runs: Sequence[RunSpec], seeds: Sequence[int]) -> list[Outcome]:
+            out = train(runs, seeds, started[0], total)
+            started[0] += len(out)
+            return out
+
+        outcomes += _tune(tuning, ctx, train_next, setup.seeds)
     analysis = exp.analyse(ctx)
     cpu1, end = _usage()
     costs = record_invocation(folder, Costs(end - start, cpu1 - cpu0, load0, _load(), machine_kind()))
