@@ -36,7 +36,6 @@ from .verdict import (
     WITHIN_NOISE,
     SubClaim,
     compare,
-    converged,
     decide,
     judge,
     sampling_error,
@@ -251,8 +250,7 @@ def analyse(ctx: Context) -> Analysis:
             curves.setdefault(label, []).append(([r["epoch"] for r in clean], train,
                                                  [100 * (1 - e["test_acc"]) for e in epochs]))
             running.append(100 * (1 - epochs[-1]["train_acc"]))
-            conv.append(converged(train, [e["lr"] for e in epochs], planned_epochs=o.planned.cfg.train.epochs,
-                                  base_lr=o.planned.cfg.optim.lr))
+            conv.append(ctx.convergence(o, train))
             info[label] = {"params": o.summary["params"], "macs": o.summary.get("macs")}
         if label not in final:
             rows.append({"variant": label, "switched off": what, "status": "failed"})

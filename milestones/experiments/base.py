@@ -165,6 +165,17 @@ class Context:
         found = [o for o in self.outcomes if self.aliases.get(o.planned.run.label, o.planned.run.label) == label]
         return sorted(found, key=lambda o: o.planned.seed)
 
+    def convergence(self, outcome: Outcome, errors: Sequence[float] | None = None) -> Any:
+        """:func:`~milestones.experiments.verdict.converged` for one run: ``errors`` (%, one per epoch; default the
+        loop's running training error over each epoch's batches), its epochs' learning rates, its planned epochs and
+        base learning rate."""
+        from .verdict import converged
+
+        epochs = self.records(outcome, "epoch")
+        errors = [100 * (1 - e["train_acc"]) for e in epochs] if errors is None else errors
+        cfg = outcome.planned.cfg
+        return converged(errors, [e["lr"] for e in epochs], planned_epochs=cfg.train.epochs, base_lr=cfg.optim.lr)
+
     def records(self, outcome: Outcome, kind: str) -> list[dict[str, Any]]:
         """A run's ``metrics.jsonl`` records of one kind (``epoch``, ``step``, ``step_metrics``, ``grad_norms``...)."""
         return RunDir(outcome.planned.path).records(kind)

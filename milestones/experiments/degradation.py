@@ -26,7 +26,7 @@ from ..train.callbacks import StepMetrics
 from . import plots
 from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 from .measures import LayerProfile, resnet_blocks
-from .verdict import HOLDS, NOT_REACHED, OPPOSITE, SubClaim, compare, converged, decide, judge, spread
+from .verdict import HOLDS, NOT_REACHED, OPPOSITE, SubClaim, compare, decide, judge, spread
 
 PAPER_TEST_ERR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97}  # ResNet, Table 6
 VANISH = 10.0  # gradients "vanish" when the first block's input gradient is this many times below the last block's
@@ -106,8 +106,7 @@ def analyse(ctx: Context) -> Analysis:
                 rows.append({"model": spec.label, "seed": o.planned.seed, "status": o.status})
                 continue
             errs = _train_err(ctx, o)
-            lrs = [e["lr"] for e in ctx.records(o, "epoch")]
-            c = converged(errs, lrs, planned_epochs=o.planned.cfg.train.epochs, base_lr=o.planned.cfg.optim.lr)
+            c = ctx.convergence(o, errs)
             final.setdefault(spec.label, []).append(errs[-1])
             conv.setdefault(spec.label, []).append(c)
             prof = ctx.records(o, "layer_profile")

@@ -46,7 +46,6 @@ from .verdict import (
     WITHIN_NOISE,
     SubClaim,
     compare,
-    converged,
     decide,
     judge,
     spread,
@@ -289,8 +288,7 @@ def analyse(ctx: Context) -> Analysis:
             epochs = ctx.records(o, "epoch")
             s = run_stats(steps, grads)
             errs = [100 * (1 - e["train_acc"]) for e in epochs]
-            c = converged(errs, [e["lr"] for e in epochs], planned_epochs=o.planned.cfg.train.epochs,
-                          base_lr=o.planned.cfg.optim.lr)
+            c = ctx.convergence(o, errs)
             per.setdefault(arm, {})[o.planned.seed] = {
                 "early_err": s["early_err"], "test_acc": 100 * o.summary["final_test_acc"],
                 "grad_early": s["first_grad_early"], "converged": c, "img_s": o.summary["img_per_s"],

@@ -42,7 +42,6 @@ from .verdict import (
     WITHIN_NOISE,
     SubClaim,
     compare,
-    converged,
     decide,
     judge,
     sampling_error,
@@ -227,8 +226,7 @@ def analyse(ctx: Context) -> Analysis:
                 continue
             epochs = ctx.records(o, "epoch")
             errs = [100 * (1 - e["train_acc"]) for e in epochs]
-            c = converged(errs, [e["lr"] for e in epochs], planned_epochs=o.planned.cfg.train.epochs,
-                          base_lr=o.planned.cfg.optim.lr)
+            c = ctx.convergence(o, errs)
             acc.setdefault(spec.label, []).append(100 * o.summary["final_test_acc"])
             conv.setdefault(spec.label, []).append(c)
             rows.append({**row, "input (C x H x W)": "3x32x32", "params": _m(o.summary["params"]),

@@ -41,7 +41,6 @@ from .verdict import (
     Convergence,
     SubClaim,
     compare,
-    converged,
     decide,
     judge,
     sampling_error,
@@ -187,10 +186,6 @@ def setup(mode: str) -> Setup:
     return Setup(runs=[], overrides=o, seeds=list(m["seeds"]), notes=notes, tuning=tuning)
 
 
-def _running_err(ctx: Context, o: Any) -> list[float]:
-    return [100 * (1 - e["train_acc"]) for e in ctx.records(o, "epoch")]
-
-
 def analyse(ctx: Context) -> Analysis:
     m = MODES[ctx.mode]
     rows: list[dict[str, Any]] = []
@@ -215,12 +210,9 @@ def analyse(ctx: Context) -> Analysis:
             mismatched.append(label)
         for o in done:
             clean = ctx.records(o, "train_eval")
-            epochs = ctx.records(o, "epoch")
             test.setdefault(label, []).append(100 * (1 - o.summary["final_test_acc"]))
             train.setdefault(label, []).append(100 * clean[-1]["error"] if clean else math.nan)
-            conv.setdefault(label, []).append(converged(_running_err(ctx, o), [e["lr"] for e in epochs],
-                                                        planned_epochs=o.planned.cfg.train.epochs,
-                                                        base_lr=o.planned.cfg.optim.lr))
+            conv.setdefault(label, []).append(ctx.convergence(o))
         first = done[0]
         clean, epochs = ctx.records(first, "train_eval"), ctx.records(first, "epoch")
         curves[label] = ([r["epoch"] for r in clean], [100 * r["error"] for r in clean],

@@ -40,7 +40,6 @@ from .verdict import (
     Convergence,
     SubClaim,
     compare,
-    converged,
     decide,
     judge,
     spread,
@@ -195,10 +194,6 @@ def head_costs() -> dict[str, dict[str, int]]:
     return out
 
 
-def _running_err(ctx: Context, o: Any) -> list[float]:
-    return [100 * (1 - e["train_acc"]) for e in ctx.records(o, "epoch")]
-
-
 def analyse(ctx: Context) -> Analysis:
     costs = ctx.cached("head_costs_224", head_costs)
     rows: list[dict[str, Any]] = []
@@ -226,12 +221,9 @@ def analyse(ctx: Context) -> Analysis:
             continue
         for o in done:
             clean = ctx.records(o, "train_eval")
-            epochs = ctx.records(o, "epoch")
             test.setdefault(head, []).append(100 * (1 - o.summary["final_test_acc"]))
             train.setdefault(head, []).append(100 * clean[-1]["error"] if clean else math.nan)
-            conv.setdefault(head, []).append(converged(_running_err(ctx, o), [e["lr"] for e in epochs],
-                                                       planned_epochs=o.planned.cfg.train.epochs,
-                                                       base_lr=o.planned.cfg.optim.lr))
+            conv.setdefault(head, []).append(ctx.convergence(o))
         speed[head] = statistics.fmean(o.summary["img_per_s"] for o in done)
         first = done[0]
         clean, epochs = ctx.records(first, "train_eval"), ctx.records(first, "epoch")
