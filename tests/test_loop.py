@@ -170,7 +170,7 @@ def test_a_run_directory_has_one_writer(data_root: Path, tmp_path: Path) -> None
         base = [sys.executable, "-m", "milestones.cli", "train"]
         for args in (["--resume", str(path), "--epochs", "2"],
                      ["lenet5", "--data", "mnist", "--data-root", str(data_root), "--out", str(tmp_path), "--name",
-                      "held", "--overwrite", "--data.train_subset=96", "--epochs", "1"]):
+                      "held", "--overwrite", "--data.train_subset=96", "--data.batch_size=32", "--epochs", "1"]):
             proc = subprocess.run([*base, *args, "--no-progress"], capture_output=True, text=True, timeout=120)
             assert proc.returncode == 2, proc.stderr
             lines = proc.stderr.strip().splitlines()

@@ -590,17 +590,20 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
         f"- Mode: **{mode}**{MODE_NOTES.get(mode, '')}",
         f"- Data: {', '.join(datasets)}; seeds: {', '.join(map(str, setup.seeds))}"
         + "".join(f"; `{r.label}`: {', '.join(map(str, r.seeds))}" for r in setup.runs if r.seeds is not None)
-        if setup.data is not None or setup.runs else "- Nothing is trained: measurements only",
+        if setup.data is not None or setup.runs or setup.tuning else "- Nothing is trained: measurements only",
     ]
-    if setup.runs:
-        lines.append(f"- Runs: {', '.join(f'`{r.label}`' for r in setup.runs)}")
+    trains = bool(setup.runs or setup.tuning)
+    if trains:
+        labels = [r.label for r in setup.runs] + ([a.label for a in setup.tuning.arms] if setup.tuning else [])
+        lines.append(f"- Runs: {', '.join(f'`{label}`' for label in labels)}"
+                     + (" (after the tuning grid below)" if setup.tuning else ""))
         ran_in = _precisions(outcomes)
         if ran_in:
             lines.append(f"- Precision: {ran_in}")
     train_wall = _training_seconds(outcomes)
     lines.append(f"- Cost: {costs.describe()}" + (
         f"; the runs' own training wall time adds up to {train_wall:.0f} s (a run finished by an earlier invocation "
-        "is not trained again)" if setup.runs else "") + f". Machine kind: {costs.kind}.")
+        "is not trained again)" if trains else "") + f". Machine kind: {costs.kind}.")
     lines += [f"- {n}" for n in setup.notes]
     lines += ["", "## Results", "", markdown_table(analysis.rows, analysis.columns or list(analysis.rows[0]))
               if analysis.rows else "(no results)", ""]
@@ -621,7 +624,7 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
         "```",
         "",
         f"Machine: {machine()}. This invocation took {costs.wall:.0f} s"
-        + ("" if setup.runs else " (measurements cached in the output folder are not taken again)")
+        + ("" if setup.runs or setup.tuning else " (measurements cached in the output folder are not taken again)")
         + f". Written {_now()}.",
     ]
     return "\n".join(lines).rstrip() + "\n"
