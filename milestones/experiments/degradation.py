@@ -211,8 +211,10 @@ def _answer(final: dict[str, list[float]], profiles: dict[str, list[dict[str, An
         return "**Answer.** This mode trains one depth only, so it cannot answer; run the standard mode."
     plain_hi, plain_lo = statistics.fmean(final[f"plain{hi}"]), statistics.fmean(final[f"plain{lo}"])
     worse = subclaims[0].status == HOLDS
-    opening = "The deeper plain net does train worse here" if worse else "Here the deeper plain net is not " \
-        "measurably worse"
+    one_seed = min(len(final[f"plain{hi}"]), len(final[f"plain{lo}"])) < 2
+    opening = ("With one seed this run cannot tell whether the deeper plain net trains worse" if one_seed else
+               "The deeper plain net does train worse here" if worse else
+               "Here the deeper plain net is not worse beyond seed noise")
     text = (f"**Answer.** {opening}: plain-{hi} ends at {plain_hi:.1f}% training error against plain-{lo}'s "
             f"{plain_lo:.1f}% (means over seeds). ")
     ratios = [r for r in (profile_ratio(p) for p in profiles.get(f"plain{hi}", [])) if r is not None]
@@ -229,9 +231,10 @@ def _answer(final: dict[str, list[float]], profiles: dict[str, list[dict[str, An
                      "fail because gradients vanish does not hold for them; the paper conjectures instead that they "
                      "are much harder to optimise, and residual connections make the identity easy to learn. ")
         else:
-            text += (f"And its gradients do shrink on the way back: the first block receives up to "
-                     f"{max(ratios):.0f}x less gradient than the last, against He et al.'s §4.1, which reports "
-                     "healthy norms with BN. ")
+            text += (f"Its gradients are not steady on the way back: the gradient reaching the last block is "
+                     f"{ratios[0]:.2g}x the first block's at initialisation, up to {max(ratios):.0f}x during training "
+                     f"and {ratios[-1]:.2g}x at the end; a fall of {VANISH:g}x or more across the net counts here as "
+                     "vanishing, against He et al.'s §4.1, which reports healthy norms with BN. ")
     if nobn:
         kind = "vanishing" if nobn[0] >= VANISH else "no vanishing either: He initialisation alone keeps the scale"
         text += (f"Without batch norm, plain-{hi}'s last block gets {nobn[0]:.2g}x the gradient of its first at "
