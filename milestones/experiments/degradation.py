@@ -24,7 +24,7 @@ from typing import Any
 
 from ..train.callbacks import StepMetrics
 from . import plots
-from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
+from .base import AVX2_EPYC, Analysis, Context, Experiment, Figure, Measured, RunSpec, Setup, register
 from .measures import LayerProfile, resnet_blocks
 from .verdict import HOLDS, NOT_REACHED, OPPOSITE, SubClaim, compare, decide, judge, spread
 
@@ -266,8 +266,8 @@ EXPERIMENT = register(Experiment(
           "the plain nets' trouble is not vanishing gradients: with BN their forward signals and backward gradients "
           "stay healthy (§4.1).",
     source="He et al., CVPR 2016, §4.1, §4.2, Fig. 6 and Table 6, CIFAR-10",
-    # the quick mode before the rules of 2026-12 (182 s alone, AMD EPYC avx512_bf16, bf16); not yet re-measured
-    measured={"quick": Measured(4, EPYC_BF16, "before the rebuild")},
+    # quick: 568 s alone on the AVX2 EPYC (2026-12-07), fp32
+    measured={"quick": Measured(9.5, AVX2_EPYC)},
     full_cost="13 runs x 164 epochs of CIFAR-10: about 4 GPU-hours",
     setup=setup,
     analyse=analyse,
