@@ -165,6 +165,6 @@ def test_a_run_less_experiment_writes_its_report(monkeypatch: pytest.MonkeyPatch
         result = base.run_experiment(exp.name, mode="smoke", out=tmp_path / "out", device="cpu")
     text = result.report.read_text()
     assert calls == [1]  # the second run read the cache
-    assert "- Nothing is trained: measurements only" in text
+    assert "- Nothing is trained (no seeds): measurements only" in text
     assert "seeds:" not in text and "runs' own wall time" not in text
     assert "| x |" in text and "| 2 |" in text

@@ -355,6 +355,9 @@ def test_reports_state_mode_seeds_cost_and_answer_first(tmp_path: Path) -> None:
     assert "1234 s wall, 2400 s CPU; load average 0.5-2.1" in text and "AMD EPYC, AVX2, no bf16 flags" in text
     report = tmp_path / "report.md"
     report.write_text(text)
+    measured_only = tmp_path / "measured.md"
+    measured_only.write_text("- Mode: **quick**\n- Nothing is trained (no seeds): measurements only\n")
+    assert committed_run(measured_only)["seeds"] == "no"
     assert committed_run(report) == {"mode": "standard", "seeds": "3", "precision": "fp32 (before `train.precision`)",
                                      "wall": "21 min"}
 

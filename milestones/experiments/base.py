@@ -590,7 +590,8 @@ def render_report(exp: Experiment, mode: str, setup: Setup, analysis: Analysis, 
         f"- Mode: **{mode}**{MODE_NOTES.get(mode, '')}",
         f"- Data: {', '.join(datasets)}; seeds: {', '.join(map(str, setup.seeds))}"
         + "".join(f"; `{r.label}`: {', '.join(map(str, r.seeds))}" for r in setup.runs if r.seeds is not None)
-        if setup.data is not None or setup.runs or setup.tuning else "- Nothing is trained: measurements only",
+        if setup.data is not None or setup.runs or setup.tuning
+        else "- Nothing is trained (no seeds): measurements only",
     ]
     trains = bool(setup.runs or setup.tuning)
     if trains:
@@ -681,6 +682,8 @@ def committed_run(report: Path) -> dict[str, str]:
     for line in text.splitlines():
         if line.startswith("- Mode: **"):
             found["mode"] = line.removeprefix("- Mode: **").partition("**")[0]
+        elif line.startswith("- Nothing is trained"):
+            found["seeds"] = "no"
         elif line.startswith("- Data: ") and "seeds: " in line:
             found["seeds"] = str(len(line.partition("seeds: ")[2].partition(";")[0].split(",")))
         elif line.startswith("- Cost: "):
@@ -719,7 +722,8 @@ def index_markdown(docs: Path) -> str:
         verdict = committed_verdict(report)
         link = f"[`{e.name}`]({e.name}/report.md)" if verdict else f"`{e.name}`"
         ran = committed_run(report) if verdict else None
-        shown = (f"{ran['mode'] if ran['mode'] != '-' else 'quick (old rules)'}, {ran['seeds']} seed(s), "
+        seeds = "no seeds (measurements only)" if ran and ran["seeds"] == "no" else f"{ran and ran['seeds']} seed(s)"
+        shown = (f"{ran['mode'] if ran['mode'] != '-' else 'quick (old rules)'}, {seeds}, "
                  f"{ran['precision']}, {ran['wall']}" if ran else "-")
         measured = "; ".join(f"{m}: {v.describe()}" for m, v in e.measured.items()) or "-"
         lines.append(f"| {link} | {e.question} | {e.source} | {shown} | {measured} | {e.full_cost} | "

@@ -9,7 +9,7 @@ training set the way the test set is measured: the plain images, the model in ev
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -195,3 +195,16 @@ def estimate_minutes(macs_per_image: float, *, runs: float, epochs: int, n_train
     and backward) and evaluates ``n_eval`` at 2 x MACs, at ``gflops``. An estimate for choosing a mode's size; the
     reports give the measured time."""
     return runs * epochs * (6 * n_train + 2 * n_eval) * macs_per_image / (gflops * 1e9) / 60
+
+
+def tuned_mode_minutes(macs_per_image: float, mode: Mapping[str, Any], *, gflops: float = CPU_GFLOPS) -> float:
+    """:func:`estimate_minutes` for a mode whose arms run a tuning grid (``mode["grid"]``) on seed 0 and then its
+    other seeds (the chosen grid run is seed 0's), on CIFAR-10's 50,000 / 10,000 images unless ``mode["overrides"]``
+    takes subsets; evaluation covers the validation split, the test images and ``mode["train_eval"]`` training
+    images per epoch. ``macs_per_image`` sums the arms."""
+    o = mode["overrides"]
+    n_train = o["data.train_subset"] or 50_000 - o["data.val_split"]
+    n_eval = o["data.val_split"] + (o["data.test_subset"] or 10_000) + mode["train_eval"]
+    runs = len(mode["grid"]) + len(mode["seeds"]) - 1
+    return estimate_minutes(macs_per_image, runs=runs, epochs=o["train.epochs"], n_train=n_train, n_eval=n_eval,
+                            gflops=gflops)

@@ -30,7 +30,7 @@ from ..measure import count_macs, count_params
 from ..models import create_model
 from . import plots
 from .base import Analysis, Context, Experiment, Figure, RunSpec, Setup, Tuning, register
-from .measures import CPU_GFLOPS, TrainSetError, estimate_minutes, validation_error
+from .measures import CPU_GFLOPS, TrainSetError, tuned_mode_minutes, validation_error
 from .verdict import (
     HOLDS,
     NOT_REACHED,
@@ -92,18 +92,12 @@ def model_kwargs(mode: str, head: str) -> dict[str, Any]:
 
 def budget_minutes(mode: str, gflops: float = GFLOPS) -> float:
     """The mode's training time by the brief's estimate (see the comment above :data:`GFLOPS`)."""
-    m = MODES[mode]
-    o = m["overrides"]
-    n_train = o["data.train_subset"] or 50_000 - o["data.val_split"]
-    n_eval = o["data.val_split"] + (o["data.test_subset"] or 10_000) + m["train_eval"]
-    runs = len(m["grid"]) + len(m["seeds"]) - 1  # the grid run at the chosen rate is seed 0's run
     per_image = 0
     for head in HEADS:
         with torch.device("meta"):
-            per_image += count_macs(create_model(m["model"], num_classes=10, **model_kwargs(mode, head)),
+            per_image += count_macs(create_model(MODES[mode]["model"], num_classes=10, **model_kwargs(mode, head)),
                                     (3, 32, 32))
-    return estimate_minutes(per_image, runs=runs, epochs=o["train.epochs"], n_train=n_train, n_eval=n_eval,
-                            gflops=gflops)
+    return tuned_mode_minutes(per_image, MODES[mode], gflops=gflops)
 
 
 def setup(mode: str) -> Setup:
