@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError
+from .models import family_traits, measured
 
 log = logging.getLogger(__name__)
 
@@ -55,70 +56,36 @@ what autocast's casts and the model's memory-bound layers can take back."""
 PROBE_VERSION = 2
 """Bump when the probe changes: cached results of the old probe are then measured again."""
 
-BF16_CPU_CHECKED = {
-    "resnet": "resnet20 trained 1.36-1.47x faster and its 10-epoch recipe within 0.18 points of float32 (two seeds); "
-              "the degradation experiment (resnet/plain 20 and 56) drew the float32 run's conclusions",
-    "googlenet": "googlenet_tv trained 1.51-1.73x faster; googlenet-aux and inception-1x1 drew the float32 runs' "
-                 "conclusions",
-    "convnet4": "relu-vs-tanh ran 1.9x faster and drew the float32 run's conclusion",
-}
+# The measured tables live with the models, as data (milestones/models/measured.json, keyed by family, with the
+# sources of every figure); here they are read into the forms the resolvers use.
+_MEASURED = measured()
+
+BF16_CPU_CHECKED = {f: e["cpu_bf16"]["why"] for f, e in _MEASURED.items() if e.get("cpu_bf16", {}).get("use")}
 """Families for which ``auto`` may choose bf16 on a CPU (where the probe allows it): bf16 trained them faster *and*
-their accuracy was checked against float32 (docs/results.md, docs/experiments, 2026-12-02, 2-core EPYC with
-avx512_bf16). Every other family stays float32 under ``auto`` until checked: see :data:`BF16_KEPT_FP32_CPU` for those
-measured and found wanting; the transformers, DenseNet, Inception v2/v3 and Xception were not checked."""
+their accuracy was checked against float32. Every other family stays float32 under ``auto`` until checked: see
+:data:`BF16_KEPT_FP32_CPU` for those measured and found wanting."""
 
-BF16_KEPT_FP32_CPU = {
-    "lenet": "the lenet family trained at 0.78-0.86x float32 speed in bf16",  # lenet5_modern
-    "alexnet": "the alexnet family trained at 0.91-0.96x float32 speed in bf16 (its step is mostly its FC weights, "
-               "cast every step)",  # alexnet_owt, 58M FC weights
-    "vgg": "a VGG with 7x7 convolutions diverged (NaN weights by step 39-117) in bf16 in two seeds of two, float32 "
-           "did not (small-filters)",  # vgg13_bn
-}
-"""Families measured and kept in float32 by ``auto`` on a CPU, with why (2026-12-02, same machine; ranges over the
-four per-kind table runs of that day). The reasons name the family, not the model measured, since they are printed
-for every model of it. VGG trains 1.06-1.15x faster in bf16 with channels_last and vgg-fc-heads drew its float32
-conclusions, but a run that diverges is not a safe default."""
+BF16_KEPT_FP32_CPU = {f: e["cpu_bf16"]["why"] for f, e in _MEASURED.items()
+                      if "cpu_bf16" in e and not e["cpu_bf16"]["use"]}
+"""Families measured and kept in float32 by ``auto`` on a CPU, with why. The reasons name the family, not the model
+measured, since they are printed for every model of it."""
 
-CHANNELS_LAST_CPU = {
-    "lenet": (True, 1.26, "lenet5_modern"),
-    "alexnet": (False, 0.97, "alexnet_owt"),
-    "vgg": (False, 0.74, "vgg11"),
-    "googlenet": (True, 1.26, "googlenet_tv"),
-    "resnet": (True, 1.14, "resnet20"),  # resnet18 1.00, resnet50 1.07
-    "vit": (False, 0.97, "vit_b16"),
-    "swin": (False, 0.99, "swin_t"),
-    "cswin": (False, 1.01, "cswin_t"),
-}
-"""Family -> (channels_last by default on a CPU, its measured training speed over NCHW, the model measured): the
-"Default against the other CPU paths" table of docs/benchmarks.md (2026-11-25, AMD EPYC, 1 thread, quick mode).
-Families not listed keep NCHW (not measured). A ratio within 1.05 of even keeps NCHW, the layout every kernel
-supports."""
 
-CHANNELS_LAST_CPU_BF16 = {
-    "vgg": (True, 1.08, "vgg11"),
-    "googlenet": (True, 1.44, "googlenet_tv"),
-}
-"""The same for a bf16 run: training speed of bf16 + channels_last over bf16 in NCHW, the median over the four
-per-kind table runs of 2026-12-02 (docs/benchmarks.md has the last; 2-core EPYC with avx512_bf16): vgg11 1.03-1.89,
-googlenet_tv 1.34-1.46. oneDNN's bf16 convolutions want NHWC more than its float32 ones do: VGG, NCHW in float32, is
-NHWC in bf16. ResNet is not listed: resnet20 measured 0.94-1.11 (median 1.02, even), so a bf16 ResNet follows
-:data:`CHANNELS_LAST_CPU` (NHWC, as in float32). Families not listed follow :data:`CHANNELS_LAST_CPU`."""
+def _speed_table(key: str) -> dict[str, tuple[bool, float, str]]:
+    return {f: (e[key]["use"], e[key]["speedup"], e[key]["model"]) for f, e in _MEASURED.items() if key in e}
 
-CNN_FAMILIES = ("lenet", "convnet4", "alexnet", "vgg", "googlenet", "resnet", "densenet")
 
-COMPILE_CPU = {
-    "resnet": (0.55, 110.0, "resnet20"),
-    "lenet": (0.64, 110.0, "lenet5_modern"),
-}
+CHANNELS_LAST_CPU = _speed_table("cpu_channels_last")
+"""Family -> (channels_last by default on a CPU, its measured training speed over NCHW, the model measured).
+Families not listed keep NCHW (not measured)."""
+
+CHANNELS_LAST_CPU_BF16 = _speed_table("cpu_bf16_channels_last")
+"""The same for a bf16 run; families not listed follow :data:`CHANNELS_LAST_CPU`."""
+
+COMPILE_CPU = {f: (e["cpu_compile"]["speedup"], e["cpu_compile"]["seconds"], e["cpu_compile"]["model"])
+               for f, e in _MEASURED.items() if "cpu_compile" in e}
 """Family -> (training speed of ``torch.compile`` over eager, compile seconds, the model measured) on a CPU, in
-float32. resnet20: whole 10-epoch ``cifar10_resnet20`` runs (seed 0, float32, channels_last, 2 threads, each alone on
-the 2-core EPYC with avx512_bf16): compiled 460 img/s (2026-12-01), eager 836 img/s (2026-12-02), 0.55x, although
-the compiled *step* alone measured 1.14x there (NCHW; docs/benchmarks.md, per-kind table) and 1.22x on the
-2026-11-25 EPYC: a real run also compiles the model for evaluation and for the last, smaller batch of each epoch,
-which the step benchmark never sees (where the rest of the loss went was not profiled). lenet5_modern: 0.64x for the
-step alone (docs/benchmarks.md). The compile seconds are resnet20's first compiled training step with an empty
-inductor cache (108 s, 2026-12-01, shared machine).
-Families not listed are not compiled by ``auto`` on a CPU; as measured, ``auto`` compiles nothing on a CPU."""
+float32. Families not listed are not compiled by ``auto`` on a CPU; as measured, ``auto`` compiles nothing on a CPU."""
 
 CUDA_COMPILE_ASSUMED = (1.3, 60.0)
 """(speed ratio, compile seconds) assumed for ``auto`` on CUDA, where no GPU was measured yet: compile when a run is
@@ -324,7 +291,7 @@ def resolve_channels_last(value: bool | str, family: str, device: str | torch.de
     if isinstance(value, bool):
         return Choice(value, "asked for")
     if torch.device(device).type == "cuda":
-        cnn = family in CNN_FAMILIES
+        cnn = family_traits(family).convolutional
         return Choice(cnn, "auto: " + ("a convolutional family on CUDA" if cnn else "not a convolutional family"))
     if precision == "bf16" and family in CHANNELS_LAST_CPU_BF16:
         on, ratio, _ = CHANNELS_LAST_CPU_BF16[family]

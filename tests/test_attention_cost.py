@@ -142,7 +142,7 @@ def test_cswin_attends_to_its_cross_shaped_stripes() -> None:
 
 
 def test_query_attention_rejects_what_it_cannot_read() -> None:
-    with pytest.raises(ConfigError, match="ViT, Swin and CSWin"):
+    with pytest.raises(ConfigError, match="reads the attention of cswin, swin, vit models, not LeNet5"):
         query_attention(create_model("lenet5"), torch.randn(1, 1, 32, 32), (3, 3))
     with pytest.raises(ConfigError, match="outside"):
         query_attention(create_model("vit_ti16", img_size=32, depth=1), torch.randn(1, 3, 32, 32), (40, 3))

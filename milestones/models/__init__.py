@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from ._attention import ATTENDED, QueryMap
 from ._layers import explicit_attention
 from ._registry import (
     Converter,
@@ -12,9 +13,14 @@ from ._registry import (
     ModelSpec,
     PaperRef,
     Reported,
+    Traits,
     create_model,
+    family_of,
+    family_traits,
     get_converter,
     get_spec,
+    last_stage,
+    measured,
     list_converters,
     list_models,
     model_options,
@@ -28,7 +34,14 @@ for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")
 
 __all__ = [
+    "ATTENDED",
     "FAMILIES",
+    "QueryMap",
+    "Traits",
+    "family_of",
+    "family_traits",
+    "last_stage",
+    "measured",
     "Converter",
     "get_converter",
     "list_converters",

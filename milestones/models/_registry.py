@@ -10,9 +10,12 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
 
 from torch import nn
 
@@ -79,6 +82,77 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class Traits:
+    """What the rest of the library needs to know about a family, declared once in the family's own file.
+
+    Attributes:
+        convolutional: the family is built of convolutions over a pixel grid (precision's ``channels_last`` on CUDA).
+        cam_layer: the default Grad-CAM layer: a module name, or a function of the built model giving one (for
+            families whose depth varies by variant). ``viz gradcam``, :func:`milestones.viz.grad_cam` and the page
+            use it.
+        explain: how the page shows where the model looked: ``"gradcam"`` or ``"rollout"`` (attention rollout).
+        attention: the family's reader of its own attention weights, ``fn(model, x, pixel) -> [QueryMap]`` (see
+            :func:`milestones.attention.query_attention`); ``None`` for families without attention.
+        feature_layout: how the family's 4-D activations are laid out: ``"NCHW"`` (convolutions) or ``"NHWC"``
+            (Swin and CSWin keep their token grids channels-last between blocks); :mod:`milestones.viz` reads it.
+    """
+
+    convolutional: bool
+    cam_layer: str | Callable[[nn.Module], str]
+    explain: Literal["gradcam", "rollout"] = "gradcam"
+    attention: Callable[..., list] | None = None
+    feature_layout: Literal["NCHW", "NHWC"] = "NCHW"
+
+    def __post_init__(self) -> None:
+        if self.explain not in ("gradcam", "rollout"):
+            raise ValueError(f"Traits.explain must be 'gradcam' or 'rollout', got {self.explain!r}")
+        if self.feature_layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"Traits.feature_layout must be 'NCHW' or 'NHWC', got {self.feature_layout!r}")
+
+    def default_cam_layer(self, model: nn.Module) -> str:
+        """The Grad-CAM layer of a built model of this family."""
+        return self.cam_layer if isinstance(self.cam_layer, str) else self.cam_layer(model)
+
+
+def last_stage(model: nn.Module, *, skip_last: int = 0) -> str:
+    """``"stages.<name>"`` of a model's last stage (``skip_last`` stages before it), for :attr:`Traits.cam_layer`."""
+    names = list(dict(model.stages.named_children()))  # "0", "1"... or the family's own names (DenseNet, Inception)
+    return f"stages.{names[max(len(names) - 1 - skip_last, 0)]}"
+
+
+_TRAITS: dict[str, Traits] = {}
+
+
+def family_traits(family: str) -> Traits:
+    """The :class:`Traits` a registered family declared; an unknown family is a one-line error."""
+    try:
+        return _TRAITS[family]
+    except KeyError:
+        raise UnknownModelError(f"unknown model family {family!r}; families: {', '.join(_TRAITS)}") from None
+
+
+def family_of(model: nn.Module) -> str | None:
+    """The registered family a built model belongs to (by the module that defines its class), or ``None`` for a
+    model defined elsewhere. ``torch.compile`` and DDP wrappers are looked through."""
+    inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None) or model
+    family = type(inner).__module__.rsplit(".", 1)[-1]
+    return family if family in _TRAITS else None
+
+
+MEASURED_FILE = Path(__file__).with_name("measured.json")
+"""Measured speed choices per family (bf16, channels_last, compile on a CPU): data, read by
+:mod:`milestones.precision`; every key must be a registered family (``tests/test_models.py`` checks)."""
+
+
+@cache
+def measured(family: str | None = None) -> dict[str, Any]:
+    """The entries of :data:`MEASURED_FILE` for ``family`` (empty when nothing was measured), or the whole table
+    keyed by family when ``family`` is ``None``. Keys starting with ``_`` are notes, not families."""
+    table = {k: v for k, v in json.loads(MEASURED_FILE.read_text()).items() if not k.startswith("_")}
+    return table if family is None else table.get(family, {})
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One registered variant."""
 
@@ -97,6 +171,10 @@ class ModelSpec:
     def year(self) -> int:
         return self.paper.year
 
+    @property
+    def traits(self) -> Traits:
+        return _TRAITS[self.family]
+
 
 _SPECS: dict[str, ModelSpec] = {}
 
@@ -105,6 +183,7 @@ def register_variants(
     variants: Mapping[str, Any],
     *,
     paper: PaperRef,
+    traits: Traits,
     reported: Mapping[str, Reported] | None = None,
     counts: Mapping[str, Counts] | None = None,
     input_size: tuple[int, int, int] | Mapping[str, tuple[int, int, int]] = (3, 224, 224),
@@ -116,6 +195,8 @@ def register_variants(
     Args:
         variants: name -> frozen config dataclass.
         paper: the paper that introduced the family.
+        traits: what the rest of the library needs to know about the family (the same object for every
+            ``register_variants`` of one family module).
         reported: name -> the paper's numbers (variants the paper does not report may be absent).
         counts: name -> our exact numbers; every variant should have one.
         input_size: ``(C, H, W)`` at which the paper's numbers hold, one for all or per variant.
@@ -126,6 +207,8 @@ def register_variants(
 
     def wrap(builder: Builder) -> Builder:
         family = builder.__module__.rsplit(".", 1)[-1]
+        if _TRAITS.setdefault(family, traits) != traits:
+            raise ValueError(f"family {family!r} declared two different Traits")
         for name, cfg in variants.items():
             if name in _SPECS:
                 raise ValueError(f"model {name!r} registered twice")

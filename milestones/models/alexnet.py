@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError
 from ._layers import local_response_norm
-from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, last_stage, register_converter, register_variants
 
 PAPER = PaperRef(
     "ImageNet Classification with Deep Convolutional Neural Networks",
@@ -248,12 +248,16 @@ class AlexNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
 
+TRAITS = Traits(convolutional=True, cam_layer=last_stage)
+
+
 @register_variants(
-    {"alexnet": VARIANTS["alexnet"]}, paper=PAPER, reported=REPORTED, counts=COUNTS, input_size=(3, 227, 227),
+    {"alexnet": VARIANTS["alexnet"]}, paper=PAPER, traits=TRAITS, reported=REPORTED, counts=COUNTS,
+    input_size=(3, 227, 227),
     small={"img_size": 67}, small_input=(3, 67, 67),
 )
 @register_variants(
-    {"alexnet_owt": VARIANTS["alexnet_owt"]}, paper=PAPER_OWT, reported=REPORTED, counts=COUNTS,
+    {"alexnet_owt": VARIANTS["alexnet_owt"]}, paper=PAPER_OWT, traits=TRAITS, reported=REPORTED, counts=COUNTS,
     input_size=(3, 224, 224), small_input=(3, 67, 67),
 )
 def alexnet(cfg: AlexNetConfig, *, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5,

@@ -39,7 +39,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ._registry import Counts, PaperRef, Reported, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, last_stage, register_variants
 
 PAPER = PaperRef(
     "ImageNet Classification with Deep Convolutional Neural Networks",
@@ -127,7 +127,10 @@ class ConvNet4(nn.Module):
         nn.init.zeros_(self.head.bias)
 
 
-@register_variants(VARIANTS, paper=PAPER, reported=REPORTED, counts=COUNTS, input_size=(3, 32, 32))
+TRAITS = Traits(convolutional=True, cam_layer=last_stage)
+
+
+@register_variants(VARIANTS, paper=PAPER, traits=TRAITS, reported=REPORTED, counts=COUNTS, input_size=(3, 32, 32))
 def convnet4(cfg: ConvNet4Config, *, num_classes: int = 10, in_chans: int = 3,
              act: Literal["relu", "tanh"] = "relu", init: Literal["lecun", "gaussian"] = "lecun") -> ConvNet4:
     """Build the four-layer CIFAR-10 net of AlexNet's Figure 1.

@@ -57,8 +57,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
+from ._attention import QueryMap, grids_seen, token_at
 from ._layers import DropPath, Mlp, attend, drop_path_rates
-from ._registry import Counts, PaperRef, Reported, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, last_stage, register_variants
 
 PAPER = PaperRef(
     title="CSWin Transformer: A General Vision Transformer Backbone with Cross-Shaped Windows",
@@ -545,9 +546,30 @@ def convert_official_cswin(checkpoint: Mapping[str, Any], model: CSWinTransforme
     return out
 
 
+def query_rows(model: CSWinTransformer, x: Tensor, pixel: tuple[float, float]) -> list[QueryMap]:
+    """Every block's attention row for the token covering ``pixel``: the dense ``(heads, N)`` row of the block's two
+    stripe branches, zero outside the stripes (see :func:`milestones.attention.query_attention`)."""
+    grids = grids_seen(model, LePEAttention, x)
+    blocks = [(s, b) for s, stage in enumerate(model.stages) for b in stage.blocks]
+    first = iter(grids)
+    out = []
+    for i, (w, (stage, block)) in enumerate(zip(model.attention_maps(x), blocks, strict=True)):
+        h, wd = next(first)
+        for _ in block.attns[1:]:  # the second branch sees the same grid
+            next(first)
+        r, c = token_at(pixel, (x.shape[-2], x.shape[-1]), (h, wd))
+        design = "global" if len(block.attns) == 1 else "cross-shaped"
+        out.append(QueryMap(i, stage, design, (h, wd), (r, c), w[0, :, r * wd + c].reshape(-1, h, wd)))
+    return out
+
+
+TRAITS = Traits(convolutional=False, cam_layer=last_stage, attention=query_rows, feature_layout="NHWC")
+
+
 @register_variants(
     VARIANTS,
     paper=PAPER,
+    traits=TRAITS,
     reported=REPORTED,
     counts=COUNTS,
     input_size={name: (3, *_pair(cfg.img_size)) for name, cfg in VARIANTS.items()},

@@ -72,7 +72,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import CheckpointError, ConfigError
 from ._layers import fresh_head, he_init_convs
-from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, last_stage, register_converter, register_variants
 
 PAPER = PaperRef(
     title="Densely Connected Convolutional Networks",
@@ -313,9 +313,13 @@ def _check(cfg: DenseNetConfig, drop_rate: float) -> None:
         raise ConfigError(f"drop_rate must be in [0, 1), not {drop_rate}")
 
 
+TRAITS = Traits(convolutional=True, cam_layer=last_stage)
+
+
 @register_variants(
     VARIANTS,
     paper=PAPER,
+    traits=TRAITS,
     reported=REPORTED,
     counts=COUNTS,
     input_size={n: (3, 32, 32) if c.stem == "cifar" else (3, 224, 224) for n, c in VARIANTS.items()},

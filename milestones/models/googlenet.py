@@ -79,7 +79,7 @@ from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
 from ._layers import fresh_head, local_response_norm
-from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, register_converter, register_variants
 
 PAPER = PaperRef(
     "Going Deeper with Convolutions",
@@ -407,8 +407,18 @@ class GoogLeNet(nn.Module):
             a.head = fresh_head(a.head, a.head.in_features, num_classes)
 
 
+def _cam_layer(model: GoogLeNet) -> str:
+    # Inception 5b: the stages are containers that forward() walks, not calls, so the hook goes on the block itself.
+    last = len(model.stages) - 1
+    return f"stages.{last}.{list(dict(model.stages[last].named_children()))[-1]}"
+
+
+TRAITS = Traits(convolutional=True, cam_layer=_cam_layer)
+
+
 @register_variants(
-    VARIANTS, paper=PAPER, reported=REPORTED, counts=COUNTS, input_size=(3, 224, 224), small_input=(3, 64, 64)
+    VARIANTS, paper=PAPER, traits=TRAITS, reported=REPORTED, counts=COUNTS, input_size=(3, 224, 224),
+    small_input=(3, 64, 64),
 )
 def googlenet(
     cfg: GoogLeNetConfig,

@@ -69,7 +69,7 @@ from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
 from ._layers import fresh_head, he_init_convs
-from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, last_stage, register_converter, register_variants
 
 PAPER_V2 = PaperRef(
     "Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift",
@@ -456,7 +456,11 @@ class BNInception(nn.Module):
         self.head = fresh_head(self.head, self.num_features, num_classes)
 
 
-@register_variants(VARIANTS_V2, paper=PAPER_V2, reported=REPORTED_V2, counts=COUNTS_V2, input_size=(3, 224, 224),
+TRAITS = Traits(convolutional=True, cam_layer=last_stage)
+
+
+@register_variants(VARIANTS_V2, paper=PAPER_V2, traits=TRAITS, reported=REPORTED_V2, counts=COUNTS_V2,
+                   input_size=(3, 224, 224),
                    small_input=(3, 64, 64))
 def inception_v2(cfg: InceptionV2Config, *, num_classes: int = 1000, in_chans: int = 3,
                  stem: Literal["imagenet", "cifar", "cifar16"] = "imagenet") -> BNInception:
@@ -472,7 +476,8 @@ def inception_v2(cfg: InceptionV2Config, *, num_classes: int = 1000, in_chans: i
     return BNInception(cfg, num_classes=num_classes, in_chans=in_chans, stem=stem)
 
 
-@register_variants(VARIANTS_V3, paper=PAPER_V3, reported=REPORTED_V3, counts=COUNTS_V3, input_size=(3, 299, 299),
+@register_variants(VARIANTS_V3, paper=PAPER_V3, traits=TRAITS, reported=REPORTED_V3, counts=COUNTS_V3,
+                   input_size=(3, 299, 299),
                    small_input=(3, 75, 75))
 def inception_v3(cfg: InceptionV3Config, *, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = False,
                  stem: Literal["imagenet", "cifar"] = "imagenet") -> InceptionV3:

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._registry import Counts, PaperRef, Reported, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, register_variants
 
 PAPER = PaperRef(
     "Gradient-Based Learning Applied to Document Recognition",
@@ -236,8 +236,12 @@ class LeNet5(nn.Module):
             self.head = nn.Linear(self.num_features, num_classes, device=ref.device)
 
 
+TRAITS = Traits(convolutional=True, cam_layer="c3")  # C3 (10x10): C5's maps are already 1x1
+
+
 @register_variants(
-    VARIANTS, paper=PAPER, reported=REPORTED, counts=COUNTS, input_size=(1, 32, 32), small_input=(1, 32, 32)
+    VARIANTS, paper=PAPER, traits=TRAITS, reported=REPORTED, counts=COUNTS, input_size=(1, 32, 32),
+    small_input=(1, 32, 32),
 )
 def lenet(cfg: LeNetConfig, *, num_classes: int = 10, in_chans: int = 1) -> LeNet5:
     """Build LeNet-5 (``lenet5``) or its modern form (``lenet5_modern``)."""

@@ -66,7 +66,7 @@ from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
 from ._layers import he_init_convs
-from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, last_stage, register_converter, register_variants
 
 PAPER = PaperRef(
     title="Deep Residual Learning for Image Recognition",
@@ -367,9 +367,13 @@ def _check(cfg: ResNetConfig, version: str, zero_init_residual: bool) -> None:
 _SMALL_INPUT = {name: (3, 32, 32) if cfg.stem == "cifar" else (3, 64, 64) for name, cfg in VARIANTS.items()}
 
 
+TRAITS = Traits(convolutional=True, cam_layer=last_stage)
+
+
 @register_variants(
     VARIANTS,
     paper=PAPER,
+    traits=TRAITS,
     reported=REPORTED,
     counts=COUNTS,
     input_size={name: (3, 32, 32) if cfg.stem == "cifar" else (3, 224, 224) for name, cfg in VARIANTS.items()},

@@ -37,8 +37,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import CheckpointError
+from ._attention import QueryMap, grids_seen, token_at
 from ._layers import DropPath, Mlp, attend, drop_path_rates
-from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, last_stage, register_converter, register_variants
 
 PAPER = PaperRef(
     "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows",
@@ -398,9 +399,39 @@ def _init_linear(m: nn.Linear) -> None:
         nn.init.zeros_(m.bias)
 
 
+def query_rows(model: SwinTransformer, x: Tensor, pixel: tuple[float, float]) -> list[QueryMap]:
+    """Every block's attention row for the token covering ``pixel``, moved from the block's padded, cyclically shifted
+    windows back onto its grid of image tokens (see :func:`milestones.attention.query_attention`)."""
+    attns = [m for m in model.modules() if isinstance(m, ShiftedWindowAttention)]
+    grids = grids_seen(model, ShiftedWindowAttention, x)
+    stages = [i for i, s in enumerate(model.stages) for _ in s.blocks]
+    out = []
+    for i, (w, attn, (h, wd)) in enumerate(zip(model.attention_maps(x), attns, grids, strict=True)):
+        m = attn.window_size
+        hp, wp = h + -h % m, wd + -wd % m
+        # the shift the block applied: none along an axis one window covers (ShiftedWindowAttention.forward)
+        shift = (attn.shift_size if hp > m else 0, attn.shift_size if wp > m else 0)
+        # Move token ids through the block's own padding, roll and partition: slot -> token of the padded grid
+        ids = F.pad(torch.arange(h * wd, device=w.device).view(1, h, wd, 1), (0, 0, 0, wp - wd, 0, hp - h), value=-1)
+        ids = window_partition(torch.roll(ids, shifts=(-shift[0], -shift[1]), dims=(1, 2)), m).squeeze(-1)  # (nW, N)
+        r, c = token_at(pixel, (x.shape[-2], x.shape[-1]), (h, wd))
+        win, slot = (ids == r * wd + c).nonzero()[0].tolist()
+        keys = ids[win]
+        row = w[0, win, :, slot]  # (heads, N)
+        dense = row.new_zeros(row.shape[0], h * wd)
+        dense[:, keys[keys >= 0]] = row[:, keys >= 0]  # padded keys are left out
+        design = "shifted window" if any(shift) else "window"
+        out.append(QueryMap(i, stages[i], design, (h, wd), (r, c), dense.view(-1, h, wd)))
+    return out
+
+
+TRAITS = Traits(convolutional=False, cam_layer=last_stage, attention=query_rows, feature_layout="NHWC")
+
+
 @register_variants(
     VARIANTS,
     paper=PAPER,
+    traits=TRAITS,
     reported=REPORTED,
     counts=COUNTS,
     small_input=(3, 64, 64),  # grids 16, 8, 4, 2: padding and the shift mask in stage 1, padding in stages 3-4

@@ -62,7 +62,7 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError
 from ._layers import local_response_norm
-from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, last_stage, register_converter, register_variants
 
 PAPER = PaperRef(
     "Very Deep Convolutional Networks for Large-Scale Image Recognition",
@@ -222,8 +222,11 @@ class VGG(nn.Module):
         nn.init.zeros_(self.head.bias)
 
 
+TRAITS = Traits(convolutional=True, cam_layer=last_stage)
+
+
 @register_variants(
-    VARIANTS, paper=PAPER, reported=REPORTED, counts=COUNTS, input_size=(3, 224, 224),
+    VARIANTS, paper=PAPER, traits=TRAITS, reported=REPORTED, counts=COUNTS, input_size=(3, 224, 224),
     small={"img_size": 32}, small_input=(3, 32, 32),
 )
 def vgg(cfg: VGGConfig, *, num_classes: int = 1000, in_chans: int = 3, img_size: int = 224,

@@ -46,8 +46,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
+from ._attention import QueryMap, token_at
 from ._layers import DropPath, Mlp, attend, drop_path_rates
-from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, last_stage, register_converter, register_variants
 
 PAPER = PaperRef(
     "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
@@ -420,9 +421,32 @@ class VisionTransformer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+def query_rows(model: VisionTransformer, x: Tensor, pixel: tuple[float, float]) -> list[QueryMap]:
+    """Every block's attention row for the token covering ``pixel``: global attention over the whole grid, the class
+    token dropped (see :func:`milestones.attention.query_attention`)."""
+    gh, gw = model.grid_size
+    r, c = token_at(pixel, model.img_size, (gh, gw))
+    prefix = model.num_prefix_tokens
+    out = []
+    for i, w in enumerate(model.attention_maps(x)):  # (B, heads, prefix + N, prefix + N)
+        row = w[0, :, prefix + r * gw + c, prefix:]  # the query's row, class token dropped
+        out.append(QueryMap(i, 0, "global", (gh, gw), (r, c), row.reshape(-1, gh, gw)))
+    return out
+
+
+def _cam_layer(model: VisionTransformer) -> str:
+    # The next-to-last block: the last block's patch tokens never reach the class token the head reads, so their
+    # gradient is zero. Without a class token (global average pooling) the last block is fine.
+    return last_stage(model, skip_last=1 if model.num_prefix_tokens else 0)
+
+
+TRAITS = Traits(convolutional=False, cam_layer=_cam_layer, explain="rollout", attention=query_rows)
+
+
 @register_variants(
     VARIANTS,
     paper=PAPER,
+    traits=TRAITS,
     reported=REPORTED,
     counts=COUNTS,
     input_size=(3, 224, 224),

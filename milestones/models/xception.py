@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from ..errors import CheckpointError, ConfigError
 from ._layers import fresh_head, he_init_convs
-from ._registry import Counts, PaperRef, Reported, register_converter, register_variants
+from ._registry import Counts, PaperRef, Reported, Traits, register_converter, register_variants
 
 PAPER = PaperRef("Xception: Deep Learning with Depthwise Separable Convolutions", "Chollet", 2017, venue="CVPR",
                  arxiv="1610.02357")
@@ -174,7 +174,11 @@ class Xception(nn.Module):
         self.head = fresh_head(self.head, self.num_features, num_classes)
 
 
-@register_variants(VARIANTS, paper=PAPER, reported=REPORTED, counts=COUNTS, input_size=(3, 299, 299),
+# Grad-CAM on the exit flow: the entry and middle flows are in ``blocks``, the exit flow in ``tail``
+TRAITS = Traits(convolutional=True, cam_layer="tail")
+
+
+@register_variants(VARIANTS, paper=PAPER, traits=TRAITS, reported=REPORTED, counts=COUNTS, input_size=(3, 299, 299),
                    small_input=(3, 32, 32))
 def xception(cfg: XceptionConfig, *, num_classes: int = 1000, in_chans: int = 3,
              stem: Literal["imagenet", "cifar"] = "imagenet") -> Xception:

@@ -131,11 +131,13 @@ def maps_payload(maps: Tensor) -> dict[str, Any]:
 
 def explain(model: nn.Module, x: Tensor, target: int) -> tuple[str, np.ndarray]:
     """``(method, (h, w) heat map)`` of where ``model`` looked for class ``target`` in input ``x`` ``(1, C, H, W)``:
-    attention rollout for a ViT, Grad-CAM (on the family's default layer) for the CNNs, Swin and CSWin."""
-    from ..models.vit import VisionTransformer
+    the method the model's family declares (``Traits.explain``): attention rollout for a ViT, Grad-CAM (on the
+    family's default layer) for the CNNs, Swin and CSWin."""
+    from ..models import family_of, family_traits
     from ..viz import attention_rollout, grad_cam
 
-    if isinstance(model, VisionTransformer):
+    family = family_of(model)
+    if family is not None and family_traits(family).explain == "rollout":
         return "attention rollout", attention_rollout(model, x[0])
     cam = grad_cam(model, x[0], target_class=target)
     return f"Grad-CAM ({cam.layer})", cam.coarse

@@ -20,11 +20,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..models.cswin import CSWinTransformer
-from ..models.googlenet import GoogLeNet
-from ..models.lenet import LeNet5
-from ..models.swin import SwinTransformer
-from ..models.vit import VisionTransformer
+from ..models import family_of, family_traits, last_stage
 
 # Modules whose 4-D output is (B, C, H, W) even inside the channels-last transformers (their stems, LePE's conv).
 _NCHW = (nn.Conv2d, nn.modules.batchnorm._BatchNorm, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
@@ -112,7 +108,9 @@ class FeatureExtractor:
 
     def _layout(self, module: nn.Module, t: Tensor) -> str:
         if t.ndim == 4:
-            grid = isinstance(self.model, (SwinTransformer, CSWinTransformer)) and not isinstance(module, _NCHW)
+            family = family_of(self.model)
+            nhwc = family is not None and family_traits(family).feature_layout == "NHWC"
+            grid = nhwc and not isinstance(module, _NCHW)
             return "NHWC" if grid else "NCHW"
         if t.ndim == 3:
             return "tokens"
@@ -132,7 +130,7 @@ def as_maps(t: Tensor, layout: str, model: nn.Module, name: str = "") -> Tensor:
         return t.permute(0, 3, 1, 2)
     if layout == "tokens":
         b, n, d = t.shape
-        if isinstance(model, VisionTransformer):
+        if hasattr(model, "grid_size") and hasattr(model, "num_prefix_tokens"):  # a ViT says its grid
             (gh, gw), prefix = model.grid_size, model.num_prefix_tokens
         else:  # a square grid, after at most one prefix token
             prefix = 0 if math.isqrt(n) ** 2 == n else 1
@@ -167,26 +165,18 @@ def first_conv(model: nn.Module) -> str:
 
 
 def default_cam_layer(model: nn.Module) -> str:
-    """Where Grad-CAM looks by default: the last convolutional stage, whose maps still have a spatial grid.
-
-    LeNet-5: C3 (10x10; C5 is already 1x1). ViT: the next-to-last block, because the last block's patch tokens never
-    reach the class token the head reads, so their gradient is zero. GoogLeNet: inception 5b (its stages are
-    containers that forward() walks, not calls). Xception: its exit flow (``tail``). Every other family: its last
-    stage.
+    """Where Grad-CAM looks by default: the layer the model's family declares (``Traits.cam_layer`` in its family
+    file), the last convolutional stage whose maps still have a spatial grid (LeNet-5's C3, since C5 is already
+    1x1; ViT's next-to-last block, since the last block's patch tokens never reach the class token). A model of no
+    registered family: its last ``stages`` entry, else its ``tail``.
     """
-    if isinstance(model, LeNet5):
-        return "c3"
-    if isinstance(model, GoogLeNet):
-        last = len(model.stages) - 1
-        return f"stages.{last}.{list(dict(model.stages[last].named_children()))[-1]}"
+    family = family_of(model)
+    if family is not None:
+        return family_traits(family).default_cam_layer(model)
     stages = getattr(model, "stages", None)
     if isinstance(stages, (nn.Sequential, nn.ModuleList)) and len(stages):
-        names = list(dict(stages.named_children()))  # "0", "1"... or the family's own names (DenseNet, Inception)
-        last = len(names) - 1
-        if isinstance(model, VisionTransformer) and model.num_prefix_tokens and last > 0:
-            last -= 1
-        return f"stages.{names[last]}"
-    if isinstance(getattr(model, "tail", None), nn.Module):  # Xception: entry/middle flow in blocks, exit flow in tail
+        return last_stage(model)
+    if isinstance(getattr(model, "tail", None), nn.Module):
         return "tail"
     raise ConfigError(f"no default Grad-CAM layer for {type(model).__name__}; pass layer= (a conv block's name)")
 
