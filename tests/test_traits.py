@@ -57,7 +57,7 @@ def test_the_declared_cam_layer_has_a_gradient(family: str) -> None:
     assert layer in dict(model.named_modules()), layer
     logits, captured = features(model, [layer], detach=False).run(x)
     (grad,) = torch.autograd.grad(logits[0, 0], captured[layer])
-    if grad.ndim == 3:  # tokens: only the image tokens make a map (ViT's last block reaches the head by its class token)
+    if grad.ndim == 3:  # tokens: only image tokens make a map (ViT's last block reaches the head by its class token)
         grad = grad[:, getattr(model, "num_prefix_tokens", 0):]
     assert grad.abs().max() > 0, f"the class score does not depend on {layer}'s map"
     cam = grad_cam(model, x[0], target_class=0)
