@@ -25,14 +25,17 @@ from torch.nn import functional as F
 
 from milestones.models import create_model
 from milestones.serve import create_app, is_loopback, load_runs, start_in_thread
-from milestones.serve.runs import digits_format, mnist_format
+from milestones.serve.runs import MIN_INK_EXTENT, digits_format, mnist_format
 from milestones.train.checkpoint import save_checkpoint
 from milestones.viz import grad_cam, overlay
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR_DATA = {"name": "cifar10", "full_name": "cifar10", "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26],
               "in_chans": 3, "img_size": [32, 32], "pad": 0, "input_size": [3, 32, 32]}
+DIGITS_DATA = {"name": "digits", "full_name": "digits", "classes": list("0123456789"), "mean": [0.0784314],
+               "std": [0.7843137], "in_chans": 1, "img_size": [32, 32], "pad": 0, "input_size": [1, 32, 32]}
 MAX_BODY, MAX_PIXELS = 300_000, 1_000_000
+APP_JS = Path(__file__).resolve().parents[1] / "milestones" / "serve" / "static" / "app.js"
 
 
 def make_run(folder: Path, model_name: str, data: dict, **kwargs) -> Path:
@@ -47,9 +50,8 @@ def make_run(folder: Path, model_name: str, data: dict, **kwargs) -> Path:
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("serve-runs")
-    make_run(root / "digits-lenet", "lenet5", {
-        "name": "digits", "full_name": "digits", "classes": list("0123456789"), "mean": [0.0784314],
-        "std": [0.7843137], "in_chans": 1, "img_size": [32, 32], "pad": 0, "input_size": [1, 32, 32]})
+    make_run(root / "digits-lenet", "lenet5", DIGITS_DATA)
+    make_run(root / "digits-modern", "lenet5_modern", DIGITS_DATA)
     make_run(root / "cifar-resnet", "resnet20", {**CIFAR_DATA, "classes": CIFAR_CLASSES}, num_classes=10)
     make_run(root / "cifar-vit", "vit_ti16", {**CIFAR_DATA, "classes": CIFAR_CLASSES},
              img_size=32, patch_size=8, depth=2, num_classes=10)
@@ -61,7 +63,7 @@ def server(runs_root: Path, tmp_path_factory: pytest.TempPathFactory):
     cwd = tmp_path_factory.mktemp("serve-cwd")
     old = os.getcwd()
     os.chdir(cwd)  # any file a request wrote relative to the working directory would land here
-    runs = load_runs([runs_root / "digits-lenet", runs_root / "cifar-resnet", runs_root / "cifar-vit"])
+    runs = load_runs([runs_root / name for name in ("digits-lenet", "digits-modern", "cifar-resnet", "cifar-vit")])
     url, stop = start_in_thread(create_app(runs, max_body=MAX_BODY, max_pixels=MAX_PIXELS))
     try:
         yield {"url": url, "runs": {r.id: r for r in runs}, "cwd": cwd}
@@ -141,17 +143,21 @@ def test_runs_are_listed_with_limits(server: dict) -> None:
     assert status == 200
     by_id = {r["id"]: r for r in body["runs"]}
     assert by_id["digits-lenet"]["drawable"] and not by_id["cifar-resnet"]["drawable"]
+    assert by_id["digits-lenet"]["output"] == "distances" and by_id["digits-modern"]["output"] == "probabilities"
     assert by_id["cifar-resnet"]["classes"] == CIFAR_CLASSES
     assert body["limits"] == {"max_body_bytes": MAX_BODY, "max_pixels": MAX_PIXELS,
                               "types": ["image/jpeg", "image/png"]}
 
 
-def test_draw_answers_with_the_models_scores_and_feature_maps(server: dict) -> None:
-    """The scores and the C1/C3 maps are those of the run's model on the digits-format input, recomputed here."""
-    status, body = request(server["url"], "POST", "/api/runs/digits-lenet/draw", png(drawn_one()),
+@pytest.mark.parametrize("rid", ["digits-lenet", "digits-modern"])
+def test_draw_answers_with_the_models_scores_and_feature_maps(server: dict, rid: str) -> None:
+    """The scores and the C1/C3 maps are those of the run's model on the digits-format input, recomputed here: the
+    paper's LeNet-5 answers with its RBF layer's ten squared distances (and no probabilities, which a softmax over
+    distances would put at ~100% for any drawing), the modern form with softmax probabilities."""
+    status, body = request(server["url"], "POST", f"/api/runs/{rid}/draw", png(drawn_one()),
                            {"Content-Type": "image/png"})
     assert status == 200, body
-    run = server["runs"]["digits-lenet"]
+    run = server["runs"][rid]
     pixels = torch.from_numpy(digits_format(drawn_one()))
     np.testing.assert_array_equal(maps_of(body["input"]), pixels.numpy())
     x = (pixels.double()[None, None] / 255 - run.data["mean"][0]) / run.data["std"][0]
@@ -161,11 +167,20 @@ def test_draw_answers_with_the_models_scores_and_feature_maps(server: dict) -> N
             c1 = model.c1(x)
             c3 = model.c3(model.s2(model.act(c1)))
             logits = model(x)
+            f6 = model.forward_features(x)[0]
+            prototypes = getattr(model.head, "prototypes", None)
     finally:
         run.model.float()
     assert_logits_close(torch.tensor(body["logits"], dtype=torch.float64), logits[0], rel=1e-4)
     assert body["prediction"] == str(int(logits.argmax()))
-    assert sum(body["probs"]) == pytest.approx(1.0, rel=1e-5)
+    if rid == "digits-lenet":
+        distances = (f6[None] - prototypes).pow(2).sum(1)  # the paper's y_i = sum_j (x_j - w_ij)^2
+        assert body["output"] == "distances" and "probs" not in body
+        assert_logits_close(torch.tensor(body["distances"], dtype=torch.float64), distances, rel=1e-4)
+        assert body["prediction"] == str(int(distances.argmin()))
+    else:
+        assert body["output"] == "probabilities" and "distances" not in body
+        assert sum(body["probs"]) == pytest.approx(1.0, rel=1e-5)
     for name, ref in (("c1", c1[0]), ("c3", c3[0])):
         got = maps_of(body["features"][name]).astype(np.float64)
         lo, hi = ref.amin((1, 2), keepdim=True), ref.amax((1, 2), keepdim=True)
@@ -215,6 +230,49 @@ def test_predict_gives_top5_of_the_model_and_a_grad_cam_overlay(server: dict) ->
     assert np.abs(shown - (plain * 255).round()).mean() > 20
 
 
+def test_predict_on_the_papers_lenet5_gives_the_closest_prototypes_not_probabilities(server: dict) -> None:
+    """An upload to the paper's LeNet-5: the five smallest RBF distances, ascending, and no "prob" to read as 100%."""
+    status, body = request(server["url"], "POST", "/api/runs/digits-lenet/predict", png(drawn_one()),
+                           {"Content-Type": "image/png"})
+    assert status == 200, body
+    assert body["output"] == "distances" and len(body["top"]) == 5
+    assert all(set(t) == {"class", "distance"} for t in body["top"])
+    got = [t["distance"] for t in body["top"]]
+    assert got == sorted(got) and got[0] >= 0
+    _, draw = request(server["url"], "POST", "/api/runs/digits-lenet/draw", png(drawn_one()),
+                      {"Content-Type": "image/png"})
+    assert body["top"][0]["class"] == draw["prediction"]
+    assert got == pytest.approx(sorted(draw["distances"])[:5], rel=1e-5)
+
+
+def dot(side: int, extent: int) -> Image.Image:
+    """A black pad with one square of ink ``extent`` pixels wide at its centre."""
+    img = Image.new("L", (side, side), 0)
+    lo = (side - extent) // 2
+    ImageDraw.Draw(img).rectangle([lo, lo, lo + extent - 1, lo + extent - 1], fill=255)
+    return img
+
+
+INK = [("pen dot", dot(280, 18), "draw a larger digit"),
+       ("one under the limit", dot(280, int(np.ceil(MIN_INK_EXTENT * 280)) - 1), "at least 35 pixels"),
+       ("empty pad", Image.new("L", (280, 280), 0), "nothing drawn"),
+       ("blank paper", Image.new("L", (280, 280), 255), "nothing drawn")]
+
+
+@pytest.mark.parametrize("case", INK, ids=[c[0] for c in INK])
+@pytest.mark.parametrize("rid", ["digits-lenet", "digits-modern"])
+def test_draw_refuses_too_little_ink_instead_of_naming_a_class(server: dict, rid: str, case: tuple) -> None:
+    """A dot or an empty pad would be scaled up to a full-size blob and read as a class with full confidence: the
+    API answers 422 ``too_little_ink`` saying how large to draw. At the limit (an eighth of the side) it reads."""
+    _, img, words = case
+    status, answer = request(server["url"], "POST", f"/api/runs/{rid}/draw", png(img), {"Content-Type": "image/png"})
+    assert status == 422 and answer["code"] == "too_little_ink" and set(answer) == {"error", "code"}, answer
+    assert words in answer["error"]
+    status, answer = request(server["url"], "POST", f"/api/runs/{rid}/draw", png(dot(280, 35)),
+                             {"Content-Type": "image/png"})
+    assert status == 200 and "prediction" in answer
+
+
 def test_predict_on_a_vit_overlays_attention_rollout(server: dict) -> None:
     status, body = request(server["url"], "POST", "/api/runs/cifar-vit/predict", photo_jpeg(),
                            {"Content-Type": "image/jpeg"})
@@ -223,32 +281,43 @@ def test_predict_on_a_vit_overlays_attention_rollout(server: dict) -> None:
     assert overlay_pixels(body).shape == (224, 224, 3)
 
 
+PNG, PREDICT = {"Content-Type": "image/png"}, "/api/runs/cifar-resnet/predict"
 BAD = [
-    ("text", "/api/runs/cifar-resnet/predict", b"hello", {"Content-Type": "text/plain"}, 415, "content type"),
-    ("no type", "/api/runs/cifar-resnet/predict", b"hello", {}, 415, "content type"),
-    ("not png", "/api/runs/cifar-resnet/predict", b"GIF89a not a png", {"Content-Type": "image/png"}, 400, "not a PNG"),
-    ("empty", "/api/runs/cifar-resnet/predict", b"", {"Content-Type": "image/png"}, 400, "empty"),
-    ("truncated", "/api/runs/cifar-resnet/predict", None, {"Content-Type": "image/png"}, 400, "corrupt or truncated"),
-    ("body", "/api/runs/cifar-resnet/predict", b"\0" * (MAX_BODY + 1), {"Content-Type": "image/png"}, 413, "limit"),
-    ("pixels", "/api/runs/cifar-resnet/predict", "big", {"Content-Type": "image/png"}, 413, "pixels"),
-    ("run", "/api/runs/nope/predict", b"x", {"Content-Type": "image/png"}, 404, "no run 'nope'"),
-    ("route", "/api/nothing", b"x", {"Content-Type": "image/png"}, 404, "no such API route"),
-    ("not drawable", "/api/runs/cifar-resnet/draw", b"x", {"Content-Type": "image/png"}, 400, "not a LeNet-5"),
+    ("text", PREDICT, b"hello", {"Content-Type": "text/plain"}, 415, "content type", "unsupported_type"),
+    ("no type", PREDICT, b"hello", {}, 415, "content type", "unsupported_type"),
+    ("not png", PREDICT, b"GIF89a not a png", PNG, 400, "not a PNG", "unreadable_image"),
+    ("empty", PREDICT, b"", PNG, 400, "empty", "empty_body"),
+    ("truncated", PREDICT, None, PNG, 400, "corrupt or truncated", "unreadable_image"),
+    ("body", PREDICT, b"\0" * (MAX_BODY + 1), PNG, 413, "limit", "too_large"),
+    ("pixels", PREDICT, "big", PNG, 413, "pixels", "too_large"),
+    ("run", "/api/runs/nope/predict", b"x", PNG, 404, "no run 'nope'", "unknown_run"),
+    ("route", "/api/nothing", b"x", PNG, 404, "no such API route", "no_route"),
+    ("not drawable", "/api/runs/cifar-resnet/draw", b"x", PNG, 400, "not a LeNet-5", "not_drawable"),
 ]
 
 
 @pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
 def test_bad_requests_get_a_4xx_and_one_line_and_the_server_stays_up(server: dict, case: tuple) -> None:
-    _, path, body, headers, want, words = case
+    """Each error is one line for a developer and a stable ``code`` for a program (the page words it from that)."""
+    _, path, body, headers, want, words, code = case
     if body is None:
         body = png(drawn_one())[:200]
     elif body == "big":  # 1,200x1,000 = 1.2 M pixels, a few KB of PNG: refused on the header, never decoded
         body = png(Image.new("L", (1200, 1000), 0))
         assert len(body) < MAX_BODY
     status, answer = request(server["url"], "POST", path, body, headers)
-    assert status == want and list(answer) == ["error"]
+    assert status == want and sorted(answer) == ["code", "error"] and answer["code"] == code, answer
     assert words in answer["error"] and "\n" not in answer["error"]
     assert request(server["url"], "GET", "/api/runs")[0] == 200
+
+
+def test_the_page_words_every_upload_and_drawing_error_for_a_person() -> None:
+    """The page turns each code an upload or a drawing can get into its own sentence (app.js's PHRASES), rather than
+    showing the API's line ("the body is not a PNG image; send the file's bytes with its own content type")."""
+    page = APP_JS.read_text()
+    phrases = page[page.index("const PHRASES = {"):page.index("};", page.index("const PHRASES = {"))]
+    for code in {c[-1] for c in BAD if c[0] != "route"} | {"too_little_ink"}:
+        assert f"  {code}: () =>" in phrases, code
 
 
 def test_chunked_body_over_the_limit_is_refused_as_it_arrives(server: dict) -> None:
@@ -269,7 +338,7 @@ def test_requests_write_no_files(server: dict, runs_root: Path) -> None:
                         {"Content-Type": "image/png"})
     assert status == 200
     assert sorted(p.name for p in runs_root.rglob("*") if p.is_file()) == sorted(
-        ["best.json", "best.safetensors"] * 3)
+        ["best.json", "best.safetensors"] * 4)
     assert list(server["cwd"].iterdir()) == []
 
 

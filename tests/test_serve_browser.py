@@ -1,9 +1,10 @@
 """The page in a real browser: Debian's Chromium, headless, driven by Selenium through Debian's chromedriver.
 
-A LeNet-5 (modern form, a few seconds of training on an MNIST subset) is served; the test draws a "1" and a "0" with
-mouse events on the canvas and checks the page's answers, the ten scores and the C1/C3 feature maps it painted, and
-that the page without a LeNet-5 run says how to make one. A screenshot goes to the test's tmp folder, and to
-``$MILESTONES_ARTIFACTS`` when set (the README's docs/serve.png comes from there).
+A LeNet-5 (modern form, a few seconds of training on an MNIST subset) is served; the test draws a "1", a dot and a
+"0" with mouse events on the canvas and checks the page's answers (the dot: "draw a larger digit", no class), the ten
+scores and the C1/C3 feature maps it painted, that Clear empties all of it, that a file that is not an image gets a
+sentence in plain words, and that the page without a LeNet-5 run says how to make one. A screenshot goes to the test's
+tmp folder, and to ``$MILESTONES_ARTIFACTS`` when set (the README's docs/serve.png comes from there).
 
 A missing browser fails the test with the command that installs it (CI's ``.ci/run`` installs it): a browser test
 that skips itself silently would never run.
@@ -123,7 +124,12 @@ def test_drawn_one_and_zero_are_read_live(browser, mnist_run: Path, tmp_path: Pa
         assert one["prediction"] == "1", one
         ring = [(140 + round(60 * math.sin(t * math.pi / 6)), 140 - round(95 * math.cos(t * math.pi / 6)))
                 for t in range(13)]
+        tiny = answer_after(browser, lambda: stroke(browser, canvas, [(140, 140)]))  # one click: an 18-pixel dot
+        assert tiny["prediction"] == "-" and tiny["scores"] == [] and tiny["c1"] == [], tiny
+        message = browser.find_element("id", "draw-message")
+        assert message.is_displayed() and "draw a larger digit" in message.text, message.text
         zero = answer_after(browser, lambda: stroke(browser, canvas, ring))
+        assert not message.is_displayed()
         assert zero["prediction"] == "0", zero
 
         for shown in (one, zero):
@@ -149,8 +155,34 @@ def test_drawn_one_and_zero_are_read_live(browser, mnist_run: Path, tmp_path: Pa
         if os.environ.get("MILESTONES_ARTIFACTS"):
             Path(os.environ["MILESTONES_ARTIFACTS"]).mkdir(parents=True, exist_ok=True)
             shutil.copy(shot, Path(os.environ["MILESTONES_ARTIFACTS"]) / "serve.png")
+
+        assert screen(browser) == {"prediction": "0", "rows": 10, "maps": 22, "seen_inked": True, "message": False}
+        browser.find_element("id", "clear").click()  # Clear leaves nothing of the old answer on screen
+        assert screen(browser) == {"prediction": "-", "rows": 0, "maps": 0, "seen_inked": False, "message": False}
+
+        broken = tmp_path / "broken.png"  # a .png that is not one: the page words the API's 400 for a person
+        broken.write_bytes(b"these are not the bytes of an image")
+        browser.find_element("id", "file").send_keys(str(broken))
+        wait_for(browser, "!document.getElementById('upload-message').hidden")
+        said = browser.find_element("id", "upload-message").text
+        assert said.startswith("That file could not be read as an image"), said
+        assert "PNG image; send" not in said and "content type" not in said
+        assert browser.execute_script("return document.querySelectorAll('#top5 li').length === 0 && "
+                                      "document.getElementById('overlay').hidden;")  # the 7's answer is gone
     finally:
         stop()
+
+
+def screen(driver) -> dict:
+    """What the drawing panel shows: the class, score rows, feature-map canvases, any ink in the input preview."""
+    return driver.execute_script("""
+        const seen = document.getElementById('seen');
+        const px = seen.getContext('2d').getImageData(0, 0, seen.width, seen.height).data;
+        return {prediction: document.getElementById('prediction').textContent,
+                rows: document.querySelectorAll('#scores tr').length,
+                maps: document.querySelectorAll('#c1 canvas, #c3 canvas').length,
+                seen_inked: px.some((v, i) => i % 4 !== 3 && v > 0),
+                message: !document.getElementById('draw-message').hidden};""")
 
 
 def test_page_without_a_lenet_run_says_how_to_make_one(browser) -> None:

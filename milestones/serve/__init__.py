@@ -8,13 +8,16 @@ API that only takes raw image bodies does not need; Flask would need a separate 
 no asyncio. Model calls run in Starlette's thread pool, one at a time per run (a lock: Grad-CAM hooks and gradients
 belong to the model object), so the event loop keeps answering while a model computes.
 
-API (all answers are JSON; errors are ``{"error": "one line"}`` with a 4xx status):
+API (all answers are JSON; errors are ``{"error": "one line", "code": "stable_name"}`` with a 4xx status; the page
+words its messages for a person from ``code``, and any client may):
 
 * ``GET /api/runs``: the loaded runs (id, model, dataset, classes, input size, whether it is the drawing LeNet-5).
-* ``POST /api/runs/{id}/draw``, body a PNG or JPEG of the drawing: prediction, ten softmax scores and logits, the
-  32x32 input as the model saw it, and the C1 and C3 feature maps (each map scaled to 0..255, base64 bytes).
-* ``POST /api/runs/{id}/predict``, body a PNG or JPEG: top-5 classes and a PNG data URL of the image with the
-  Grad-CAM or attention overlay for the top class.
+* ``POST /api/runs/{id}/draw``, body a PNG or JPEG of the drawing: prediction, ten scores (``"output"`` says which:
+  softmax ``"probs"``, or for the paper's LeNet-5 the RBF layer's ``"distances"``, smaller is closer) and logits,
+  the 32x32 input as the model saw it, and the C1 and C3 feature maps (each map scaled to 0..255, base64 bytes). A
+  drawing with too little ink (a dot, an empty pad) gets 422 ``too_little_ink`` instead of a class.
+* ``POST /api/runs/{id}/predict``, body a PNG or JPEG: top-5 classes (``"prob"``, or ``"distance"`` as above) and a
+  PNG data URL of the image with the Grad-CAM or attention overlay for the top class.
 
 Limits: bodies over :data:`~milestones.serve.runs.MAX_BODY_BYTES` get 413, images over
 :data:`~milestones.serve.runs.MAX_PIXELS` pixels 413 (checked on the header, before decoding), content types other
@@ -39,9 +42,9 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.code = status, message, code
 
 
 def create_app(runs: Sequence[LoadedRun], *, max_body: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS):
@@ -56,36 +59,38 @@ def create_app(runs: Sequence[LoadedRun], *, max_body: int = MAX_BODY_BYTES, max
 
     by_id = {r.id: r for r in runs}
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+    def error(status: int, message: str, code: str) -> JSONResponse:
+        return JSONResponse({"error": message, "code": code}, status_code=status)
 
     async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > max_body):
-            raise ApiError(413, f"request body over the {max_body:,}-byte limit; send a smaller image")
+            raise ApiError(413, f"request body over the {max_body:,}-byte limit; send a smaller image", "too_large")
         chunks, size = [], 0
         async for chunk in request.stream():  # a chunked body has no length header: count as it arrives
             size += len(chunk)
             if size > max_body:
-                raise ApiError(413, f"request body over the {max_body:,}-byte limit; send a smaller image")
+                raise ApiError(413, f"request body over the {max_body:,}-byte limit; send a smaller image",
+                               "too_large")
             chunks.append(chunk)
         if not size:
-            raise ApiError(400, "empty request body; send the image's bytes (image/png or image/jpeg)")
+            raise ApiError(400, "empty request body; send the image's bytes (image/png or image/jpeg)", "empty_body")
         return b"".join(chunks)
 
     def find(request: Request) -> LoadedRun:
         rid = request.path_params["run"]
         if rid not in by_id:
-            raise ApiError(404, f"no run {rid!r} is loaded; GET /api/runs lists them")
+            raise ApiError(404, f"no run {rid!r} is loaded; GET /api/runs lists them", "unknown_run")
         return by_id[rid]
 
     async def image_call(request: Request, method: str) -> JSONResponse:
         run = find(request)
         if method == "draw" and not run.drawable:
-            raise ApiError(400, f"run {run.id!r} is not a LeNet-5 trained on digits; use /predict")
+            raise ApiError(400, f"run {run.id!r} is not a LeNet-5 trained on digits; use /predict", "not_drawable")
         ctype = request.headers.get("content-type", "")
         if ctype.split(";")[0].strip().lower() not in ACCEPTED_TYPES:
-            raise ApiError(415, f"unsupported content type {ctype[:40]!r}; send image/png or image/jpeg")
+            raise ApiError(415, f"unsupported content type {ctype[:40]!r}; send image/png or image/jpeg",
+                           "unsupported_type")
         body = await read_body(request)
         img = await run_in_threadpool(decode_image, body, ctype, max_pixels=max_pixels)
         return JSONResponse(await run_in_threadpool(getattr(run, method), img))
@@ -106,18 +111,19 @@ def create_app(runs: Sequence[LoadedRun], *, max_body: int = MAX_BODY_BYTES, max
 
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, ApiError):
-            return error(exc.status, exc.message)
+            return error(exc.status, exc.message, exc.code)
         if isinstance(exc, BadImageError):
-            return error(exc.status, str(exc))
+            return error(exc.status, str(exc), exc.code)
         assert isinstance(exc, HTTPException)
         if request.url.path.startswith("/api/") or exc.status_code != 404:
-            what = {404: "no such API route; GET /api/runs lists the runs", 405: "method not allowed here"}
-            return error(exc.status_code, what.get(exc.status_code, str(exc.detail)))
-        return error(404, "not found")
+            what = {404: ("no such API route; GET /api/runs lists the runs", "no_route"),
+                    405: ("method not allowed here", "method_not_allowed")}
+            return error(exc.status_code, *what.get(exc.status_code, (str(exc.detail), "http_error")))
+        return error(404, "not found", "not_found")
 
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("request %s failed", request.url.path)
-        return error(500, f"internal error ({type(exc).__name__}); the server is still running")
+        return error(500, f"internal error ({type(exc).__name__}); the server is still running", "internal_error")
 
     routes = [
         Route("/", index),

@@ -5,7 +5,15 @@ becomes the input its run was trained on (:func:`drawing_to_input`): MNIST's for
 bounding box scaled to 20x20 and its centre of mass put at the centre of a 28x28 field, as LeCun et al. made MNIST,
 then the recipe's padding to 32x32), and the scikit-learn digits' format for the ``make demo`` run (the box scaled to
 fill a 32x32 bitmap, thresholded, counted in 4x4 blocks to 8x8, scaled back up to 32x32 as
-:func:`milestones.data.sources._digits_all` does).
+:func:`milestones.data.sources._digits_all` does). A drawing whose ink spans less than :data:`MIN_INK_EXTENT` of
+its longer side (a dot, an empty pad) is refused: both formats would blow it up to a full-size blob and the model
+would name a class for it with as much confidence as for a digit.
+
+The paper's LeNet-5 answers with distances, not probabilities: its RBF output layer gives the squared distance from
+F6's 84 outputs to each class's fixed prototype, and the model's logits are these distances negated. They differ by
+tens of units between classes, so a softmax over them puts ~100% on the closest class for a clear digit and a
+scribble alike. For such a model (:func:`_distance_output`) the answers carry ``"distances"`` (smaller is closer)
+instead of ``"probs"``, and say so in ``"output"``.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from ..viz import features
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_PIXELS = 16_000_000
 ACCEPTED_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
+MIN_INK_EXTENT = 1 / 8  # of the drawing's longer side: 35 of the pad's 280 pixels; its pen is 18 pixels wide
 
 DIGIT_DATASETS = ("mnist", "kmnist", "digits")
 LENET_MODELS = ("lenet5", "lenet5_modern")
@@ -42,11 +51,13 @@ OVERLAY_SIDE = 224  # pixels of the overlay image the page shows
 
 
 class BadImageError(DataError):
-    """A request's image that cannot be used: wrong type, undecodable, or too large."""
+    """A request's image that cannot be used: wrong type, undecodable, too large, or (a drawing) too little ink.
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    ``code`` is the stable, machine-readable name of the problem that the page turns into its own words."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "unreadable_image") -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.code = status, code
 
 
 def decode_image(data: bytes, content_type: str, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -56,19 +67,20 @@ def decode_image(data: bytes, content_type: str, *, max_pixels: int = MAX_PIXELS
     """
     fmt = ACCEPTED_TYPES.get(content_type.split(";")[0].strip().lower())
     if fmt is None:
-        raise BadImageError(f"unsupported content type {content_type[:40]!r}; send image/png or image/jpeg", 415)
+        raise BadImageError(f"unsupported content type {content_type[:40]!r}; send image/png or image/jpeg", 415,
+                            "unsupported_type")
     too_large = f"limit {max_pixels:,} pixels; resize it first"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[fmt]) as img:
                 if img.width * img.height > max_pixels:
-                    raise BadImageError(f"image is {img.width}x{img.height} pixels, {too_large}", 413)
+                    raise BadImageError(f"image is {img.width}x{img.height} pixels, {too_large}", 413, "too_large")
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return _to_8bit(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImageError(f"image is too large to decode safely ({too_large})", 413) from None
+        raise BadImageError(f"image is too large to decode safely ({too_large})", 413, "too_large") from None
     except UnidentifiedImageError:
         raise BadImageError(f"the body is not a {fmt} image; send the file's bytes with its own content type") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -84,6 +96,19 @@ def _ink_box(img: Image.Image) -> Image.Image:
     if not len(xs):
         return Image.new("L", (1, 1), 0)
     return img.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+
+
+def check_ink(img: Image.Image, *, min_extent: float = MIN_INK_EXTENT) -> None:
+    """Refuse a drawing whose ink's bounding box spans less than ``min_extent`` of its longer side (422)."""
+    side = max(img.width, img.height)
+    box = _ink_box(img)
+    extent = max(box.size) if box.getextrema()[1] > 32 else 0
+    need = int(np.ceil(min_extent * side))
+    if not extent:
+        raise BadImageError("nothing drawn: the image has no ink; draw a digit", 422, "too_little_ink")
+    if extent < need:
+        raise BadImageError(f"too little ink to read: it spans {extent} of the image's {side} pixels; draw a larger "
+                            f"digit, at least {need} pixels tall or wide", 422, "too_little_ink")
 
 
 def mnist_format(img: Image.Image) -> np.ndarray:
@@ -115,6 +140,13 @@ def digits_format(img: Image.Image) -> np.ndarray:
     counts = F.avg_pool2d(bits, 4) * 16  # (1, 1, 8, 8) set pixels per block, 0..16
     x = F.interpolate(counts * (255 / 16), size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
     return x.round().clamp(0, 255).to(torch.uint8)[0, 0].numpy()
+
+
+def _distance_output(model: nn.Module) -> bool:
+    """Whether ``model`` answers with RBF distances (the paper's LeNet-5): its logits are negated distances."""
+    from ..models.lenet import RBF
+
+    return isinstance(getattr(model, "head", None), RBF)
 
 
 def _b64(arr: np.ndarray) -> str:
@@ -180,7 +212,8 @@ class LoadedRun:
         d = self.data
         return {"id": self.id, "model": self.meta["model"], "data": d.get("full_name", d["name"]),
                 "classes": list(d["classes"]), "input_size": list(d["input_size"]), "drawable": self.drawable,
-                "digits_format": "digits" if d["name"] == "digits" else "mnist"}
+                "digits_format": "digits" if d["name"] == "digits" else "mnist",
+                "output": "distances" if _distance_output(self.model) else "probabilities"}
 
     def _input(self, image: Tensor) -> Tensor:
         """(1, C, H, W) float model input from (C, h, w) uint8 pixels, as the test loader prepared it in training."""
@@ -188,19 +221,26 @@ class LoadedRun:
         return normalise(pad(image[None], d.get("pad", 0)), d["mean"], d["std"])
 
     def draw(self, img: Image.Image) -> dict[str, Any]:
-        """The drawing panel's answer: the input as the model saw it, the class, ten scores, C1 and C3 maps."""
+        """The drawing panel's answer: the input as the model saw it, the class, ten scores (softmax probabilities,
+        or the paper's LeNet-5's distances), C1 and C3 maps. Too little ink raises :class:`BadImageError` (422)."""
+        check_ink(img)
         fmt = digits_format(img) if self.data["name"] == "digits" else mnist_format(img)
         pixels = torch.from_numpy(fmt)[None]
         with self.lock, torch.inference_mode():
             logits, maps = features(self.model, FEATURE_LAYERS).run(self._input(pixels))
-        probs = logits.float().softmax(1)[0]
+        logits = logits[0].float()
+        if _distance_output(self.model):
+            scores = {"output": "distances", "distances": (-logits).tolist()}
+        else:
+            scores = {"output": "probabilities", "probs": logits.softmax(0).tolist()}
         seen = pad(pixels[None], self.data.get("pad", 0))[0, 0]
-        return {"prediction": self.data["classes"][int(probs.argmax())], "probs": probs.tolist(),
-                "logits": logits[0].float().tolist(), "input": {"shape": list(seen.shape), "data": _b64(seen.numpy())},
+        return {"prediction": self.data["classes"][int(logits.argmax())], **scores, "logits": logits.tolist(),
+                "input": {"shape": list(seen.shape), "data": _b64(seen.numpy())},
                 "features": {name: maps_payload(maps[name][0].float()) for name in FEATURE_LAYERS}}
 
     def predict(self, img: Image.Image) -> dict[str, Any]:
-        """Top-5 classes of an uploaded image, and where the model looked for the first (Grad-CAM or attention)."""
+        """Top-5 classes of an uploaded image (by probability, or by distance for the paper's LeNet-5), and where the
+        model looked for the first (Grad-CAM or attention)."""
         d = self.data
         h, w = d["img_size"]
         if d["name"] in DIGIT_DATASETS:
@@ -213,12 +253,14 @@ class LoadedRun:
         x = self._input(pixels)
         with self.lock:
             with torch.inference_mode():
-                probs = self.model(x).float().softmax(1)[0]
-            top = probs.topk(min(TOPK, len(probs)))
+                logits = self.model(x).float()[0]
+            distances = _distance_output(self.model)
+            top = logits.topk(min(TOPK, len(logits)))
             method, heat = explain(self.model, x, int(top.indices[0]))
         seen = pad(pixels[None], d.get("pad", 0))[0]
-        return {"top": [{"class": d["classes"][i], "prob": p} for p, i in zip(top.values.tolist(),
-                                                                                top.indices.tolist())],
+        key, values = ("distance", -top.values) if distances else ("prob", logits.softmax(0)[top.indices])
+        return {"output": "distances" if distances else "probabilities",
+                "top": [{"class": d["classes"][i], key: v} for v, i in zip(values.tolist(), top.indices.tolist())],
                 "method": method, "overlay": overlay_png(seen, heat, smooth=not method.startswith("attention"))}
 
 

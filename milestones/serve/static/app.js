@@ -4,17 +4,57 @@
 
 const $ = (id) => document.getElementById(id);
 let drawRun = null;
+let limits = { max_body_bytes: 8 * 1024 * 1024, max_pixels: 16e6 };
 
-function showError(message) {
-  const el = $("error");
-  el.textContent = message || "";
-  el.hidden = !message;
+// The API's errors carry a stable code; the page says what happened in a person's words. The API's own line stays
+// in the message's tooltip, for whoever debugs it.
+const PHRASES = {
+  unsupported_type: () => "That file is not a PNG or JPEG image. Choose a .png or .jpg file.",
+  too_large: () => `That image is too large: the limit is ${Math.floor(limits.max_body_bytes / 2 ** 20)} MB and ` +
+    `${Math.round(limits.max_pixels / 1e6)} megapixels. Choose a smaller image or resize it.`,
+  unreadable_image: () => "That file could not be read as an image: it may be damaged, or not really a PNG or " +
+    "JPEG. Try another file.",
+  empty_body: () => "That file is empty. Choose an image file.",
+  too_little_ink: () => "Too small to read: draw a larger digit, filling most of the box.",
+  unknown_run: () => "That run is no longer loaded. Reload the page.",
+  not_drawable: () => "This run does not read drawings; use the upload panel.",
+  offline: () => "The server did not answer. Is milestones serve still running?",
+};
+
+class ApiFailure extends Error {
+  constructor(code, status, detail) {
+    super(detail);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+function plainWords(err) {
+  const phrase = PHRASES[err.code];
+  return phrase ? phrase() : `Something went wrong on the server (HTTP ${err.status || "?"}); its log says why.`;
+}
+
+function showMessage(id, err) {  // err: an ApiFailure, or null to hide
+  const el = $(id);
+  el.textContent = err ? plainWords(err) : "";
+  el.title = err ? err.message : "";
+  el.dataset.code = err ? err.code : "";
+  el.hidden = !err;
+}
+
+function showError(err) {
+  showMessage("error", err);
 }
 
 async function callApi(url, options) {
-  const res = await fetch(url, options);
-  const body = await res.json().catch(() => ({ error: `HTTP ${res.status}` }));
-  if (!res.ok) throw new Error(body.error || `HTTP ${res.status}`);
+  let res;
+  try {
+    res = await fetch(url, options);
+  } catch (err) {
+    throw new ApiFailure("offline", 0, String(err));
+  }
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new ApiFailure(body.code || "http_error", res.status, body.error || `HTTP ${res.status}`);
   return body;
 }
 
@@ -48,26 +88,56 @@ function showMaps(container, payload) {
   container.dataset.drawn = String(c);
 }
 
-function showScores(classes, probs, prediction) {
+// Softmax models: ten probabilities. The paper's LeNet-5: its RBF layer's ten squared distances, smaller is closer,
+// since a softmax over them reads ~100% for the closest class whatever was drawn.
+function showScores(classes, r) {
   const table = $("scores");
   table.textContent = "";
+  const distances = r.output === "distances";
+  const values = distances ? r.distances : r.probs;
+  const longest = Math.max(...values, 1e-12);
   classes.forEach((name, i) => {
     const row = table.insertRow();
     row.dataset.cls = name;
-    if (name === prediction) row.className = "top";
+    if (name === r.prediction) row.className = "top";
     row.insertCell().textContent = name;
     const bar = document.createElement("div");
     bar.className = "bar";
-    bar.style.width = `${Math.round(150 * probs[i])}px`;
+    bar.style.width = `${Math.round(150 * (distances ? values[i] / longest : values[i]))}px`;
     row.insertCell().appendChild(bar);
-    row.insertCell().textContent = `${(100 * probs[i]).toFixed(1)}%`;
+    row.insertCell().textContent = distances ? values[i].toFixed(1) : `${(100 * values[i]).toFixed(1)}%`;
   });
+  table.dataset.output = r.output;
+  $("scores-kind").textContent = distances
+    ? "squared distance to each digit's prototype (smaller = closer)" : "softmax probability";
+  const note = $("score-note");
+  note.hidden = !distances;
+  if (distances) {
+    const order = values.map((d, i) => [d, i]).sort((a, b) => a[0] - b[0]);
+    const gap = order[1][0] - order[0][0];
+    note.textContent = `This is the paper's output layer: the closest prototype wins. The next closest, ` +
+      `${classes[order[1][1]]}, is ${gap.toFixed(1)} further. A softmax over distances turns any gap above ` +
+      "about 7 into 99.9% or more, right or wrong, so no percentages are shown.";
+  }
+}
+
+function resetAnswer() {  // the empty state: no class, no scores, no input, no maps
+  $("prediction").textContent = "-";
+  $("scores").textContent = "";
+  $("scores-kind").textContent = "";
+  $("score-note").hidden = true;
+  const seen = $("seen");
+  seen.width = seen.height = 32;  // resizing a canvas blanks it
+  for (const id of ["c1", "c3"]) {
+    $(id).textContent = "";
+    $(id).dataset.drawn = "0";
+  }
 }
 
 // Drawing pad: pointer events cover mouse, pen and touch alike.
 const pad = $("pad");
 const ctx = pad.getContext("2d");
-let drawing = false, last = null, dirty = false, inFlight = false, strokes = 0, answers = 0;
+let drawing = false, last = null, dirty = false, inFlight = false, strokes = 0, answers = 0, epoch = 0;
 
 function setBusy(busy) {  // exposed for tests and assistive tools: is an answer on its way, and how many came
   inFlight = busy;
@@ -79,7 +149,10 @@ function clearPad() {
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, pad.width, pad.height);
   strokes = 0;
-  $("prediction").textContent = "-";
+  epoch++;  // an answer still on its way is for the old drawing: dropped
+  resetAnswer();
+  showMessage("draw-message", null);
+  showError(null);
 }
 
 function point(e) {
@@ -125,21 +198,33 @@ function schedule() {
 async function send() {
   dirty = false;
   setBusy(true);
+  const sent = epoch;
   try {
     const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
-    const r = await callApi(`/api/runs/${encodeURIComponent(drawRun.id)}/draw`,
-      { method: "POST", headers: { "Content-Type": "image/png" }, body: blob });
-    if (!strokes) return;  // cleared while the answer was on its way
+    let r = null, refused = null;
+    try {
+      r = await callApi(`/api/runs/${encodeURIComponent(drawRun.id)}/draw`,
+        { method: "POST", headers: { "Content-Type": "image/png" }, body: blob });
+    } catch (err) {
+      if (err.code !== "too_little_ink") throw err;
+      refused = err;  // a dot or a scribble: an answer, but no class
+    }
+    if (sent !== epoch) return;
+    answers++;
+    showMessage("draw-message", refused);
+    showError(null);
+    if (refused) {
+      resetAnswer();
+      return;
+    }
     $("prediction").textContent = r.prediction;
-    showScores(drawRun.classes, r.probs, r.prediction);
+    showScores(drawRun.classes, r);
     const [h, w] = r.input.shape;
     paintGrey($("seen"), bytesOf(r.input.data), 0, h, w);
     showMaps($("c1"), r.features.c1);
     showMaps($("c3"), r.features.c3);
-    answers++;
-    showError("");
   } catch (err) {
-    showError(err.message);
+    if (sent === epoch) showError(err);
   } finally {
     if (dirty && strokes) send();
     else setBusy(false);
@@ -151,29 +236,39 @@ $("file").addEventListener("change", async () => {
   const file = $("file").files[0];
   const id = $("run-select").value;
   if (!file || !id) return;
+  // the answer for another image must not stay beside this one
+  $("top5").textContent = "";
+  $("top5-kind").textContent = "";
+  $("method").textContent = "";
+  $("overlay").hidden = true;
+  showMessage("upload-message", null);
   try {
+    if (file.size > limits.max_body_bytes) throw new ApiFailure("too_large", 0, `${file.size} bytes, not sent`);
     const r = await callApi(`/api/runs/${encodeURIComponent(id)}/predict`,
       { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file });
+    const distances = r.output === "distances";
     const list = $("top5");
-    list.textContent = "";
     for (const t of r.top) {
       const li = document.createElement("li");
-      li.textContent = `${t.class}: ${(100 * t.prob).toFixed(1)}%`;
+      li.textContent = distances ? `${t.class}: ${t.distance.toFixed(1)}` : `${t.class}: ${(100 * t.prob).toFixed(1)}%`;
       list.appendChild(li);
     }
+    $("top5-kind").textContent = distances ? "the five closest prototypes: squared distance, smaller = closer " +
+      "(LeNet-5's RBF output; a softmax over it would read ~100% for the closest, so none is shown)" : "";
     $("method").textContent = r.method ? `overlay: ${r.method} for the top class` : "no overlay for this model";
     $("overlay").src = r.overlay;
     $("overlay").hidden = false;
-    showError("");
   } catch (err) {
-    showError(err.message);
+    showMessage("upload-message", err);
   }
 });
 
 async function init() {
   clearPad();
   try {
-    const { runs } = await callApi("/api/runs");
+    const answer = await callApi("/api/runs");
+    const runs = answer.runs;
+    limits = answer.limits || limits;
     drawRun = runs.find((r) => r.drawable) || null;
     $("no-lenet").hidden = Boolean(drawRun);
     $("draw-run").textContent = drawRun ? `run ${drawRun.id}: ${drawRun.model} trained on ${drawRun.data}` : "";
@@ -182,7 +277,7 @@ async function init() {
     $("upload-panel").dataset.runs = String(runs.length);
     document.body.dataset.ready = "true";
   } catch (err) {
-    showError(err.message);
+    showError(err);
   }
 }
 init();
