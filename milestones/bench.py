@@ -35,7 +35,6 @@ import ctypes
 import ctypes.util
 import gc
 import logging
-import math
 import os
 import platform
 import statistics
@@ -54,6 +53,7 @@ from .errors import ConfigError
 from .export import ExportError, export_onnx, first_line
 from .measure import count_macs
 from .models import create_model, explicit_attention, get_converter, get_spec, list_converters, model_options
+from .timing import Contender, median_ratio, num_threads, sync, time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -124,23 +124,6 @@ def machine_description(device: str | torch.device = "cpu", threads: int | None 
     return f"{cpu}, {os.cpu_count()} cores, {used} torch thread(s){load}, torch {torch.__version__}"
 
 
-@contextlib.contextmanager
-def num_threads(threads: int | None) -> Iterator[None]:
-    """Set ``torch``'s intra-op threads for the block (None leaves them as they are)."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_peak_gflops(threads: int | None = None, *, n: int = 2048, reps: int = 5,
                         device: str | torch.device = "cpu") -> float:
     """The machine's practical float32 peak: GFLOP/s of an ``n x n`` by ``n x n`` matmul, median of ``reps``.
@@ -158,10 +141,10 @@ def measure_peak_gflops(threads: int | None = None, *, n: int = 2048, reps: int 
         probe.step()  # warm-up: thread pool, packing buffers
         times = []
         for _ in range(reps):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             probe.step()
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times) / 1e9
 
@@ -223,7 +206,7 @@ class PeakMemory:
     def __enter__(self) -> PeakMemory:
         _release_free_memory()
         if self.device.type == "cuda":
-            _sync(self.device)
+            sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             self._hwm = True
@@ -234,7 +217,7 @@ class PeakMemory:
 
     def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
-            _sync(self.device)
+            sync(self.device)
             self.bytes = torch.cuda.max_memory_allocated(self.device) - self._base
         elif self._hwm:
             peak = _hwm_bytes()
@@ -388,34 +371,16 @@ def _optimizer(params: Sequence[nn.Parameter], name: str) -> torch.optim.Optimiz
     return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05, **flags)
 
 
-class _Contender:
-    """One implementation under test: a step that runs one batch, and its measurements."""
-
-    def __init__(self, label: str, step: Callable[[], Any], output: Callable[[], Tensor | None], *,
-                 threads: int | None = None, steps: int | None = None) -> None:
-        self.label = label
-        self.step = step
-        self.output = output  # one eval-mode forward on the batch, for agreement checks (infer mode)
-        self.threads = threads  # set before each of its reps
-        self.steps = steps  # steps per rep; None: the number shared by the models
-        self.times: list[float] = []
-        self.peak: int | None = None
-        self.compiled = False
-
-    def ms(self) -> float:
-        return 1000 * statistics.median(self.times)
-
-
-def _matmul_contender(n: int, device: torch.device) -> _Contender:
+def _matmul_contender(n: int, device: torch.device) -> Contender:
     """The probe of :func:`measure_peak_gflops` as a contender, so that it runs under the models' conditions."""
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=gen).to(device), torch.randn(n, n, generator=gen).to(device)
     out = torch.empty(n, n, device=device)
-    return _Contender("matmul", lambda: torch.mm(a, b, out=out), lambda: None, steps=1)
+    return Contender("matmul", lambda: torch.mm(a, b, out=out), lambda: None, steps=1)
 
 
 def _torch_contender(label: str, model: nn.Module, x: Tensor, y: Tensor, *, mode: Mode, settings: Settings,
-                     device: torch.device, compiled: bool) -> _Contender:
+                     device: torch.device, compiled: bool) -> Contender:
     """Wrap ``model`` (moved to ``device`` and the settings' memory format, compiled if asked) in a step function."""
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=fmt)
@@ -441,7 +406,7 @@ def _torch_contender(label: str, model: nn.Module, x: Tensor, y: Tensor, *, mode
             loss.backward()
             opt.step()
 
-        c = _Contender(label, step, lambda: None, threads=settings.threads)
+        c = Contender(label, step, lambda: None, threads=settings.threads)
     else:
         model.eval()
         grad_mode = torch.inference_mode if settings.inference_mode else torch.no_grad
@@ -450,13 +415,13 @@ def _torch_contender(label: str, model: nn.Module, x: Tensor, y: Tensor, *, mode
             with grad_mode(), contexts():
                 return net(x)
 
-        c = _Contender(label, infer, infer, threads=settings.threads)
+        c = Contender(label, infer, infer, threads=settings.threads)
     c.compiled = compiled
     return c
 
 
-def _warm_up(make: Callable[[bool], _Contender], steps: int, device: torch.device, *, compiled: bool,
-             notes: list[str]) -> _Contender:
+def _warm_up(make: Callable[[bool], Contender], steps: int, device: torch.device, *, compiled: bool,
+             notes: list[str]) -> Contender:
     """Build a contender and run ``steps`` untimed steps, measuring peak memory.
 
     With ``compiled``, a compiler failure (which surfaces at the first call, with any exception type) is noted and
@@ -467,7 +432,7 @@ def _warm_up(make: Callable[[bool], _Contender], steps: int, device: torch.devic
         with num_threads(c.threads), PeakMemory(device) as mem:
             for _ in range(steps):
                 c.step()
-            _sync(device)
+            sync(device)
     except Exception as e:
         if not compiled:
             raise
@@ -478,7 +443,7 @@ def _warm_up(make: Callable[[bool], _Contender], steps: int, device: torch.devic
     return c
 
 
-def _onnxruntime_contender(model: nn.Module, x: Tensor, threads: int, tmp: Path, notes: list[str]) -> _Contender | None:
+def _onnxruntime_contender(model: nn.Module, x: Tensor, threads: int, tmp: Path, notes: list[str]) -> Contender | None:
     """Export ``model`` to ONNX and wrap an onnxruntime CPU session; None (with a note) when that is not possible."""
     try:
         import onnxruntime as ort
@@ -501,54 +466,13 @@ def _onnxruntime_contender(model: nn.Module, x: Tensor, threads: int, tmp: Path,
     def run() -> Tensor:
         return torch.from_numpy(session.run(None, feed)[0])
 
-    return _Contender("onnxruntime", run, run)
+    return Contender("onnxruntime", run, run)
 
 
-def _time_interleaved(contenders: Sequence[_Contender], reps: int, device: torch.device, *, min_rep_seconds: float,
-                      progress: bool, desc: str, clock: str) -> int:
-    """Time ``reps`` rounds, each contender once per round.
-
-    The models' order rotates every round (ours, theirs / theirs, ours), so each is as often first, right after the
-    probe, as last, and no model runs twice in a row; the matmul probe (``steps`` set) closes every round. Returns the
-    steps per rep of the models, chosen from the slowest one's speed.
-    """
-    from tqdm.auto import tqdm
-
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    models = [c for c in contenders if c.steps is None]
-    fixed = [c for c in contenders if c.steps is not None]
-    slowest = 0.0
-    for c in models:
-        with num_threads(c.threads):
-            _sync(device)
-            start = time.perf_counter()
-            c.step()
-            _sync(device)
-        slowest = max(slowest, time.perf_counter() - start)
-    steps = max(1, math.ceil(min_rep_seconds / max(slowest, 1e-9)))
-    for i in tqdm(range(reps), desc=desc, disable=not progress, leave=False, unit="rep"):
-        k = i % max(len(models), 1)
-        for c in models[k:] + models[:k] + fixed:
-            n = c.steps or steps
-            with num_threads(c.threads):
-                _sync(device)
-                start = now()
-                for _ in range(n):
-                    c.step()
-                _sync(device)
-                c.times.append((now() - start) / n)
-    return steps
-
-
-def _median_ratio(num: _Contender, den: _Contender) -> float:
-    """Median over rounds of ``num``'s time over ``den``'s: ``den``'s speed relative to ``num``'s."""
-    return statistics.median(a / b for a, b in zip(num.times, den.times, strict=True))
-
-
-def _peak_fraction(probe: _Contender, c: _Contender, flops: float, n: int) -> float:
+def _peak_fraction(probe: Contender, c: Contender, flops: float, n: int) -> float:
     """``c``'s achieved FLOP/s over the ``n``-sided matmul probe's, median over rounds: a load spike slows both, so
     the per-round fraction holds steadier than a ratio of medians."""
-    return _median_ratio(probe, c) * flops / (2 * n**3)
+    return median_ratio(probe, c) * flops / (2 * n**3)
 
 
 def _quartiles(values: Sequence[float]) -> tuple[float, float]:
@@ -667,13 +591,13 @@ def bench_model(
         batch = x.shape[0]
         theirs = _paired_torchvision(pair, ours, num_classes, input_size, notes) if pair is not None else None
 
-        contenders: list[_Contender] = []
+        contenders: list[Contender] = []
         compiled = compile
         for label, model in (("ours", ours), ("torchvision", theirs)):
             if model is None:
                 continue
 
-            def make(comp: bool, label: str = label, model: nn.Module = model) -> _Contender:
+            def make(comp: bool, label: str = label, model: nn.Module = model) -> Contender:
                 return _torch_contender(label, model, x, y, mode=mode, settings=settings, device=device,
                                         compiled=comp)
 
@@ -687,7 +611,7 @@ def bench_model(
             ort = _onnxruntime_contender(ours, x, used_threads, Path(tmp), notes)
             if ort is not None:
                 contenders.append(_warm_up(lambda _: ort, warmup, device, compiled=False, notes=notes))
-        steps = _time_interleaved(contenders, reps, device, min_rep_seconds=min_rep_seconds, progress=progress,
+        steps = time_interleaved(contenders, reps, device, min_rep_seconds=min_rep_seconds, progress=progress,
                                   desc=f"{name} {mode}", clock=clock)
 
         base = contenders[0]
@@ -708,7 +632,7 @@ def bench_model(
             result.torchvision = pair.builder if pair else None
             result.tv_ms_per_batch = tv.ms()
             result.tv_peak_mib = _mib(tv.peak)
-            result.ratio = _median_ratio(tv, base)
+            result.ratio = median_ratio(tv, base)
             result.ratio_iqr = _quartiles([a / b for a, b in zip(tv.times, base.times, strict=True)])
             result.ratio_best = min(tv.times) / min(base.times)
             if mode == "infer":
@@ -716,7 +640,7 @@ def bench_model(
         if "onnxruntime" in by_label:
             o = by_label["onnxruntime"]
             result.ort_ms_per_batch = o.ms()
-            result.ort_speedup = _median_ratio(base, o)
+            result.ort_speedup = median_ratio(base, o)
             result.ort_max_abs_diff = _max_abs_diff(base, o)
     return result
 
@@ -777,19 +701,19 @@ def compare_settings(
         for label, st in variants.items():
             model = copy.deepcopy(base_model)
 
-            def make(comp: bool, label: str = label, model: nn.Module = model, st: Settings = st) -> _Contender:
+            def make(comp: bool, label: str = label, model: nn.Module = model, st: Settings = st) -> Contender:
                 return _torch_contender(label, model, x, y, mode=mode, settings=st, device=device, compiled=comp)
 
             contenders.append(_warm_up(make, warmup, device, compiled=st.compile, notes=notes))
         mm = _matmul_contender(probe, device) if probe else None
-        _time_interleaved(contenders + ([mm] if mm else []), reps, device, min_rep_seconds=min_rep_seconds,
+        time_interleaved(contenders + ([mm] if mm else []), reps, device, min_rep_seconds=min_rep_seconds,
                           progress=progress, desc=f"{name} {mode}", clock=clock)
     flops = _flops_per_batch(gmacs, x.shape[0], mode)
     first = contenders[0]
     out = []
     for c, st in zip(contenders, variants.values(), strict=True):
         pct = None if mm is None else 100 * _peak_fraction(mm, c, flops, probe)
-        out.append(SettingResult(c.label, st, c.ms(), 1000 * x.shape[0] / c.ms(), _median_ratio(first, c),
+        out.append(SettingResult(c.label, st, c.ms(), 1000 * x.shape[0] / c.ms(), median_ratio(first, c),
                                  _mib(c.peak), c.compiled, _max_abs_diff(first, c) if mode == "infer" else None,
                                  flops / c.ms() / 1e6, pct))
     return out
@@ -829,7 +753,7 @@ def _mib(n: int | None) -> float | None:
     return None if n is None else n / 2**20
 
 
-def _max_abs_diff(a: _Contender, b: _Contender) -> float | None:
+def _max_abs_diff(a: Contender, b: Contender) -> float | None:
     out_a, out_b = a.output(), b.output()
     if out_a is None or out_b is None:
         return None

@@ -152,14 +152,14 @@ def measure_bf16(device: str | torch.device = "cpu", *, reps: int = 9) -> dict[s
     The block is ResNet-20's middle stage at batch 16: conv 3x3 (32 -> 32 channels, 16x16), BatchNorm, ReLU, conv,
     BatchNorm; forward and backward, the loss on float32 outputs. A convolution's forward pass alone is not enough:
     where bf16 is not native, the backward pass and the casts around BatchNorm are what make a bf16 step slow. The two
-    take turns rep by rep (:func:`milestones.bench._time_interleaved`, the benchmark's own timing), so a load spike
+    take turns rep by rep (:func:`milestones.timing.time_interleaved`, the benchmark's own timing), so a load spike
     from another process hits both alike. Returns the medians ``fp32_ms`` and ``bf16_ms``, ``speedup`` (the median of
     the per-rep ratios of float32 time over bf16 time; > 1: bf16 faster) and ``fp32_gflops`` (the block's float32
     rate, 3 x 2 FLOPs per multiply-add of its convolutions). About 10 ms a step in float32 on a 2-core EPYC.
     """
     from torch import nn
 
-    from .bench import _Contender, _median_ratio, _time_interleaved
+    from .timing import Contender, median_ratio, time_interleaved
 
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -178,15 +178,15 @@ def measure_bf16(device: str | torch.device = "cpu", *, reps: int = 9) -> dict[s
 
         return step
 
-    fp32, bf16 = (_Contender(label, step_fn(label == "bf16"), lambda: None, steps=1) for label in ("fp32", "bf16"))
+    fp32, bf16 = (Contender(label, step_fn(label == "bf16"), lambda: None, steps=1) for label in ("fp32", "bf16"))
     for _ in range(4):  # warm-up: oneDNN creates its bf16 primitives over the first calls
         fp32.step()
         bf16.step()
-    _time_interleaved([fp32, bf16], reps, device, min_rep_seconds=0.02, progress=False, desc="bf16 probe",
+    time_interleaved([fp32, bf16], reps, device, min_rep_seconds=0.02, progress=False, desc="bf16 probe",
                       clock="wall")
     f = statistics.median(fp32.times)
     return {"fp32_ms": 1000 * f, "bf16_ms": 1000 * statistics.median(bf16.times),
-            "speedup": _median_ratio(fp32, bf16), "fp32_gflops": flops / f / 1e9}
+            "speedup": median_ratio(fp32, bf16), "fp32_gflops": flops / f / 1e9}
 
 
 def probe(device: str | torch.device = "cpu", *, measure: Callable[[torch.device], dict[str, float]] | None = None

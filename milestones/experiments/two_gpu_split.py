@@ -35,9 +35,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..bench import num_threads
 from ..models import create_model
 from ..parallel import RING_FACTOR, CommCounter, merge_towers, spawn, split_towers, tower_exchange_bytes
+from ..timing import num_threads
 from . import plots
 from .base import EPYC_BF16, Analysis, Context, Experiment, Figure, Measured, Setup, register
 

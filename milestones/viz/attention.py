@@ -16,7 +16,7 @@ from ..attention import QueryMap, query_attention
 from ..errors import ConfigError
 from ..models.cswin import CSWinTransformer
 from ..models.vit import VisionTransformer
-from .cam import _batch_of_one
+from .cam import batch_of_one
 
 
 def _vit(model: nn.Module) -> VisionTransformer:
@@ -45,7 +45,7 @@ def attention_rollout(model: nn.Module, image: Tensor) -> np.ndarray:
     ``(h, w)`` grid scaled to a maximum of 1.
     """
     vit = _vit(model)
-    maps = _vit_maps(vit, _batch_of_one(image))
+    maps = _vit_maps(vit, batch_of_one(image))
     n = maps[0].shape[-1]
     flow = torch.eye(n, dtype=torch.float64)
     for w in maps:
@@ -62,7 +62,7 @@ def head_maps(model: nn.Module, image: Tensor, block: int = -1) -> np.ndarray:
     patch tokens in ``block``, as ``(heads, h, w)`` weights (each head's map sums to 1 less its weight on the class
     token)."""
     vit = _vit(model)
-    maps = _vit_maps(vit, _batch_of_one(image))
+    maps = _vit_maps(vit, batch_of_one(image))
     if not -len(maps) <= block < len(maps):
         raise ConfigError(f"block {block} is out of range: this ViT has {len(maps)} blocks")
     w = maps[block]
@@ -74,7 +74,7 @@ def head_maps(model: nn.Module, image: Tensor, block: int = -1) -> np.ndarray:
 def query_maps(model: nn.Module, image: Tensor, pixel: tuple[float, float] | None = None) -> list[QueryMap]:
     """For every block of a ViT, Swin or CSWin model, the weights the token covering ``pixel`` (row, col; default
     the image's centre) gives to every token of its grid: see :func:`milestones.attention.query_attention`."""
-    x = _batch_of_one(image)
+    x = batch_of_one(image)
     if pixel is None:
         pixel = (x.shape[-2] // 2, x.shape[-1] // 2)
     return query_attention(model, x, pixel)

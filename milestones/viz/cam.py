@@ -38,7 +38,7 @@ class GradCam:
     layer: str
 
 
-def _batch_of_one(image: Tensor) -> Tensor:
+def batch_of_one(image: Tensor) -> Tensor:
     x = image.unsqueeze(0) if image.ndim == 3 else image
     if x.ndim != 4 or x.shape[0] != 1:
         raise ConfigError(f"expected one normalised image (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
@@ -57,7 +57,7 @@ def grad_cam(model: nn.Module, image: Tensor, target_class: int | None = None, l
 
     The model runs in eval mode (restored afterwards); its parameters' ``.grad`` are not touched.
     """
-    x = _batch_of_one(image)
+    x = batch_of_one(image)
     layer = layer or default_cam_layer(model)
     extract = features(model, [layer], detach=False)
     was_training = model.training

@@ -21,7 +21,7 @@ from ..models.cswin import CSWinTransformer
 from ..models.swin import SwinTransformer
 from ..models.vit import VisionTransformer
 from .attention import attention_rollout, head_maps, query_maps
-from .cam import GradCam, _batch_of_one
+from .cam import GradCam, batch_of_one
 from .capture import features, first_conv
 
 
@@ -95,7 +95,7 @@ def filter_grid(model: nn.Module, layer: str | None = None, *, per_filter: bool 
 
 def display_image(image: Tensor) -> np.ndarray:
     """A normalised model input as an ``(H, W, 3)`` float image in [0, 1] (stretched per image)."""
-    x = _batch_of_one(image)[0].detach().to("cpu", torch.float64)
+    x = batch_of_one(image)[0].detach().to("cpu", torch.float64)
     x = x if x.shape[0] == 3 else x.mean(0, keepdim=True).expand(3, -1, -1)
     lo, hi = float(x.min()), float(x.max())
     return ((x - lo) / (hi - lo if hi > lo else 1.0)).permute(1, 2, 0).float().numpy()
@@ -129,7 +129,7 @@ def overlay(image: Tensor | np.ndarray, heatmap: np.ndarray, *, alpha: float = 0
 def feature_maps(model: nn.Module, image: Tensor, layers: Sequence[str], *, channels: int = 8) -> Any:
     """The input and, for each layer, its first ``channels`` output maps (one row per layer, each map on its own
     grey scale)."""
-    x = _batch_of_one(image)
+    x = batch_of_one(image)
     was_training = model.training
     model.eval()
     try:
@@ -178,7 +178,7 @@ def attention_figure(model: nn.Module, image: Tensor, *, pixel: tuple[float, flo
     ``pixel`` (default: the centre, marked) attends to in the first blocks, windows and shifted windows. CSWin: the
     vertical-stripe and horizontal-stripe heads of the first blocks, for the same query.
     """
-    x = _batch_of_one(image)
+    x = batch_of_one(image)
     panels: list[tuple[str, np.ndarray, bool]] = []  # (title, map, smooth)
     if isinstance(model, VisionTransformer):
         panels.append(("rollout", attention_rollout(model, x), True))
