@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from .models import get_spec, list_models
-from .models._registry import ModelSpec, PaperRef
+from .models import ModelSpec, PaperRef, get_spec, list_models
 
 REGENERATE = "milestones report models > docs/models.md"
 
