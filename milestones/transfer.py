@@ -214,8 +214,10 @@ def finetune_config(weights: str | Path, *, data: str, model: str | None = None,
     if data.startswith("folder:") and cfg.data.image_size is None and trained_size:
         cfg.data.image_size = int(trained_size[0])  # the size the network was trained at (VGG's FC6 depends on it)
     cfg.model.name = name
-    kwargs = {k: v for k, v in (meta.get("model_kwargs") or cfg.model.kwargs).items()
-              if k not in ("num_classes", "in_chans")}
+    # the new data decide the classes; an image folder is read with the trained input's channels (a named dataset
+    # has its own, and a model taking other channels is a one-line error when the weights load)
+    drop = ("num_classes",) if data.startswith("folder:") else ("num_classes", "in_chans")
+    kwargs = {k: v for k, v in (meta.get("model_kwargs") or cfg.model.kwargs).items() if k not in drop}
     cfg.model.kwargs = kwargs
     cfg.finetune = FinetuneConfig(weights=str(weights), new_head=new_head, freeze=list(freeze), head_only=head_only,
                                   backbone_lr_mult=backbone_lr_mult)

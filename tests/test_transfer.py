@@ -4,6 +4,7 @@ image folder made from it), with their one-line errors."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 
 from milestones.cli import main
 from milestones.compare import Suite, SuiteRun, plan
-from milestones.data import get_dataset
+from milestones.data import get_dataset, stream_or_none
 from milestones.data.loader import select_classes
 from milestones.errors import ConfigError
 from milestones.models import create_model, get_spec, list_models
@@ -259,3 +260,43 @@ def test_transfer_verdict_branches() -> None:
     partial = table([9.0, 9.0, 9.0])
     del partial[("resnet20", 10, "probe")]
     assert vft._verdict(partial, vft.LABELS, 4.5, 5000)[0] == "not testable here"
+
+
+def _noise_folder(root: Path, mode: str) -> Path:
+    """Two classes of 20x20 noise PNGs in ``mode`` ("L" or "RGB"): 6 train and 3 test images each."""
+    rng = np.random.default_rng(0)
+    shape = (20, 20) if mode == "L" else (20, 20, 3)
+    for split, n in (("train", 6), ("test", 3)):
+        for c in ("circle", "square"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_lenet5_finetunes_onto_a_grayscale_folder_and_converts_an_rgb_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 28: a folder is read with the source model's channels. A LeNet-5 digits run fine-tuned onto grayscale
+    PNGs reads them as its one channel (the loader used to decode RGB and fail: "mean/std need one value per channel
+    (3)"); RGB PNGs are converted to grayscale, and one warning says so; eval reads the folder the same way."""
+    assert main(["train", "lenet5", "--data", "digits", "--epochs", "1", "--data.train_subset=200", "--out",
+                 str(tmp_path), "--name", "digits", "--no-progress"]) == 0
+    gray, rgb = _noise_folder(tmp_path / "data" / "gray", "L"), _noise_folder(tmp_path / "data" / "rgb", "RGB")
+    assert get_dataset(f"folder:{gray}", "train").images.shape[1] == 1  # a folder's own channels by default
+    common = ["--epochs", "1", "--out", str(tmp_path), "--no-progress", "--data.batch_size=4"]
+    with caplog.at_level(logging.WARNING, logger="milestones.data.folder"):
+        rc = main(["finetune", str(tmp_path / "digits"), "--data", f"folder:{gray}", "--name", "gray", *common])
+        assert rc == 0, capsys.readouterr().err
+        assert not caplog.records
+        rc = main(["finetune", str(tmp_path / "digits"), "--data", f"folder:{rgb}", "--name", "rgb", *common])
+        assert rc == 0, capsys.readouterr().err
+        assert main(["eval", str(tmp_path / "rgb")]) == 0
+    for run in ("gray", "rgb"):
+        _, meta = load_checkpoint(tmp_path / run, "last")
+        assert meta["model_kwargs"]["in_chans"] == 1 and meta["data"]["in_chans"] == 1
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 1, notes  # once, for training and evaluating alike
+    assert "RGB images" in notes[0] and "1-channel input: converting them to grayscale" in notes[0]
+    # the streamed path reads a folder as asked too
+    streamed = stream_or_none(f"folder:{gray}", "train", image_size=32, channels=3, in_memory=False)
+    assert streamed is not None and streamed[0][0].shape == (3, 32, 32)

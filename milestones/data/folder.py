@@ -24,6 +24,10 @@ Decoding uses ``torchvision.io`` (libjpeg-turbo, libpng), about four times faste
 pixel-identical to it on the CIFAR-10 JPEG copy (``tests/test_cifar.py`` checks); formats it does not read (BMP, TIFF,
 ...) go through PIL, and so does everything once torchvision drops its decoders (deprecated in 0.29 for TorchCodec).
 
+Images are decoded to ``channels``: 3 (RGB) or 1 (grayscale). A training run asks for its model's ``in_chans`` when
+the model has one (a fine-tuned LeNet-5 reads a folder as grayscale), else the folder's own, judged from its first
+image (grayscale if that one is). Images of the other kind are converted, and a warning says so once per folder.
+
 Normalisation defaults to the ImageNet statistics, the usual choice for an arbitrary photo set; set
 ``data.mean``/``data.std`` in a run config to use a dataset's own.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import os
 import re
@@ -58,6 +63,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)
+# PIL modes of one-channel images (with or without alpha); every other mode is decoded as colour
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+log = logging.getLogger(__name__)
+_TOLD: set[tuple[str, int, int]] = set()  # (folder, its channels, the channels asked for): conversions said once
 
 
 def is_folder_name(name: str) -> bool:
@@ -248,6 +258,40 @@ def _decode_pil(data: bytes, channels: int, name: str) -> Tensor:
     return tensor.permute(2, 0, 1).contiguous() if tensor.ndim == 3 else tensor.unsqueeze(0)
 
 
+def image_channels(data: bytes) -> int:
+    """1 if encoded image ``data`` is grayscale (with or without alpha), else 3; read from its header (PIL)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return 1 if img.mode in _GRAY_MODES else 3
+    except (UnidentifiedImageError, OSError, ValueError):
+        return 3  # decoding it will say what is wrong
+
+
+def _resolve_channels(source: Path, first: str, data: bytes, channels: int | None) -> tuple[int, int]:
+    """``(channels to decode to, the folder's own)``: ``channels``, or the folder's own (its first image's) when None.
+    A conversion is logged once per folder and direction."""
+    own = image_channels(data)
+    if channels is None:
+        return own, own
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    _say_converted(source, first, own, channels)
+    return channels, own
+
+
+def _say_converted(source: Path, first: str, own: int, channels: int) -> None:
+    key = (str(source), own, channels)
+    if own == channels or key in _TOLD:
+        return
+    _TOLD.add(key)
+    kind = {1: "grayscale", 3: "RGB"}
+    how = "converting them to grayscale" if channels == 1 else "repeating their gray channel as R, G and B"
+    log.warning("image folder %s holds %s images (its first: %s) and the model takes %d-channel input: %s",
+                source, kind[own], first, channels, how)
+
+
 def decode_image(data: bytes, *, channels: int = 3, name: str = "image") -> Tensor:
     """Decode encoded image bytes to a uint8 ``(channels, H, W)`` tensor (RGB or grayscale).
 
@@ -308,11 +352,14 @@ class _Reader:
 
 
 def _decode_all(
-    index: FolderIndex, size: tuple[int, int] | None, channels: int, zf: zipfile.ZipFile | None = None
-) -> Tensor:
+    index: FolderIndex, size: tuple[int, int] | None, channels: int | None, zf: zipfile.ZipFile | None = None
+) -> tuple[Tensor, int]:
     """Decode every file of ``index`` into one ``(N, C, H, W)`` uint8 tensor, reporting progress through
-    :mod:`milestones.progress`."""
+    :mod:`milestones.progress`; returns it and the channels of the folder's first image.
+
+    ``channels`` None: as many as the first image has (1 if it is grayscale, else 3)."""
     reader = _Reader(index.source, zf)
+    own = channels or 3
     where = (lambda name: f"{index.source}:{name}") if index.is_zip else (lambda name: str(index.source / name))
     images: Tensor | None = None
     chunk = 256
@@ -324,6 +371,8 @@ def _decode_all(
                     datas = [reader.read(name) for name in names]
                 except (OSError, KeyError, zipfile.BadZipFile) as err:
                     raise DataError(f"cannot read a file of {index.source} ({err})") from err
+                if start == 0:
+                    channels, own = _resolve_channels(index.source, names[0], datas[0], channels)
                 for i, img in enumerate(_decode_many(datas, channels, [where(n) for n in names]), start):
                     if size is not None:
                         img = resize_center_crop(img, size)
@@ -338,7 +387,9 @@ def _decode_all(
                 bar.update(len(names))
     finally:
         reader.close()
-    return images if images is not None else torch.empty((0, channels, *(size or (0, 0))), dtype=torch.uint8)
+    if images is None:
+        images = torch.empty((0, channels or 3, *(size or (0, 0))), dtype=torch.uint8)
+    return images, own
 
 
 def decode_folder(
@@ -346,7 +397,7 @@ def decode_folder(
     split: str,
     *,
     image_size: int | Sequence[int] | None = None,
-    channels: int = 3,
+    channels: int | None = 3,
     max_per_class: int | None = None,
     root: Path | None = None,
     cache_dir: str | Path | None = None,
@@ -359,7 +410,8 @@ def decode_folder(
         split: Split folder name.
         image_size: ``(H, W)`` or an int; images of another size are scaled and centre-cropped to it. Default: keep
             the size, which must then be the same for every image.
-        channels: 3 (RGB) or 1 (grayscale).
+        channels: 3 (RGB) or 1 (grayscale); None: as the first image is (1 if it is grayscale, else 3). Images of
+            the other kind are converted, and a logged warning says so once.
         max_per_class: Decode only the first ``max_per_class`` images of each class.
         root: Data root, one of the cache's fallback places (see :mod:`.cache`).
         cache_dir: Cache folder, overriding ``MILESTONES_CACHE`` and the defaults.
@@ -368,7 +420,7 @@ def decode_folder(
     Returns:
         ``(images, labels, classes)``: ``(N, C, H, W)`` uint8, ``(N,)`` int64 and the class names.
     """
-    if channels not in (1, 3):
+    if channels not in (1, 3, None):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     size = size_hw(image_size)
     identity = cache.fingerprint(source, parts=() if source.is_file() else (split,))
@@ -378,17 +430,21 @@ def decode_folder(
     name = f"{source.stem}-{split}-{cache.cache_key(identity, params)}.pt"
     dirs = cache.cache_dirs(source, root, cache_dir)
     if use_cache and (entry := cache.load_entry(name, dirs)) is not None:
+        if channels is not None and entry.get("own_channels") and entry.get("first"):
+            _say_converted(source, entry["first"], int(entry["own_channels"]), channels)
         return entry["images"], entry["labels"], tuple(entry["classes"])
     with contextlib.ExitStack() as stack:  # a zip is opened once, to list and to read
         zf = stack.enter_context(_open_zip(source)) if source.is_file() else None
         index = index_folder(source, split, max_per_class=max_per_class, zf=zf)
-        images = _decode_all(index, size, channels, zf)
+        images, own = _decode_all(index, size, channels, zf)
     labels = torch.tensor(index.labels, dtype=torch.int64)
     if use_cache:
         entry = {
             "images": images,
             "labels": labels,
             "classes": list(index.classes),
+            "own_channels": own,
+            "first": index.files[0] if index.files else "",
             "source": identity,
             "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
         }
@@ -420,11 +476,12 @@ def load_folder(
     *,
     root: Path | None = None,
     image_size: int | Sequence[int] | None = None,
-    channels: int = 3,
+    channels: int | None = None,
     max_per_class: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> ImageSplit:
-    """One split of an image folder as an in-memory :class:`ImageSplit` (``get_dataset("folder:<path>", split)``)."""
+    """One split of an image folder as an in-memory :class:`ImageSplit` (``get_dataset("folder:<path>", split)``);
+    ``channels`` None: as its first image (see :func:`decode_folder`)."""
     source = resolve_folder(name, root)
     images, labels, classes = decode_folder(
         source,
@@ -435,7 +492,7 @@ def load_folder(
         root=root,
         cache_dir=cache_dir,
     )
-    return ImageSplit(images, labels, folder_spec(source, classes, channels, tuple(images.shape[2:])))
+    return ImageSplit(images, labels, folder_spec(source, classes, images.shape[1], tuple(images.shape[2:])))
 
 
 class FolderDataset(torch.utils.data.Dataset):
@@ -445,14 +502,19 @@ class FolderDataset(torch.utils.data.Dataset):
         index: The files and labels (:func:`index_folder`).
         image_size: ``(H, W)`` or an int every image is scaled and centre-cropped to. Needed to batch images of
             different sizes.
-        channels: 3 (RGB) or 1 (grayscale).
+        channels: 3 (RGB) or 1 (grayscale); None: as the first image (1 if it is grayscale, else 3). Images of the
+            other kind are converted, and a logged warning says so once.
     """
 
-    def __init__(self, index: FolderIndex, *, image_size: int | Sequence[int] | None, channels: int = 3) -> None:
+    def __init__(self, index: FolderIndex, *, image_size: int | Sequence[int] | None,
+                 channels: int | None = 3) -> None:
         self.index = index
         self.size = size_hw(image_size)
-        self.channels = channels
         self._reader = _Reader(index.source)
+        if len(index):
+            first = index.files[0]
+            channels, _ = _resolve_channels(index.source, first, self._reader.read(first), channels)
+        self.channels = channels or 3
 
     def __len__(self) -> int:
         return len(self.index)
@@ -556,7 +618,7 @@ def stream_or_none(
     split: str,
     *,
     image_size: int | Sequence[int],
-    channels: int = 3,
+    channels: int | None = None,
     in_memory: bool | None = None,
     memory_budget: int = 4 << 30,
     root: Path | None = None,
@@ -582,7 +644,7 @@ def folder_loader(
     batch_size: int,
     train: bool,
     image_size: int | Sequence[int],
-    channels: int = 3,
+    channels: int | None = None,
     in_memory: bool | None = None,
     memory_budget: int = 4 << 30,
     workers: int = 2,
@@ -599,7 +661,7 @@ def folder_loader(
         batch_size: Samples per batch.
         train: Shuffle and augment.
         image_size: The model's input size; every image is scaled and centre-cropped to it.
-        channels: 3 (RGB) or 1 (grayscale).
+        channels: 3 (RGB) or 1 (grayscale), the model's; None: as the folder's first image.
         in_memory: Force one path; default: in memory when the uint8 split fits in ``memory_budget`` bytes.
         memory_budget: Bytes the decoded split may take in memory.
         workers: Decoding workers of the streamed path.

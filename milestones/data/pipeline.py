@@ -52,7 +52,7 @@ class Loaders(NamedTuple):
 
 
 def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
-                 default_image_size: tuple[int, int] | None = None) -> Loaders:
+                 default_image_size: tuple[int, int] | None = None, channels: int | None = None) -> Loaders:
     """The training, test and validation loaders a ``data:`` config section describes.
 
     Args:
@@ -63,6 +63,9 @@ def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
             :data:`VAL_SEED`).
         default_image_size: ``(H, W)`` an image folder is resized to when ``data.image_size`` is unset: the model's
             input size (image folders mix sizes).
+        channels: The channels an image folder is decoded to (1 or 3): the model's ``in_chans`` when it is fixed
+            (a fine-tuned model's), converting images of the other kind with a logged warning; None: the folder's
+            own. Other datasets keep theirs.
 
     ``data.channels_last`` must be a bool here: ``auto`` depends on the model, and ``run_training`` resolves it first
     (:func:`milestones.precision.resolve_channels_last`); left at ``auto``, batches come in the default NCHW layout.
@@ -81,11 +84,12 @@ def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
     device = torch.device(device)
     folder = is_folder_name(data_cfg.name)
     image_size = data_cfg.image_size or (default_image_size if folder else None)
-    streamed = _streamed_folder(data_cfg, device, seed=seed, image_size=image_size) if folder else None
+    streamed = (_streamed_folder(data_cfg, device, seed=seed, image_size=image_size, channels=channels)
+                if folder else None)
     if streamed is not None:
         return streamed
     kw = dict(root=data_cfg.root, download=data_cfg.download, image_size=image_size,
-              max_per_class=data_cfg.max_per_class)
+              max_per_class=data_cfg.max_per_class, **({"channels": channels} if folder else {}))
     train, test = get_dataset(data_cfg.name, "train", **kw), get_dataset(data_cfg.name, "test", **kw)
     if data_cfg.classes:
         train, test = select_classes(train, data_cfg.classes), select_classes(test, data_cfg.classes)
@@ -126,11 +130,12 @@ def _split_val(train: ImageSplit, data_cfg: DataConfig) -> tuple[ImageSplit, Ima
 
 
 def _streamed_folder(data_cfg: DataConfig, device: torch.device, *, seed: int,
-                     image_size: tuple[int, int] | int | None) -> Loaders | None:
+                     image_size: tuple[int, int] | int | None, channels: int | None = None) -> Loaders | None:
     """Loaders for an image folder too large for memory (or with ``data.in_memory: false``), streamed through
     DataLoader workers; None when the training split goes in memory."""
     root = resolve_root(data_cfg.root)
-    where = dict(image_size=image_size, in_memory=data_cfg.in_memory, root=root, max_per_class=data_cfg.max_per_class)
+    where = dict(image_size=image_size, in_memory=data_cfg.in_memory, root=root, max_per_class=data_cfg.max_per_class,
+                 channels=channels)
     dataset = stream_or_none(data_cfg.name, "train", **where)
     if dataset is None:
         return None  # it fits: the in-memory path loads it (through the decode cache) with every option
@@ -161,11 +166,12 @@ def make_test_loader(data_meta: Mapping[str, Any], *, split: str = "test", name:
         device: Where batches are made.
     """
     name = name or data_meta["name"]
-    image_size = data_meta.get("img_size") if is_folder_name(name) else None  # folders are resized for the model
-    data = get_dataset(name, split, root=root, image_size=image_size)
+    expects = len(data_meta["mean"])  # one mean per channel the model was trained on
+    folder = is_folder_name(name)  # a folder is resized for the model and read with its channels
+    image_size = data_meta.get("img_size") if folder else None
+    data = get_dataset(name, split, root=root, image_size=image_size, **({"channels": expects} if folder else {}))
     if data_meta.get("class_subset") and name == data_meta["name"]:
         data = select_classes(data, data_meta["class_subset"])
-    expects = len(data_meta["mean"])  # one mean per channel the model was trained on
     if data.spec.in_chans != expects:
         trained = f" (it was trained on {data_meta['name']})" if data_meta.get("name") else ""
         raise ConfigError(f"{name} has {data.spec.in_chans}-channel images, but the model expects {expects}-channel "

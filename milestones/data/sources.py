@@ -432,6 +432,7 @@ def get_dataset(
     image_size: int | Sequence[int] | None = None,
     max_per_class: int | None = None,
     cache_dir: str | Path | None = None,
+    channels: int | None = None,
 ) -> ImageSplit:
     """Load one split of a dataset into memory as uint8 tensors.
 
@@ -451,6 +452,8 @@ def get_dataset(
         cache_dir: Where decoded images are cached (image folders, the CIFAR-10 JPEG copy); default: the
             environment variable ``MILESTONES_CACHE``, else beside the source, else under the data root, else
             ``~/.cache/milestones/cache`` (see :mod:`milestones.data.cache`).
+        channels: An image folder's images decoded as RGB (3) or grayscale (1), converted where they are of the
+            other kind (a logged warning says so once); default: as its first image. Other datasets keep their own.
 
     Returns:
         The split: ``(N, C, H, W)`` uint8 images, ``(N,)`` int64 labels and the dataset's spec (for a variant of
@@ -465,7 +468,8 @@ def get_dataset(
     size = size_hw(image_size)
     if is_folder_name(name):
         return load_folder(
-            name, split, root=resolve_root(root), image_size=size, max_per_class=max_per_class, cache_dir=cache_dir
+            name, split, root=resolve_root(root), image_size=size, max_per_class=max_per_class, cache_dir=cache_dir,
+            channels=channels,
         )
     source = get_source(name)
     if split not in source.counts:

@@ -324,7 +324,8 @@ def run_training(
                                                              choices["precision"].value)
         channels_last = choices["channels_last"].value
         loaders = make_loaders(dataclasses.replace(cfg.data, channels_last=channels_last), device,
-                               seed=cfg.train.seed, default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]))
+                               seed=cfg.train.seed, default_image_size=tuple(get_spec(cfg.model.name).input_size[1:]),
+                               channels=cfg.model.kwargs.get("in_chans"))  # a folder is read as the model takes it
         _shard(loaders, cfg, world)
         if len(loaders.train) == 0:  # drop_last: a batch larger than the split makes no step
             raise ConfigError(f"data.batch_size={cfg.data.batch_size} is more than the {loaders.train.num_samples} "
