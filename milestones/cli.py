@@ -98,8 +98,9 @@ def _split_overrides(extra: Sequence[str]) -> list[str]:
     return overrides
 
 
-def progress_bar() -> object:
-    """A training callback that draws one tqdm bar over the run's steps on stderr (the library itself never prints)."""
+def progress_bar(bar: bool = True) -> object:
+    """A training callback that prints one line per epoch and, if ``bar`` and stderr is a terminal, draws one tqdm bar
+    over the run's steps on stderr (a log file gets the epoch lines only; the library itself never prints)."""
     from tqdm.auto import tqdm
 
     from .train.callbacks import Callback
@@ -109,6 +110,8 @@ def progress_bar() -> object:
 
         def on_fit_start(self, state, total_steps: int) -> None:
             self.per_epoch = len(state.loader)
+            if not (bar and sys.stderr.isatty()):  # no carriage-return updates in a log
+                return
             self.bar = tqdm(total=total_steps, initial=state.step, unit="step", dynamic_ncols=True, leave=False)
             self.bar.set_description(self._epoch(state.step))
 
@@ -116,16 +119,22 @@ def progress_bar() -> object:
             return f"epoch {min(step // max(self.per_epoch, 1) + 1, self.bar.total // max(self.per_epoch, 1))}"
 
         def on_step(self, info) -> None:
+            if self.bar is None:
+                return
             self.bar.update(1)
             if info.step % self.per_epoch == 1 or self.per_epoch == 1:
                 self.bar.set_description(self._epoch(info.step))
 
         def on_record(self, record: dict) -> None:
-            if record["kind"] == "step":
+            if record["kind"] == "step" and self.bar is not None:
                 self.bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
             elif record["kind"] == "epoch":
-                self.bar.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, test accuracy "
-                               f"{100 * record['test_acc']:.2f}%, {record['img_per_s']:.0f} img/s", file=sys.stderr)
+                line = (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, test accuracy "
+                        f"{100 * record['test_acc']:.2f}%, {record['img_per_s']:.0f} img/s")
+                if self.bar is not None:
+                    self.bar.write(line, file=sys.stdout)  # above the bar
+                else:
+                    print(line, flush=True)
 
         def on_fit_end(self, state) -> None:
             if self.bar is not None:
@@ -203,9 +212,8 @@ def _train(cfg: RunConfig, args: argparse.Namespace) -> int:
 
     main_rank = from_env().is_main  # under torchrun only rank 0 shows progress and the summary
     try:
-        shown = [settings_line()] if main_rank else []
-        result = run_training(cfg, resume=args.resume, overwrite=args.overwrite,
-                              callbacks=shown + ([progress_bar()] if cfg.train.progress and main_rank else []))
+        shown = [settings_line(), progress_bar(bar=cfg.train.progress)] if main_rank else []
+        result = run_training(cfg, resume=args.resume, overwrite=args.overwrite, callbacks=shown)
     except TrainingInterrupted as e:  # not an error: one line saying how to go on, exit 130 (SIGINT) / 143 (SIGTERM)
         if main_rank:
             print(str(e), file=sys.stderr)
@@ -729,7 +737,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         try:
             outcomes = run_suite(suite, out, settings=settings, retry_failed=args.retry_failed, on_event=event,
-                                 callbacks=[] if args.no_progress else [progress_bar()])
+                                 callbacks=[progress_bar(bar=not args.no_progress)])
         except TrainingInterrupted as e:
             print(f"{e}\nthe suite stopped; run the same 'milestones compare' command again to go on",
                   file=sys.stderr)
@@ -775,7 +783,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                                 precision=args.precision, data_root=args.data_root, data=args.data,
                                 report_dir=args.report_dir,
                                 on_event=event,
-                                callbacks=[] if args.no_progress else [progress_bar()])
+                                callbacks=[progress_bar(bar=not args.no_progress)])
     except TrainingInterrupted as e:
         print(f"{e}\nthe experiment stopped; run the same command again to go on", file=sys.stderr)
         return e.exit_code
@@ -844,7 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the recipe's, else 0)")
     _precision_option(s, None, help="train.precision: bf16 autocast or fp32 (default auto: bf16 where this device "
                                     "runs it faster)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars (the epoch lines stay)")
     s.add_argument("--dry-run", action="store_true",
                    help="print the resolved config (recipe and overrides) and check the model's options; train nothing")
     s.add_argument("--nproc", type=int, metavar="N",
@@ -886,7 +894,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
     s.add_argument("--seed", type=int, help="seed of the new head, shuffling and augmentation (train.seed; default: "
                    "the recipe's, else 0)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars (the epoch lines stay)")
     s.add_argument("--dry-run", action="store_true", help="print the resolved config; train nothing")
 
     s = sub.add_parser("features", help="features of a trained network's layer for every image of a dataset",
@@ -919,7 +927,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     s.add_argument("--report-only", action="store_true", help="write the reports from the finished runs only")
     s.add_argument("--retry-failed", action="store_true", help="train again the runs that failed earlier")
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars (the epoch lines stay)")
 
     s = sub.add_parser("recipes", help="list the shipped training recipes and compare suites")
 
@@ -940,7 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-root", help="data folder (default: $MILESTONES_DATA or ~/.cache/milestones)")
     s.add_argument("--data", help="another dataset for an experiment whose question is not tied to one (MNIST-like "
                    "sets for the MNIST experiments; see its report)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars (the epoch lines stay)")
 
     s = sub.add_parser("eval", help="evaluate a run or checkpoint on its dataset")
     s.add_argument("checkpoint", help="run directory or .safetensors file")

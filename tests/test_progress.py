@@ -52,3 +52,19 @@ def test_decoding_a_folder_reports_every_image(tmp_path: Path) -> None:
         images, labels, classes = decode_folder(tmp_path, "train", use_cache=False)
     assert images.shape == (6, 3, 8, 8) and classes == ("cat", "dog")
     assert rec.opened[0]["unit"] == "img" and sum(rec.updates) == 6
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-progress"]])
+def test_training_into_a_log_writes_one_line_per_epoch(flags: list[str], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 28: with stderr not a terminal (``train ... > log 2>&1``), no bar updates (each a carriage return) but
+    one line per epoch on stdout; ``--no-progress`` hides bars only, never the epoch lines."""
+    from milestones.cli import main
+
+    assert main(["train", "lenet5", "--data", "digits", "--epochs", "2", "--data.train_subset=200",
+                 "--data.batch_size=20", "--out", str(tmp_path), "--name", "log", *flags]) == 0
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 2 and all(": train loss " in line and "test accuracy" in line for line in epochs), out
+    assert err == ""  # stderr is left to errors
