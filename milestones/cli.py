@@ -230,7 +230,8 @@ def _train(cfg: RunConfig, args: argparse.Namespace) -> int:
                           f"images of {cfg.data.name}; lower data.batch_size (and --overwrite {result.run.path})")
     print(f"{s['model']} on {s['dataset']}: test accuracy {100 * s['final_test_acc']:.2f}% "
           f"(best {100 * s['best_test_acc']:.2f}% at epoch {s['best_epoch']}), {s['epochs']} epochs in "
-          f"{s['wall_seconds']:.1f} s, {s['img_per_s']:.0f} img/s on {s['device']}")
+          f"{s['wall_seconds']:.1f} s, {s['img_per_s']:.0f} img/s on {s['device']}"
+          + (f" ({s['world_size']} processes together)" if s.get("world_size", 1) > 1 else ""))
     if s.get("time_to_target") is not None:
         print(f"reached {100 * s['target_accuracy']:.2f}% after {s['time_to_target']:.1f} s")
     if s.get("final_val_acc") is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
 import pytest
 import torch
@@ -263,11 +264,32 @@ def test_384_weights_load_into_224_stripes_and_compute_something_else() -> None:
     24 x 24 grid: stripes of 12 vs 7, the latter padded)."""
     torch.manual_seed(0)
     right = create_model("cswin_b_384", depths=(1, 1, 1, 1)).eval()
-    wrong = create_model("cswin_b", img_size=384, depths=(1, 1, 1, 1)).eval()
+    with pytest.warns(UserWarning, match="cswin_b_384"):
+        wrong = create_model("cswin_b", img_size=384, depths=(1, 1, 1, 1)).eval()
     wrong.load_state_dict(right.state_dict(), strict=True)
     x = torch.randn(1, 3, 384, 384)
     with torch.no_grad():
         assert_logits_differ(wrong(x), right(x))
+
+
+def test_384_with_the_224_stripes_warns_and_names_the_authors_model() -> None:
+    """Issue 28: B or L built for 384 with the default (224) stripe widths silently differed from the authors' 384
+    model; it warns and names ``cswin_b_384`` / ``cswin_l_384``, and so does a 384 variant built for 224. Stripes of
+    the right size, stripes chosen on purpose, and sizes the authors have no model for stay quiet."""
+    with torch.device("meta"):
+        with pytest.warns(UserWarning, match=r"\(1, 2, 7, 7\).*384x384 model uses \(1, 2, 12, 12\).*use cswin_b_384"):
+            create_model("cswin_b", img_size=384)
+        with pytest.warns(UserWarning, match="use cswin_l_384"):
+            create_model("cswin_l", img_size=(384, 384))
+        with pytest.warns(UserWarning, match=r"use cswin_b \(or split_size=\(1, 2, 7, 7\)\)"):
+            create_model("cswin_b_384", img_size=224)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            create_model("cswin_b_384")
+            create_model("cswin_b", img_size=384, split_size=(1, 2, 12, 12))
+            create_model("cswin_t", img_size=384)  # no T at 384 in the paper
+            create_model("cswin_t", split_size=(1, 2, 14, 7))
+            create_model("cswin_b", img_size=64)
 
 
 def test_converter_refuses_a_checkpoint_for_other_stripes() -> None:
@@ -275,7 +297,8 @@ def test_converter_refuses_a_checkpoint_for_other_stripes() -> None:
     into a model with other stripe widths, heads or input size is a one-line error naming both."""
     with torch.device("meta"):
         b224, b384 = create_model("cswin_b"), create_model("cswin_b_384")
-        b384_as_b = create_model("cswin_b", img_size=384)
+        with pytest.warns(UserWarning, match="cswin_b_384"):
+            b384_as_b = create_model("cswin_b", img_size=384)
     official = _to_official(b384.state_dict())
     checkpoint = {"arch": "CSWin_96_24322_base_384", "state_dict_ema": official}
     assert convert_official_cswin(checkpoint, b384).keys() == b384.state_dict().keys()

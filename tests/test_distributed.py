@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -99,10 +100,13 @@ def test_two_nodes_train_one_run_written_by_rank_zero(two_nodes: Path) -> None:
     epochs = [line for line in (two_nodes / "metrics.jsonl").read_text().splitlines() if '"epoch", "epoch"' in line]
     assert len(epochs) == EPOCHS  # one writer: each record once
     assert (two_nodes / "checkpoints" / "state.json").read_text().count('"world_size": 2') == 1
+    summary = json.loads((two_nodes / "summary.json").read_text())  # issue 28: it says it ran on 2 processes
+    assert summary["world_size"] == 2 and summary["img_per_s_scope"] == "global"
 
 
 def test_two_nodes_match_one_process(two_nodes: Path, tmp_path: Path) -> None:
     assert cli.main(["train", *args(tmp_path, "one")]) == 0
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["world_size"] == 1
     err = scaled_error(weights(two_nodes), weights(tmp_path / "one"))
     assert err < 1e-3, f"2 ranks differ from 1 process by {err:.2e} of the largest weight"
 
@@ -122,8 +126,6 @@ def rank_pid(launcher: int, rank: int) -> int | None:
 
 def saved_step(run: Path) -> int:
     try:
-        import json
-
         return json.loads((run / "checkpoints" / "state.json").read_text())["step"]
     except (OSError, ValueError, KeyError):
         return 0

@@ -23,8 +23,9 @@ element-wise ops; the authors' 31.5G and 96.8G for L are below what their own co
 The 384 variants are the authors' ``CSWin_96_24322_base_384`` and ``CSWin_144_24322_large_384`` (their only 384
 models): B and L with stripe widths (1, 2, 12, 12), built for 384 x 384 (token grids 96, 48, 24, 12). They have exactly
 the parameters of ``cswin_b`` / ``cswin_l``, so a 384 checkpoint also loads, strictly, into ``cswin_b`` built with
-``img_size=384``, which keeps sw = 7 and computes something else; :func:`convert_official_cswin` refuses that pairing
-when the checkpoint says which model it is. The README lists B-384 at 85.5% (the paper's 85.4%) and L-384 at 87.5%.
+``img_size=384``, which keeps sw = 7 and computes something else: building it warns and names ``cswin_b_384``, and
+:func:`convert_official_cswin` refuses that pairing when the checkpoint says which model it is. The README lists
+B-384 at 85.5% (the paper's 85.4%) and L-384 at 87.5%.
 
 Differences from the paper and the authors' code:
   * Branch order follows the authors' code: branch 0 (channels ``[:C/2]`` of q, k, v) is the **vertical** stripes
@@ -48,6 +49,7 @@ Differences from the paper and the authors' code:
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -351,6 +353,22 @@ def _grid_after_stem(size: int) -> int:
     return (size + 2 * 2 - 7) // 4 + 1
 
 
+def _warn_other_stripes(cfg: CSWinConfig, size: tuple[int, int]) -> None:
+    """Warn when ``cfg`` has the authors' stripe widths for another input size than the one it is built for, and
+    they have a model at this size: ``cswin_b`` built with ``img_size=384`` keeps sw = 7 where their B-384 uses 12,
+    so its weights compute something else (3.5e-2 relative with their weights, issue 28)."""
+    same = [(n, v) for n, v in VARIANTS.items() if (v.dim, v.num_heads) == (cfg.dim, cfg.num_heads)]
+    if not any(v.split_size == cfg.split_size and _pair(v.img_size) != size for _, v in same):
+        return  # stripes of no other size of theirs (or chosen on purpose): nothing to point to
+    for name, v in same:
+        if _pair(v.img_size) == size and v.split_size != cfg.split_size:
+            warnings.warn(f"CSWin built for {size[0]}x{size[1]} with stripe widths {cfg.split_size}, the authors' "
+                          f"for another size: their {size[0]}x{size[1]} model uses {v.split_size} and computes "
+                          f"something else with the same weights; use {name} (or split_size={v.split_size})",
+                          UserWarning, stacklevel=5)  # the caller of create_model
+            return
+
+
 class CSWinTransformer(nn.Module):
     """CSWin Transformer: conv token embedding, stages of cross-shaped-window blocks with conv merging, GAP head.
 
@@ -367,6 +385,7 @@ class CSWinTransformer(nn.Module):
         self.cfg = cfg
         h, w = (cfg.img_size, cfg.img_size) if isinstance(cfg.img_size, int) else cfg.img_size
         self.img_size = (int(h), int(w))
+        _warn_other_stripes(cfg, self.img_size)
         gh, gw = _grid_after_stem(h), _grid_after_stem(w)
         self.stem = ConvEmbed(in_chans, cfg.dim)
         rates = iter(drop_path_rates(cfg.drop_path_rate, cfg.depths))

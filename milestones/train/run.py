@@ -17,7 +17,8 @@ one that ran all its epochs is.
 
 Under torchrun every rank calls :func:`run_training` (:mod:`.distributed`): each joins the process group and trains
 its share of every batch through DDP, and rank 0 alone creates, locks and writes the run directory. A distributed run
-resumes only with the world size it was saved with.
+resumes only with the world size it was saved with. Its ``summary.json`` records ``world_size``, and its ``img_per_s``
+is global (``img_per_s_scope``): the images of all processes per second.
 """
 
 from __future__ import annotations
@@ -642,6 +643,9 @@ def _summarise(run: RunDir, cfg: RunConfig, state: TrainState, spec: Any, input_
         "wall_seconds": state.elapsed,
         "train_seconds": train_seconds,
         "img_per_s": images / train_seconds if train_seconds else 0.0,
+        # torchrun: img/s counts the images of every process (their epoch tallies are summed) per second of rank 0
+        "img_per_s_scope": "global",
+        "world_size": state.world.size,
         "device": str(device) if device.type != "cuda" else f"cuda ({env['cuda']})",
         "precision": state.precision,
         "channels_last": bool(state.choices["channels_last"].value) if "channels_last" in state.choices else None,
