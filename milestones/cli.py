@@ -17,6 +17,7 @@ DEMO_RUN = "runs/demo-lenet5-digits"  # where 'make demo' trains its LeNet-5
 
 if TYPE_CHECKING:
     from .config import RunConfig
+    from .data import TensorLoader
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -266,7 +267,6 @@ def cmd_finetune(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .data import make_test_loader
     from .errors import ConfigError, RunDirError
     from .train.checkpoint import restore_model
     from .transfer import extract_features
@@ -275,18 +275,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".npz"):
         raise ConfigError(f"--out must end in .npy (labels go beside it in .labels.npy) or .npz, got {out.name!r}")
     model, meta = restore_model(args.checkpoint, prefer=args.which)
-    data_meta = meta.get("data")
-    if data_meta is None:  # a converted torchvision checkpoint: ImageNet statistics at the model's input size
-        if not args.data:
-            raise ConfigError(f"{args.checkpoint} does not record the data it was trained on; pass --data")
-        from .models import get_spec
-        from .viz.inputs import RGB_STATS
-
-        size = list(get_spec(meta["model"]).input_size[1:])
-        data_meta = {"name": args.data, "mean": list(RGB_STATS[0]), "std": list(RGB_STATS[1]), "pad": 0,
-                     "img_size": meta.get("model_kwargs", {}).get("img_size", size)}
-    loader = make_test_loader(data_meta, split=args.split, name=args.data, root=args.data_root,
-                              batch_size=args.batch_size)
+    loader = _checkpoint_test_loader(meta, args, batch_size=args.batch_size)
     feats, labels = extract_features(model, loader, args.layer, pool_how=args.pool)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -403,8 +392,28 @@ def _show_config(cfg: RunConfig, *, new_run: bool = True) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _checkpoint_test_loader(meta: dict[str, Any], args: argparse.Namespace, *, same_classes: bool = False,
+                            **kwargs: Any) -> TensorLoader:
+    """The test loader of ``args.data`` (default: the checkpoint's own data) fed as the checkpoint's input contract;
+    ``same_classes``: refuse data whose number of classes is not the model's, in one line."""
     from .data import make_test_loader
+    from .errors import ConfigError
+
+    d = meta["data"]
+    classes = d.get("classes") or []
+    if not (args.data or d.get("name")):  # converted weights: trained on data we do not have
+        raise ConfigError(f"{args.checkpoint} holds weights trained on {d.get('full_name', 'data it does not name')}, "
+                          f"not a dataset milestones reads: pass --data NAME or --data folder:PATH (with its "
+                          f"{len(classes)} classes to evaluate it)")
+    loader = make_test_loader(d, split=args.split, name=args.data, root=args.data_root, **kwargs)
+    if same_classes and classes and len(classes) != loader.spec.num_classes:
+        raise ConfigError(f"{args.checkpoint} predicts {len(classes)} classes ({d.get('full_name') or d.get('name')}) "
+                          f"but {loader.spec.full_name} has {loader.spec.num_classes}: evaluate it on data with the "
+                          f"same classes, or fine-tune it on {loader.spec.full_name} first (milestones finetune)")
+    return loader
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
     from .models import get_spec
     from .precision import resolve_precision
     from .train.checkpoint import restore_model
@@ -413,7 +422,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, meta = restore_model(args.checkpoint, prefer=args.which)
     precision = resolve_precision(args.precision, "cpu", get_spec(meta["model"]).family)
     print(f"precision: {precision.describe()}", flush=True)
-    loader = make_test_loader(meta["data"], split=args.split, name=args.data, root=args.data_root)
+    loader = _checkpoint_test_loader(meta, args, same_classes=True)
     res = evaluate(model, loader, flip_tta=args.tta, precision=precision.value)
     tta = ", flip TTA" if args.tta else ""
     print(f"{meta['model']} on {loader.spec.full_name} ({args.split}, {res['n']} images{tta}): top-1 "
@@ -424,8 +433,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from .data.augment import normalise, pad
-    from .predict import load_image
+    from .data import InputSpec
+    from .predict import read_image, to_model_input
     from .train.checkpoint import restore_model
 
     if args.topk < 1:
@@ -433,13 +442,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"--topk must be at least 1 (the number of classes shown per image), got {args.topk}")
     model, meta = restore_model(args.checkpoint)
-    d = meta["data"]
-    classes = d["classes"]
-    # MNIST-style centring suits handwriting (digits, MNIST, KMNIST), not Fashion-MNIST's clothes
-    digit_style = d["name"] in ("mnist", "kmnist", "digits") if args.style == "auto" else args.style == "digit"
+    classes = meta["data"]["classes"]
+    spec = InputSpec.from_dict(meta["data"])  # the digit recipe of handwriting sets, resizing for photos
+    if args.style != "auto":
+        spec = spec.with_style("digit" if args.style == "digit" else "photo")
     for path in args.images:
-        image = load_image(path, in_chans=d["in_chans"], size=d["img_size"], digit_style=digit_style)
-        x = normalise(pad(image.unsqueeze(0), d.get("pad", 0)), d["mean"], d["std"])  # as the loader did in training
+        x = to_model_input(read_image(path), spec)  # as the page and viz feed it
         with torch.inference_mode():
             probs = model(x).softmax(1)[0]
         top = probs.topk(min(args.topk, len(classes)))
@@ -478,7 +486,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .errors import CheckpointError
     from .models import create_model, get_converter
     from .train.checkpoint import load_weights_into, save_checkpoint
-    from .weights import load_pickle_weights
+    from .weights import converted_data, load_pickle_weights
 
     conv = get_converter(args.source)
     state = load_pickle_weights(args.file)
@@ -495,9 +503,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     model = create_model(conv.target, **kwargs)
     load_weights_into(model, converted, source=str(args.file), model_name=conv.target)
     meta = {"model": conv.target, "model_kwargs": kwargs, "converted_from": f"{conv.library} {args.source}",
-            "source_file": str(args.file)}
+            "source_file": str(args.file), "data": converted_data(args.source, conv.library, conv.target, kwargs)}
     save_checkpoint(out.with_suffix(""), model, meta)
     print(f"converted {conv.library} {args.source} -> {conv.target}: {out}")
+    print(f"metadata (model options, input size and normalisation, class names): {out.with_suffix('.json')}")
     return 0
 
 
@@ -968,7 +977,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...; any size or mode)")
     s.add_argument("--topk", type=int, default=3, help="classes shown per image, most probable first (default 3)")
     s.add_argument("--style", choices=["auto", "digit", "plain"], default="auto",
-                   help="digit: invert dark-on-light and centre like MNIST (auto: for digit datasets)")
+                   help="digit: invert dark-on-light and format as the digit set's samples were made (MNIST's "
+                   "recipe unless the run's data has its own); plain: resize (auto: as the run's data declares)")
 
     s = sub.add_parser("serve", help="a local page: draw a digit for LeNet-5, upload images for any run",
                        description="Serve the page and its JSON API (see the README) for the runs given (default: "

@@ -95,3 +95,42 @@ def _calls_something(path: Path) -> bool:
     except Exception:  # pickletools' ValueError for bytes no pickle holds, and whatever a broken archive raises
         return False
     return False
+
+
+# The input the published weights were trained on is a fact of those weights, not of our architecture (the same
+# GoogLeNet trained here takes its dataset's mean/std): torchvision's ImageNet weights take ImageNet's mean/std,
+# except GoogLeNet's and Inception v3's, which torchvision builds with transform_input=True because they were trained
+# on inputs in [-1, 1]; timm's legacy_xception's pretrained_cfg says mean = std = 0.5 too. Our models never re-map.
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+MINUS_ONE_TO_ONE = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+WEIGHTS_STATS = {"googlenet": MINUS_ONE_TO_ONE, "inception_v3": MINUS_ONE_TO_ONE, "legacy_xception": MINUS_ONE_TO_ONE}
+"""Mean/std of the inputs each convertible source's published weights expect, where not ImageNet's."""
+
+
+def converted_data(source: str, library: str, target: str, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The ``meta["data"]`` record of weights converted from ``library``'s ``source`` into our ``target``: what the
+    weights expect (:class:`~milestones.data.InputSpec`: RGB at the model's input size, ImageNet's mean/std or
+    [-1, 1]) and their class names (ImageNet-1k's, from torchvision's weight metadata, for 1,000 classes; numbers
+    otherwise). ``name`` is None: there is no dataset of theirs to evaluate on, ``--data`` names one."""
+    from .data.spec import InputSpec, size_hw
+    from .models import get_spec
+
+    num_classes = int(model_kwargs.get("num_classes", 1000))
+    mean, std = WEIGHTS_STATS.get(source, IMAGENET_STATS)
+    size = size_hw(model_kwargs.get("img_size") or tuple(get_spec(target).input_size[1:]))
+    spec = InputSpec(3, size, mean, std)
+    names = imagenet_classes() if num_classes == 1000 else None
+    imagenet = names is not None
+    return {"name": None, "full_name": f"{'ImageNet-1k, ' if imagenet else ''}{library} {source} weights",
+            "classes": names or [str(i) for i in range(num_classes)], **spec.to_dict(),
+            "input_size": list(spec.input_size)}
+
+
+def imagenet_classes() -> list[str] | None:
+    """ImageNet-1k's 1,000 class names in label order, as torchvision's weight metadata gives them (no download);
+    None without torchvision."""
+    try:
+        from torchvision.models import ResNet18_Weights
+    except ImportError:
+        return None
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])

@@ -132,8 +132,10 @@ def test_the_file_written_is_the_one_named_and_is_never_overwritten(
     monkeypatch.chdir(tmp_path)
     args = ["convert", "resnet18", str(resnet18_pth)] + (["--out", out_arg] if out_arg else [])
     assert cli.main(args) == 0
-    named = Path(capsys.readouterr().out.rsplit(": ", 1)[1].strip())
+    weights_line, metadata_line = capsys.readouterr().out.splitlines()
+    named = Path(weights_line.rsplit(": ", 1)[1].strip())
     assert named.is_file(), f"convert printed {named} but wrote {sorted(p.name for p in tmp_path.iterdir())}"
+    assert Path(metadata_line.rsplit(": ", 1)[1].strip()) == named.with_suffix(".json")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([named.name, named.with_suffix(".json").name])
     before = named.read_bytes()
     assert cli.main(args) == 2, "a second convert to the same place must not overwrite without --overwrite"

@@ -53,7 +53,7 @@ from .sources import (
     read_idx,
     resolve_root,
 )
-from .spec import DataSpec, ImageSplit, size_hw
+from .spec import DataSpec, ImageSplit, InputSpec, size_hw
 
 __all__ = [
     "SOURCES",
@@ -61,6 +61,7 @@ __all__ = [
     "DataSpec",
     "FolderDataset",
     "ImageSplit",
+    "InputSpec",
     "Loaders",
     "Mixed",
     "RemoteFile",

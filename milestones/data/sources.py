@@ -265,7 +265,7 @@ def _idx_files(md5: Sequence[str], sha256: Sequence[str | None] = (None,) * 4) -
 # Checksums of the .gz files: md5 as in torchvision.datasets; MNIST's sha256 as in shared/data/README.md.
 SOURCES: dict[str, Source] = {
     "mnist": Source(
-        spec=DataSpec("mnist", 10, 1, (28, 28), (0.1307,), (0.3081,), DIGIT_CLASSES),
+        spec=DataSpec("mnist", 10, 1, (28, 28), (0.1307,), (0.3081,), DIGIT_CLASSES, digit_recipe="mnist"),
         load=load_idx,
         counts={"train": 60_000, "test": 10_000},
         files=_idx_files(
@@ -330,6 +330,7 @@ SOURCES: dict[str, Source] = {
             mean=(0.1918,),
             std=(0.3483,),
             classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+            digit_recipe="mnist",  # made as MNIST was: 28x28, the character's centre of mass centred
         ),
         load=load_idx,
         counts={"train": 60_000, "test": 10_000},
@@ -347,7 +348,8 @@ SOURCES: dict[str, Source] = {
     ),
     # mean/std measured on the 1,438 training images after the 32x32 resize (tests/test_data.py recomputes them)
     "digits": Source(
-        spec=DataSpec("digits", 10, 1, DIGITS_SIZE, (0.3052,), (0.3235,), DIGIT_CLASSES),
+        spec=DataSpec("digits", 10, 1, DIGITS_SIZE, (0.3052,), (0.3235,), DIGIT_CLASSES,
+                      digit_recipe="sklearn-digits"),
         load=load_digits_split,
         counts={"train": 1_438, "test": 359},
     ),

@@ -1,7 +1,8 @@
 """The model side of the page: loaded runs, the images sent to them, and what they answer.
 
-Everything here is plain Python on tensors and bytes, so that it is tested without a server. A drawing from the page
-becomes the input its run was trained on (:func:`drawing_to_input`): MNIST's format for an MNIST run (the digit's
+Everything here is plain Python on tensors and bytes, so that it is tested without a server. A drawing or an upload
+becomes the input its run was trained on by :func:`milestones.predict.to_model_input`, the function ``milestones
+predict`` calls, with the run's :class:`~milestones.data.InputSpec`: MNIST's format for an MNIST run (the digit's
 bounding box scaled to 20x20 and its centre of mass put at the centre of a 28x28 field, as LeCun et al. made MNIST,
 then the recipe's padding to 32x32), and the scikit-learn digits' format for the ``make demo`` run (the box scaled to
 fill a 32x32 bitmap, thresholded, counted in 4x4 blocks to 8x8, scaled back up to 32x32 as
@@ -32,18 +33,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..data.augment import normalise, pad
+from ..data.augment import pad
+from ..data.spec import InputSpec
 from ..errors import CheckpointError, DataError
-from ..predict import _mnist_style, _to_8bit
+from ..predict import MAX_PIXELS, to_8bit, to_model_input, to_pixels
+from ..predict import digits_format as digits_format  # the page's formats are predict's: one recipe per dataset
+from ..predict import ink_box as _ink_box
+from ..predict import mnist_format as mnist_format
 from ..viz import features
 
 # Limits on what a request may send. A 280x280 drawing is about 10 KB; a phone photo is a few MB.
 MAX_BODY_BYTES = 8 * 1024 * 1024
-MAX_PIXELS = 16_000_000
 ACCEPTED_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 MIN_INK_EXTENT = 1 / 8  # of the drawing's longer side: 35 of the pad's 280 pixels; its pen is 18 pixels wide
 
-DIGIT_DATASETS = ("mnist", "kmnist", "digits")
 LENET_MODELS = ("lenet5", "lenet5_modern")
 FEATURE_LAYERS = ("c1", "c3")
 TOPK = 5
@@ -78,24 +81,13 @@ def decode_image(data: bytes, content_type: str, *, max_pixels: int = MAX_PIXELS
                     raise BadImageError(f"image is {img.width}x{img.height} pixels, {too_large}", 413, "too_large")
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                return _to_8bit(img)
+                return to_8bit(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImageError(f"image is too large to decode safely ({too_large})", 413, "too_large") from None
     except UnidentifiedImageError:
         raise BadImageError(f"the body is not a {fmt} image; send the file's bytes with its own content type") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImageError(f"the {fmt} image is corrupt or truncated ({str(e)[:60]})") from None
-
-
-def _ink_box(img: Image.Image) -> Image.Image:
-    """Light ink on black (inverting dark-on-light), cropped to the ink's bounding box; all black if there is none."""
-    img = img.convert("L")
-    if np.asarray(img).mean() > 127:
-        img = ImageOps.invert(img)
-    ys, xs = np.nonzero(np.asarray(img) > 32)
-    if not len(xs):
-        return Image.new("L", (1, 1), 0)
-    return img.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
 
 
 def check_ink(img: Image.Image, *, min_extent: float = MIN_INK_EXTENT) -> None:
@@ -109,37 +101,6 @@ def check_ink(img: Image.Image, *, min_extent: float = MIN_INK_EXTENT) -> None:
     if extent < need:
         raise BadImageError(f"too little ink to read: it spans {extent} of the image's {side} pixels; draw a larger "
                             f"digit, at least {need} pixels tall or wide", 422, "too_little_ink")
-
-
-def mnist_format(img: Image.Image) -> np.ndarray:
-    """(28, 28) uint8 as MNIST was made: the box scaled to fit 20x20, its centre of mass moved to the centre."""
-    ink = _ink_box(img)
-    scale = 20 / max(ink.width, ink.height)
-    ink = ink.resize((max(1, round(ink.width * scale)), max(1, round(ink.height * scale))), Image.LANCZOS)
-    field = np.zeros((28, 28), np.float64)
-    y0, x0 = (28 - ink.height) // 2, (28 - ink.width) // 2
-    arr = np.asarray(ink, dtype=np.float64)
-    field[y0:y0 + ink.height, x0:x0 + ink.width] = arr
-    if arr.sum() > 0:
-        ys, xs = np.mgrid[:28, :28]
-        cy, cx = (field * ys).sum() / field.sum(), (field * xs).sum() / field.sum()
-        dy, dx = round(13.5 - cy), round(13.5 - cx)
-        field = np.roll(field, (dy, dx), axis=(0, 1))  # the 20x20 box leaves a 4-pixel margin: nothing wraps
-    return field.round().clip(0, 255).astype(np.uint8)
-
-
-def digits_format(img: Image.Image) -> np.ndarray:
-    """(32, 32) uint8 as the scikit-learn digits look after our loader: a 32x32 bitmap counted in 4x4 blocks to
-    8x8 (values 0..16), scaled to 0..255 and upsampled to 32x32 bilinearly with antialiasing."""
-    ink = _ink_box(img)
-    scale = 32 / max(ink.width, ink.height)
-    ink = ink.resize((max(1, round(ink.width * scale)), max(1, round(ink.height * scale))), Image.LANCZOS)
-    bitmap = Image.new("L", (32, 32), 0)
-    bitmap.paste(ink, ((32 - ink.width) // 2, (32 - ink.height) // 2))
-    bits = torch.from_numpy((np.asarray(bitmap) > 127).astype(np.float32))[None, None]
-    counts = F.avg_pool2d(bits, 4) * 16  # (1, 1, 8, 8) set pixels per block, 0..16
-    x = F.interpolate(counts * (255 / 16), size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
-    return x.round().clamp(0, 255).to(torch.uint8)[0, 0].numpy()
 
 
 def _distance_output(model: nn.Module) -> bool:
@@ -204,30 +165,29 @@ class LoadedRun:
         return self.meta["data"]
 
     @property
+    def input(self) -> InputSpec:
+        """How an image becomes this run's input: the contract saved with its checkpoint."""
+        return InputSpec.from_dict(self.data)
+
+    @property
     def drawable(self) -> bool:
         """A LeNet-5 trained on handwritten digits: the page's drawing panel."""
-        return self.meta["model"] in LENET_MODELS and self.data["name"] in DIGIT_DATASETS
+        return self.meta["model"] in LENET_MODELS and self.input.style == "digit"
 
     def describe(self) -> dict[str, Any]:
         d = self.data
         return {"id": self.id, "model": self.meta["model"], "data": d.get("full_name", d["name"]),
                 "classes": list(d["classes"]), "input_size": list(d["input_size"]), "drawable": self.drawable,
-                "digits_format": "digits" if d["name"] == "digits" else "mnist",
+                "digits_format": "digits" if self.input.recipe == "sklearn-digits" else "mnist",
                 "output": "distances" if _distance_output(self.model) else "probabilities"}
-
-    def _input(self, image: Tensor) -> Tensor:
-        """(1, C, H, W) float model input from (C, h, w) uint8 pixels, as the test loader prepared it in training."""
-        d = self.data
-        return normalise(pad(image[None], d.get("pad", 0)), d["mean"], d["std"])
 
     def draw(self, img: Image.Image) -> dict[str, Any]:
         """The drawing panel's answer: the input as the model saw it, the class, ten scores (softmax probabilities,
         or the paper's LeNet-5's distances), C1 and C3 maps. Too little ink raises :class:`BadImageError` (422)."""
         check_ink(img)
-        fmt = digits_format(img) if self.data["name"] == "digits" else mnist_format(img)
-        pixels = torch.from_numpy(fmt)[None]
+        pixels = to_pixels(img, self.input)
         with self.lock, torch.inference_mode():
-            logits, maps = features(self.model, FEATURE_LAYERS).run(self._input(pixels))
+            logits, maps = features(self.model, FEATURE_LAYERS).run(to_model_input(pixels, self.input))
         logits = logits[0].float()
         if _distance_output(self.model):
             scores = {"output": "distances", "distances": (-logits).tolist()}
@@ -242,15 +202,8 @@ class LoadedRun:
         """Top-5 classes of an uploaded image (by probability, or by distance for the paper's LeNet-5), and where the
         model looked for the first (Grad-CAM or attention)."""
         d = self.data
-        h, w = d["img_size"]
-        if d["name"] in DIGIT_DATASETS:
-            fmt = digits_format(img) if d["name"] == "digits" else _mnist_like(img, (h, w))
-            pixels = torch.from_numpy(fmt)[None]
-        else:
-            img = img.convert("L" if d["in_chans"] == 1 else "RGB").resize((w, h), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-            pixels = torch.from_numpy((arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).copy())
-        x = self._input(pixels)
+        pixels = to_pixels(img, self.input)
+        x = to_model_input(pixels, self.input)
         with self.lock:
             with torch.inference_mode():
                 logits = self.model(x).float()[0]
@@ -262,10 +215,6 @@ class LoadedRun:
         return {"output": "distances" if distances else "probabilities",
                 "top": [{"class": d["classes"][i], key: v} for v, i in zip(values.tolist(), top.indices.tolist())],
                 "method": method, "overlay": overlay_png(seen, heat, smooth=not method.startswith("attention"))}
-
-
-def _mnist_like(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    return mnist_format(img) if size == (28, 28) else np.asarray(_mnist_style(img.convert("L"), size))
 
 
 def load_runs(paths: list[str | Path], *, device: str = "cpu") -> list[LoadedRun]:

@@ -143,7 +143,10 @@ def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, so
 def restore_model(
     path: str | Path, *, device: torch.device | str = "cpu", prefer: str = "best"
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint was saved from and load its weights; returns ``(model in eval mode, meta)``."""
+    """Rebuild the model a checkpoint was saved from and load its weights; returns ``(model in eval mode, meta)``.
+
+    ``meta["data"]`` describes the model's input (:class:`~milestones.data.InputSpec` fields, classes); a checkpoint
+    ``milestones convert`` wrote before it recorded one gets the record convert writes now."""
     from ..models import create_model
 
     state, meta = load_checkpoint(path, prefer)
@@ -152,6 +155,11 @@ def restore_model(
         raise CheckpointError(f"checkpoint {path} has no metadata naming its model; it needs the .json beside it")
     model = create_model(name, **meta.get("model_kwargs", {}))
     load_weights_into(model, state, source=str(path), model_name=name)
+    if "data" not in meta and meta.get("converted_from"):  # converted before convert recorded what weights expect
+        from ..weights import converted_data
+
+        library, _, source = str(meta["converted_from"]).partition(" ")
+        meta["data"] = converted_data(source, library, name, meta.get("model_kwargs", {}))
     return model.to(device).eval(), meta
 
 

@@ -27,9 +27,10 @@ def load_model(target: str | Path, *, options: Mapping[str, Any] | None = None, 
         which: ``best`` or ``last`` checkpoint of a run directory.
 
     Returns:
-        ``(model, data)`` where ``data`` has ``name``, ``in_chans``, ``img_size``, ``mean``, ``std``, ``pad`` and
-        ``classes`` (None for a random-init model).
+        ``(model, data)`` where ``data`` has ``name``, ``classes`` (None for a random-init model) and the fields of
+        its :class:`~milestones.data.InputSpec` (``in_chans``, ``img_size``, ``mean``, ``std``, ``pad``, ``style``).
     """
+    from ..data.spec import InputSpec
     from ..models import create_model, get_spec
 
     p = Path(target)
@@ -49,23 +50,23 @@ def load_model(target: str | Path, *, options: Mapping[str, Any] | None = None, 
     size = kwargs.get("img_size", tuple(spec.input_size[1:]))
     size = [int(size), int(size)] if isinstance(size, (int, float)) else [int(s) for s in size]
     mean, std = GRAY_STATS if in_chans == 1 else RGB_STATS if in_chans == 3 else ((0.5,) * in_chans,) * 2
-    return model, {"name": None, "in_chans": in_chans, "img_size": size, "mean": list(mean), "std": list(std),
-                   "pad": 0, "classes": None}
+    spec = InputSpec(in_chans, (size[0], size[1]), tuple(mean), tuple(std))
+    return model, {"name": None, **spec.to_dict(), "classes": None}
 
 
 def image_input(path: str | Path, data: Mapping[str, Any], *, digit_style: bool | None = None) -> tuple[Tensor,
                                                                                                        Tensor]:
     """Read an image file for a model: ``(uint8 (C, H, W) as loaded, normalised float (1, C, H', W'))``.
 
-    The file is read with :func:`milestones.predict.load_image` (any PNG/JPEG, size or mode), then padded and
-    normalised as the model's training loader did. ``digit_style`` (default: for digit datasets) centres a digit
-    MNIST-style.
+    The file is read with :func:`milestones.predict.read_image` (any PNG/JPEG, size or mode) and fed by
+    :func:`milestones.predict.to_model_input` with the model's :class:`~milestones.data.InputSpec` (``data``), as
+    ``milestones predict`` and the page feed it. ``digit_style`` overrides the style the data declare.
     """
-    from ..data.augment import normalise, pad
-    from ..predict import load_image
+    from ..data.spec import InputSpec
+    from ..predict import read_image, to_model_input, to_pixels
 
-    if digit_style is None:
-        digit_style = data.get("name") in ("mnist", "kmnist", "digits")
-    raw = load_image(path, in_chans=int(data["in_chans"]), size=data["img_size"], digit_style=digit_style)
-    x = normalise(pad(raw.unsqueeze(0), int(data.get("pad", 0))), data["mean"], data["std"])
-    return raw, x
+    spec = InputSpec.from_dict(data)
+    if digit_style is not None:
+        spec = spec.with_style("digit" if digit_style else "photo")
+    raw = to_pixels(read_image(path), spec)
+    return raw, to_model_input(raw, spec)
