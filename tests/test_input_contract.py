@@ -22,7 +22,7 @@ from cli_checks import one_line_error
 from PIL import Image, ImageDraw
 
 from milestones import cli, predict
-from milestones.data import InputSpec, get_data_spec
+from milestones.data import InputSpec, get_data_spec, input_spec
 from milestones.serve import create_app, load_runs, start_in_thread
 from milestones.serve import runs as serve_runs
 from milestones.train import checkpoint
@@ -133,9 +133,11 @@ def test_a_run_made_by_training_records_its_input_contract(digit_runs: dict[str,
 def test_old_data_records_get_the_style_their_dataset_declares(name: str | None, recipe: str | None) -> None:
     """Checkpoints from before the contract hold no style: the dataset's source row decides, not a list of names."""
     old = {"name": name, "in_chans": 1, "img_size": [28, 28], "mean": [0.5], "std": [0.5], "pad": 2}
-    spec = InputSpec.from_dict(old)
+    spec = input_spec(old)
     assert spec.recipe == recipe and spec.style == ("digit" if recipe else "photo")
     assert spec.input_size == (1, 32, 32) and InputSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="no style"):
+        InputSpec.from_dict(old)  # the contract alone does not guess: the dataset's row decides
 
 
 def test_one_pixel_limit() -> None:

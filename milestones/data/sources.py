@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from ..errors import DataError
 from . import augment, cifar
 from .download import RemoteFile, download_file
 from .folder import is_folder_name, load_folder
-from .spec import DataSpec, ImageSplit, size_hw
+from .spec import DataSpec, ImageSplit, InputSpec, size_hw
 
 ENV_ROOT = "MILESTONES_DATA"
 ENV_MIRROR = "MILESTONES_MIRROR"
@@ -395,6 +396,19 @@ def get_source(name: str) -> Source:
     if key not in SOURCES:
         raise DataError(f"unknown dataset {name!r}; {_close(key, list(SOURCES))}known: {', '.join(SOURCES)}")
     return SOURCES[key]
+
+
+def input_spec(record: Mapping[str, Any]) -> InputSpec:
+    """The input contract of a checkpoint's ``meta["data"]`` (or :meth:`InputSpec.to_dict`'s record).
+
+    A record from before the contract has no ``style``: it is what the dataset named by ``record["name"]`` declares
+    in its source row (:attr:`DataSpec.digit_recipe`), photo for an unknown or folder dataset.
+    """
+    if "style" in record:
+        return InputSpec.from_dict(record)
+    source = SOURCES.get(str(record.get("name") or "").strip().lower().replace("_", "-"))
+    recipe = source.spec.digit_recipe if source is not None else None
+    return InputSpec.from_dict({**record, "style": "digit" if recipe else "photo", "recipe": recipe})
 
 
 def get_data_spec(name: str) -> DataSpec:

@@ -125,26 +125,15 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputSpec:
-        """The contract recorded in ``d`` (:meth:`to_dict`, or a checkpoint's whole ``meta["data"]``).
-
-        A record from before the contract has no ``style``: it is what the dataset named by ``d["name"]`` declares
-        (:attr:`DataSpec.digit_recipe`), photo for an unknown or folder dataset.
-        """
-        if "style" in d:
-            style, recipe = d["style"], d.get("recipe")
-        else:
-            recipe = _declared_recipe(d.get("name"))
-            style = "digit" if recipe else "photo"
+        """The contract recorded in ``d`` (:meth:`to_dict`, or a checkpoint's whole ``meta["data"]``) with its
+        ``style``. A record from before the contract has none: read it with :func:`milestones.data.input_spec`, which
+        asks the dataset's source row."""
+        if "style" not in d:
+            raise ValueError("this data record has no style (made before the input contract); read it with "
+                             "milestones.data.input_spec, which takes the style its dataset declares")
+        style, recipe = d["style"], d.get("recipe")
         return cls(int(d["in_chans"]), size_hw(d["img_size"]), tuple(float(v) for v in d["mean"]),
                    tuple(float(v) for v in d["std"]), pad=int(d.get("pad", 0) or 0), style=style, recipe=recipe)
-
-
-def _declared_recipe(name: str | None) -> DigitRecipe | None:
-    """The digit recipe the dataset ``name`` declares in its source row; None for photos and unknown names."""
-    from .sources import SOURCES  # sources imports this module
-
-    source = SOURCES.get(str(name or "").strip().lower().replace("_", "-"))
-    return source.spec.digit_recipe if source is not None else None
 
 
 @dataclass

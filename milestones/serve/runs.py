@@ -33,6 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..data import input_spec
 from ..data.augment import pad
 from ..data.spec import InputSpec
 from ..errors import CheckpointError, DataError
@@ -167,7 +168,7 @@ class LoadedRun:
     @property
     def input(self) -> InputSpec:
         """How an image becomes this run's input: the contract saved with its checkpoint."""
-        return InputSpec.from_dict(self.data)
+        return input_spec(self.data)
 
     @property
     def drawable(self) -> bool:

@@ -93,7 +93,10 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
 
 
 def load_checkpoint(path: str | Path, prefer: str = "best") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read weights and metadata; a corrupt, truncated or tampered file is a one-line :class:`CheckpointError`."""
+    """Read weights and metadata; a corrupt, truncated or tampered file is a one-line :class:`CheckpointError`.
+
+    A data record from before the input contract gets the ``style`` and ``recipe`` its dataset declares
+    (:func:`milestones.data.input_spec`), so every reader of ``meta["data"]`` sees one form."""
     weights = resolve_checkpoint(path, prefer)
     try:
         blob = weights.read_bytes()
@@ -117,6 +120,11 @@ def load_checkpoint(path: str | Path, prefer: str = "best") -> tuple[dict[str, t
         state = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {weights} is corrupt or not a safetensors file ({str(e)[:80]})") from None
+    if isinstance(meta.get("data"), dict) and "style" not in meta["data"] and "in_chans" in meta["data"]:
+        from ..data import input_spec
+
+        spec = input_spec(meta["data"])
+        meta["data"] = {**meta["data"], "style": spec.style, "recipe": spec.recipe}
     return state, meta
 
 

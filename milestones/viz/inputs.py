@@ -62,10 +62,10 @@ def image_input(path: str | Path, data: Mapping[str, Any], *, digit_style: bool 
     :func:`milestones.predict.to_model_input` with the model's :class:`~milestones.data.InputSpec` (``data``), as
     ``milestones predict`` and the page feed it. ``digit_style`` overrides the style the data declare.
     """
-    from ..data.spec import InputSpec
+    from ..data import input_spec
     from ..predict import read_image, to_model_input, to_pixels
 
-    spec = InputSpec.from_dict(data)
+    spec = input_spec(data)
     if digit_style is not None:
         spec = spec.with_style("digit" if digit_style else "photo")
     raw = to_pixels(read_image(path), spec)
