@@ -25,6 +25,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check milestones tests benchmarks
+	$(BIN)/lint-imports
 
 docs: $(STAMP)
 	$(BIN)/milestones report models > docs/models.md

@@ -202,7 +202,7 @@ def main() -> None:
                 times[way].append(t)
                 print(f"rep {rep + 1} {way:12s} {t:7.2f} s", flush=True)
     tv, ms = statistics.median(times["torchvision"]), statistics.median(times["milestones"])
-    from milestones.train.rundir import cpu_name
+    from milestones.machine import cpu_name
 
     print()
     limited = f", first {args.limit} images" if args.limit else ""

@@ -66,9 +66,9 @@ from milestones.bench import (
     num_threads,
     table_rows,
 )
+from milestones.machine import cpu_name
 from milestones.measure import count_macs, count_params
 from milestones.models import create_model, get_spec
-from milestones.train.rundir import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 TV_CHECK = ("resnet18", "resnet50", "vgg11", "alexnet_owt", "googlenet_tv", "vit_b16", "swin_t")

@@ -31,10 +31,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from milestones.config import build_config
+from milestones.machine import cpu_name
 from milestones.models import get_spec
 from milestones.precision import cpu_capability, native_bf16, resolve_precision
 from milestones.train import run_training
-from milestones.train.rundir import cpu_name
 
 LENET_TARGET = 0.99
 RESNET_GAP = 0.5  # points

@@ -154,7 +154,7 @@ def main() -> None:
         proc.wait(30)
         tmp.cleanup()
 
-    from milestones.train.rundir import cpu_name
+    from milestones.machine import cpu_name
 
     ms = sorted(1000 * x for x in latencies)
     result = {

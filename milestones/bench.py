@@ -114,7 +114,7 @@ def machine_description(device: str | torch.device = "cpu", threads: int | None 
     _check_device(device)
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    from .train.rundir import cpu_name
+    from .machine import cpu_name
 
     cpu = cpu_name()
     load = ""

@@ -499,7 +499,7 @@ def plot(rows: Sequence[Mapping[str, Any]], folder: Path, title: str) -> list[Pa
 
 def write_reports(suite: Suite, outcomes: Sequence[Outcome], folder: str | Path) -> dict[str, Path]:
     """``results.csv``, ``leaderboard.md`` and the plots in ``folder``, each written atomically."""
-    from .train.checkpoint import atomic_write
+    from .files import atomic_write
 
     folder = Path(folder)
     try:

@@ -140,7 +140,7 @@ def cpu_capability() -> str:
 
 
 def _probe_key(device: torch.device) -> str:
-    from .train.rundir import cpu_name
+    from .machine import cpu_name
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return f"{where} | torch {torch.__version__} | {torch.get_num_threads()} thread(s) | probe v{PROBE_VERSION}"
@@ -207,7 +207,7 @@ def probe(device: str | torch.device = "cpu", *, measure: Callable[[torch.device
     result = (measure or measure_bf16)(device)
     known[key] = result
     try:
-        from .train.checkpoint import atomic_write
+        from .files import atomic_write
 
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(known, indent=1).encode())

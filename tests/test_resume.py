@@ -329,10 +329,10 @@ def test_a_resumed_run_keeps_how_it_computes_and_records_each_segment(
     parts of the run with their machine. A training state from before choices were saved resolves them anew."""
     from torch import nn
 
+    from milestones.machine import cpu_name
     from milestones.precision import Choice, native_bf16
     from milestones.train import run as run_mod
     from milestones.train.callbacks import Callback
-    from milestones.train.rundir import cpu_name
 
     class ConvOutputs(Callback):
         """Dtype and layout of the first convolution's output (6 channels: NHWC shows) in every training step."""

@@ -24,8 +24,9 @@ from safetensors.torch import load_file
 from milestones import cli
 from milestones.config import build_config
 from milestones.errors import RunDirError
+from milestones.files import atomic_write
 from milestones.train.callbacks import Callback, StepInfo
-from milestones.train.checkpoint import atomic_write, load_training_state, pack, unpack
+from milestones.train.checkpoint import load_training_state, pack, unpack
 from milestones.train.loop import NonFiniteLossError
 from milestones.train.run import run_training
 

@@ -34,8 +34,8 @@ import torch
 
 from ..compare import Outcome, Suite, SuiteRun, run_suite
 from ..errors import ConfigError, RunDirError
+from ..files import atomic_write
 from ..train.callbacks import Callback
-from ..train.checkpoint import atomic_write
 from ..train.rundir import RunDir
 from . import plots
 from .verdict import VERDICTS
@@ -257,8 +257,8 @@ def machine_kind() -> str:
     use and its native bf16 flags (``AMD EPYC 9B14, AVX2, no bf16 flags``), or the GPU."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
+    from ..machine import cpu_name
     from ..precision import cpu_capability, native_bf16
-    from ..train.rundir import cpu_name
 
     flags = native_bf16()
     return f"{cpu_name()}, {cpu_capability()}, {' + '.join(flags) if flags else 'no bf16 flags'}"
@@ -292,7 +292,7 @@ def pin_precision(folder: Path, held: dict[str, Any], asked: str | None, setup: 
     family it trains, else fp32). A folder made in one precision refuses another."""
     from ..models import get_spec
     from ..precision import check_precision, resolve_precision
-    from ..train.loop import resolve_device
+    from ..train.device import resolve_device
 
     pinned = held.get("precision")
     if asked is not None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,42 +25,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from ..errors import CheckpointError, RunDirError
+from ..errors import CheckpointError
+from ..files import atomic_write
 
 FORMAT = "milestones-checkpoint/1"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename: ``path`` is never left half-written.
-
-    A full disk raises :class:`RunDirError`; the previous file at ``path`` is untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the user's usual permissions
-        os.replace(tmp, path)
-    except BaseException as e:  # also KeyboardInterrupt: never leave the temporary file behind
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise RunDirError(f"could not write {path}: {e.strerror or e}; the previous file there is unchanged") from e
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
 def save_checkpoint(stem: Path, model: nn.Module, meta: Mapping[str, Any]) -> Path:
     """Save ``model``'s weights to ``stem.safetensors`` and ``meta`` (plus a checksum) to ``stem.json``."""
     blob = st_save(cpu_tensors(model.state_dict()), metadata={"format": FORMAT})

@@ -85,7 +85,7 @@ def init(device: str, timeout_s: float) -> tuple[World, torch.device]:
     ``cpu`` uses gloo. ``timeout_s`` bounds every collective. Without torchrun's environment this joins nothing and
     returns ``(SINGLE, device)``.
     """
-    from .loop import resolve_device
+    from .device import resolve_device
 
     world = from_env()
     dev = resolve_device(device)

@@ -41,11 +41,11 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from .. import transfer
 from ..config import RunConfig, from_dict, to_yaml
 from ..data import make_loaders
 from ..data.loader import TensorLoader
 from ..errors import CheckpointError, ConfigError, MilestonesError, RunDirError
+from ..machine import cpu_name
 from ..measure import count_macs, count_params
 from ..models import create_model, get_spec, model_options
 from ..precision import (
@@ -58,22 +58,15 @@ from ..precision import (
     resolve_precision,
     use_compile_cache,
 )
-from . import distributed
+from . import distributed, finetune
 from .callbacks import Callback, TensorBoard, require_tensorboard
 from .checkpoint import load_training_state, remove_leftovers, save_checkpoint, save_training_state
-from .loop import (
-    NonFiniteLossError,
-    TrainingInterrupted,
-    build_ema,
-    check_device,
-    check_stop,
-    fit,
-    resolve_device,
-)
+from .device import check_device, resolve_device
+from .loop import NonFiniteLossError, TrainingInterrupted, build_ema, check_stop, fit
 from .losses import LOSSES
 from .optim import build_optimizer
 from .optim import check_config as check_optim
-from .rundir import RUN_MARKER, RunDir, check_run_name, cpu_name, environment, plot_curves
+from .rundir import RUN_MARKER, RunDir, check_run_name, environment, plot_curves
 from .state import History, TrainState
 
 SavedState = tuple[dict[str, Tensor], dict[str, Any]]
@@ -332,7 +325,7 @@ def run_training(
             raise ConfigError(f"data.batch_size={cfg.data.batch_size} is more than the {loaders.train.num_samples} "
                               f"training images of {cfg.data.name}: no step would run; lower data.batch_size")
         model = _build_model(cfg, loaders.spec, device, channels_last, fresh=saved is None)
-        head = transfer.prepare(model, cfg)
+        head = finetune.prepare(model, cfg)
         if "compile" not in choices:
             choices["compile"] = _resolve_compile(cfg, family, device, loaders, saved, world,
                                                   choices["precision"].value)
@@ -404,7 +397,7 @@ def check_config(cfg: RunConfig, *, new_run: bool = True) -> None:
     check_stop(cfg.train)
     check_device(cfg.train.device)
     if new_run:
-        transfer.check_config(cfg)  # weights of another model, freeze patterns that match nothing
+        finetune.check_config(cfg)  # weights of another model, freeze patterns that match nothing
 
 
 def default_run_name(cfg: RunConfig) -> str:
@@ -545,7 +538,7 @@ def _build_model(cfg: RunConfig, spec: Any, device: torch.device, channels_last:
         kwargs.setdefault("in_chans", spec.in_chans)
     cfg.model.kwargs = kwargs
     if fresh and cfg.finetune.weights:
-        model = transfer.build_finetuned(cfg.model.name, kwargs, cfg.finetune).to(device)
+        model = finetune.build_finetuned(cfg.model.name, kwargs, cfg.finetune).to(device)
     else:
         model = create_model(cfg.model.name, **kwargs).to(device)
     return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

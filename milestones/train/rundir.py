@@ -30,7 +30,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, RunDirError
-from .checkpoint import atomic_write
+from ..files import atomic_write
+from ..machine import cpu_name
 
 try:
     import fcntl
@@ -169,17 +170,6 @@ def environment() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git_commit": git_commit(),
     }
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(package: str) -> str | None:
