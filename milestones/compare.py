@@ -239,7 +239,7 @@ def status(p: Planned) -> str:
 
 def _config_changes(p: Planned) -> str:
     """How the config saved in the run's folder differs from the suite's now ('' if the same or not saved)."""
-    from .train.run import config_differences, load_run_config
+    from .train.runconfig import config_differences, load_run_config
 
     if not (p.path / "config.yaml").is_file():
         return ""

@@ -37,7 +37,7 @@ def finetune_config(weights: str | Path, *, data: str, model: str | None = None,
     data), else the source run's own ``config.yaml``, else the defaults; then the data, the ``finetune`` section and
     ``overrides`` (``--optim.lr=0.01``...) are applied.
     """
-    from .train.run import load_run_config
+    from .train.runconfig import load_run_config
 
     path, meta = source_meta(weights)
     name = model or meta.get("model")
@@ -108,3 +108,38 @@ def extract_features(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
     if not feats:
         raise ConfigError("the data served no images to extract features from")
     return torch.cat(feats), torch.cat(labels)
+
+
+FEATURE_FILES = (".npy", ".npz")
+"""What :func:`save_features` writes: ``.npy`` (labels beside it in ``.labels.npy``) or ``.npz`` (arrays
+``features``, ``labels``, ``classes``)."""
+
+
+def features_file(out: str | Path) -> Path:
+    """``out`` as a :func:`save_features` path; any other suffix than :data:`FEATURE_FILES` is a one-line error."""
+    path = Path(out)
+    if path.suffix not in FEATURE_FILES:
+        raise ConfigError(f"--out must end in .npy (labels go beside it in .labels.npy) or .npz, got {path.name!r}")
+    return path
+
+
+def save_features(out: str | Path, features: Tensor, labels: Tensor, classes: Sequence[str]) -> str:
+    """Write :func:`extract_features`' output to ``out`` (:func:`features_file`), creating its folder; returns where
+    it went in words (``features.npy (labels: features.labels.npy)``). An unwritable place is a one-line
+    :class:`~milestones.errors.RunDirError`."""
+    import numpy as np
+
+    from .errors import RunDirError
+
+    path = features_file(out)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".npz":
+            np.savez(path, features=features.numpy(), labels=labels.numpy(), classes=np.array(classes))
+            return str(path)
+        labels_file = path.with_name(path.stem + ".labels.npy")
+        np.save(path, features.numpy())
+        np.save(labels_file, labels.numpy())
+        return f"{path} (labels: {labels_file})"
+    except OSError as e:
+        raise RunDirError(f"could not write {path}: {e.strerror or e}") from None

@@ -226,7 +226,7 @@ def test_runs_from_before_the_keys_resume_as_they_trained(tmp_path) -> None:
     import yaml
 
     from milestones.config import RunConfig, to_yaml
-    from milestones.train.run import load_run_config
+    from milestones.train.runconfig import load_run_config
 
     data = yaml.safe_load(to_yaml(RunConfig()))
     del data["train"]["precision"], data["train"]["compile"]
