@@ -787,3 +787,43 @@ def _sig(v: float | None) -> str:
     if v >= 100:
         return f"{v:.0f}"
     return f"{v:.3g}"
+
+
+def bench_precisions(names: Sequence[str], device: str, precision: str = "auto",
+                     amp: str | None = None) -> dict[str, str | None]:
+    """Each model's autocast dtype (``"bf16"`` or None) for :func:`bench_model`, as ``precision`` (``auto``, ``fp32``
+    or ``bf16``) resolves for its family on ``device``, and under the key "" one line saying what was chosen and why
+    (models grouped by choice). ``amp="bf16"`` (the older ``--amp bf16``) asks for bf16 everywhere."""
+    from .precision import resolve_precision
+
+    if amp is not None:
+        return {"": "bf16 (asked for with --amp)", **dict.fromkeys(names, amp)}
+    out: dict[str, str | None] = {}
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        choice = resolve_precision(precision, device, get_spec(name).family)
+        out[name] = "bf16" if choice.value == "bf16" else None
+        groups.setdefault(choice.describe(), []).append(name)
+    if len(groups) == 1:
+        out[""] = next(iter(groups))
+    else:
+        out[""] = "; ".join(f"{', '.join(models)}: {what}" for what, models in groups.items())
+    return out
+
+
+def bench_layouts(names: Sequence[str], device: str, asked: bool | None,
+                  amps: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """Each model's memory format for :func:`bench_model` (True: channels_last), and under the key "" one line saying
+    which: ``asked`` where given, else what ``data.channels_last: auto`` picks for the family and the precision
+    ``amps`` gives it (:func:`bench_precisions`), as a training run would."""
+    from .precision import resolve_channels_last
+
+    if asked is not None:
+        return {"": "on (asked for)" if asked else "off (asked for)", **dict.fromkeys(names, asked)}
+    amps = amps or {}
+    out = {n: bool(resolve_channels_last("auto", get_spec(n).family, device, amps.get(n) or "fp32").value)
+           for n in names}
+    on = [n for n in names if out[n]]
+    out[""] = ("auto: on for " + ", ".join(on) if on else "auto: off") + (
+        "" if len(on) in (0, len(names)) else ", off for the others")
+    return out

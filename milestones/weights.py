@@ -6,10 +6,12 @@ import pickle
 import re
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .errors import CheckpointError
 
@@ -134,3 +136,58 @@ def imagenet_classes() -> list[str] | None:
     except ImportError:
         return None
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, model_name: str) -> None:
+    """``load_state_dict`` that explains a mismatch (missing, unexpected or mis-shaped tensors) in one line."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} tensors of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                         f"{tuple(own[k].shape)} in the model)")
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise CheckpointError(f"checkpoint {source} does not fit model {model_name!r}: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def converted_path(source: str, file: str | Path, out: str | Path | None = None, *, overwrite: bool = False) -> Path:
+    """Where :func:`convert_weights` of ``source``'s ``file`` is saved: ``out`` (given ``.safetensors`` if it lacks
+    it), by default ``<file's stem>.<target>.safetensors`` in the working directory; an existing one (or its
+    ``.json``) is a one-line :class:`CheckpointError` unless ``overwrite``."""
+    from .models import get_converter
+
+    path = Path(out or Path(file).with_suffix("").name + f".{get_converter(source).target}.safetensors")
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    if (path.exists() or path.with_suffix(".json").exists()) and not overwrite:
+        raise CheckpointError(f"{path} exists; pass --overwrite or another --out")
+    return path
+
+
+def convert_weights(source: str, file: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Our model with the weights of torchvision's or timm's ``source`` read from ``file`` (never unpickling code,
+    :func:`load_pickle_weights`), and the metadata a checkpoint of it records: model name and options (the head's
+    class count read from the weights), where the weights came from and what input they expect
+    (:func:`converted_data`). Save both with :func:`milestones.train.checkpoint.save_checkpoint`."""
+    from .models import create_model, get_converter
+
+    conv = get_converter(source)
+    state = load_pickle_weights(file)
+    converted = conv.fn(state)
+    num_classes = next((v.shape[0] for k, v in converted.items() if k.startswith("head") and v.ndim == 2), None)
+    kwargs = dict(conv.target_kwargs)
+    if num_classes is not None:
+        kwargs["num_classes"] = int(num_classes)
+    model = create_model(conv.target, **kwargs)
+    load_weights_into(model, converted, source=str(file), model_name=conv.target)
+    meta = {"model": conv.target, "model_kwargs": kwargs, "converted_from": f"{conv.library} {source}",
+            "source_file": str(file), "data": converted_data(source, conv.library, conv.target, kwargs)}
+    return model, meta

@@ -170,3 +170,22 @@ def test_flop_arithmetic_and_table() -> None:
     assert r.pct_of_peak is None
     row = table_rows([r])[0]
     assert row[:5] == ["m", "infer", "4", "3x8x8", "40"] and row[-1] == "-"
+
+
+def test_bench_precisions_group_the_models_by_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench``'s precision per model is what ``train.precision`` resolves for its family, with one line saying
+    which; ``--amp bf16`` (the older spelling) asks for bf16 everywhere."""
+    from milestones import precision
+    from milestones.bench import bench_precisions
+
+    names = ["lenet5", "resnet20", "vgg11"]
+    fp32 = bench_precisions(names, "cpu", "fp32")
+    assert [fp32[n] for n in names] == [None, None, None] and ";" not in fp32[""]
+    assert bench_precisions(names, "cpu", "auto", amp="bf16") == {"": "bf16 (asked for with --amp)",
+                                                                  **dict.fromkeys(names, "bf16")}
+    bf16_families = {"resnet", "vgg"}
+    monkeypatch.setattr(precision, "resolve_precision", lambda value, device, family: precision.Choice(
+        "bf16" if family in bf16_families else "fp32", "measured" if family in bf16_families else "not measured"))
+    mixed = bench_precisions(names, "cpu", "auto")
+    assert mixed == {"lenet5": None, "resnet20": "bf16", "vgg11": "bf16",
+                     "": "lenet5: fp32 (not measured); resnet20, vgg11: bf16 (measured)"}

@@ -141,3 +141,25 @@ def test_the_file_written_is_the_one_named_and_is_never_overwritten(
     assert cli.main(args) == 2, "a second convert to the same place must not overwrite without --overwrite"
     _one_line_error(capsys)
     assert named.read_bytes() == before
+
+
+def test_convert_weights_in_the_library(resnet18_pth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``convert`` does, as library calls: ``converted_path`` names the output (and refuses to replace one),
+    ``convert_weights`` gives our model with torchvision's weights and the metadata its checkpoint records."""
+    from milestones.errors import CheckpointError
+    from milestones.weights import convert_weights, converted_path
+
+    model, meta = convert_weights("resnet18", resnet18_pth)
+    assert meta["model"] == "resnet18" and meta["model_kwargs"]["num_classes"] == 10  # read from the head's weights
+    assert meta["converted_from"] == "torchvision resnet18" and meta["source_file"] == str(resnet18_pth)
+    assert meta["data"]["name"] is None and len(meta["data"]["classes"]) == 10
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert_logits_close(model.eval()(x), _torchvision_model("resnet18", num_classes=10)(x))
+    monkeypatch.chdir(tmp_path)
+    assert converted_path("resnet18", resnet18_pth) == Path("resnet18-f37072fd.resnet18.safetensors")
+    assert converted_path("resnet18", resnet18_pth, tmp_path / "r18") == tmp_path / "r18.safetensors"
+    (tmp_path / "r18.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="exists; pass --overwrite"):
+        converted_path("resnet18", resnet18_pth, tmp_path / "r18")
+    assert converted_path("resnet18", resnet18_pth, tmp_path / "r18", overwrite=True) == tmp_path / "r18.safetensors"

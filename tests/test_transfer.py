@@ -300,3 +300,24 @@ def test_lenet5_finetunes_onto_a_grayscale_folder_and_converts_an_rgb_one(
     # the streamed path reads a folder as asked too
     streamed = stream_or_none(f"folder:{gray}", "train", image_size=32, channels=3, in_memory=False)
     assert streamed is not None and streamed[0][0].shape == (3, 32, 32)
+
+
+def test_save_features_writes_npy_and_labels_or_one_npz(tmp_path: Path) -> None:
+    """``milestones features --out``'s files, written by the library: ``.npy`` with ``.labels.npy`` beside it, or an
+    ``.npz`` with the class names; another suffix or an unwritable place is a one-line error."""
+    from milestones.errors import RunDirError
+    from milestones.transfer import features_file, save_features
+
+    feats, labels = torch.arange(6.0).view(3, 2), torch.tensor([0, 1, 0])
+    npy = tmp_path / "new" / "f.npy"
+    assert save_features(npy, feats, labels, ["a", "b"]) == f"{npy} (labels: {npy.with_name('f.labels.npy')})"
+    assert np.array_equal(np.load(npy), feats.numpy()) and np.load(npy.with_name("f.labels.npy")).tolist() == [0, 1, 0]
+    assert save_features(tmp_path / "f.npz", feats, labels, ("a", "b")) == str(tmp_path / "f.npz")
+    with np.load(tmp_path / "f.npz") as z:
+        assert z["features"].shape == (3, 2) and z["labels"].tolist() == [0, 1, 0]
+        assert z["classes"].tolist() == ["a", "b"]
+    with pytest.raises(ConfigError, match=r"must end in \.npy .* or \.npz, got 'f\.csv'"):
+        features_file(tmp_path / "f.csv")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(RunDirError, match="could not write"):
+        save_features(tmp_path / "a_file" / "f.npy", feats, labels, ["a", "b"])

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..files import atomic_write
+from ..weights import load_weights_into
 
 FORMAT = "milestones-checkpoint/1"
 def save_checkpoint(stem: Path, model: nn.Module, meta: Mapping[str, Any]) -> Path:
@@ -92,26 +93,6 @@ def load_checkpoint(path: str | Path, prefer: str = "best") -> tuple[dict[str, t
         spec = input_spec(meta["data"])
         meta["data"] = {**meta["data"], "style": spec.style, "recipe": spec.recipe}
     return state, meta
-
-
-def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, model_name: str) -> None:
-    """``load_state_dict`` that explains a mismatch (missing, unexpected or mis-shaped tensors) in one line."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if shapes:
-            k = shapes[0]
-            parts.append(f"{len(shapes)} tensors of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
-                         f"{tuple(own[k].shape)} in the model)")
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise CheckpointError(f"checkpoint {source} does not fit model {model_name!r}: {'; '.join(parts)}")
-    model.load_state_dict(state, strict=True)
 
 
 def restore_model(
