@@ -238,14 +238,14 @@ def test_runs_from_before_the_keys_resume_as_they_trained(tmp_path) -> None:
 def test_bench_follows_the_training_layout_unless_told() -> None:
     """``milestones bench`` without ``--channels-last``/``--no-channels-last`` runs each model in the memory format a
     training run's ``auto`` picks for its family; the flags override it for every model."""
-    from milestones.cli import _bench_layouts
+    from milestones.bench import bench_layouts
 
     names = ["resnet20", "vgg11"]
-    auto = _bench_layouts(names, "cpu", None)
+    auto = bench_layouts(names, "cpu", None)
     assert auto["resnet20"] is P.CHANNELS_LAST_CPU["resnet"][0] and auto["vgg11"] is P.CHANNELS_LAST_CPU["vgg"][0]
     assert auto[""].startswith("auto")
-    assert _bench_layouts(names, "cpu", True) == {"": "on (asked for)", "resnet20": True, "vgg11": True}
-    assert _bench_layouts(names, "cpu", False)["vgg11"] is False
+    assert bench_layouts(names, "cpu", True) == {"": "on (asked for)", "resnet20": True, "vgg11": True}
+    assert bench_layouts(names, "cpu", False)["vgg11"] is False
 
 
 def test_reasons_name_the_family_not_a_model_of_it_measured_elsewhere(monkeypatch) -> None:
