@@ -30,6 +30,7 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/milestones report models > docs/models.md
 	$(BIN)/milestones report experiments > docs/experiments/README.md
+	$(BIN)/python -m milestones.catalog
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import subprocess
 import sys
@@ -275,3 +276,40 @@ def test_every_option_has_help_and_none_is_taken_by_prefix(capsys) -> None:
     with pytest.raises(SystemExit) as e:  # argparse's own usage error for the other commands
         cli.main(["info", "lenet5", "--bri"])
     assert e.value.code == 2 and "unrecognized arguments: --bri" in capsys.readouterr().err
+
+
+FRESH_PROCESS = """
+import contextlib, io, json, sys
+from milestones.cli import COMMANDS, main
+
+codes = {}
+for argv in (["--help"], ["--version"], *([c, "--help"] for c in COMMANDS), ["list"], ["list", "resnet*", "vgg1?"],
+             ["list", "nosuchnet*"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's --help and --version
+            code = e.code
+    codes[" ".join(argv)] = code
+print(json.dumps({"codes": codes, "torch": sorted(m for m in sys.modules if m.split(".")[0] == "torch")}))
+"""
+
+
+def test_help_and_list_do_not_import_torch() -> None:
+    """`--help`, every `COMMAND --help`, `--version` and `list` build the parser and read the model catalogue only:
+    torch, about 1.5 s of the 1.6-1.9 s `--help` took (issue 28), is never imported. A fresh process, since this one
+    has torch already."""
+    run = subprocess.run([sys.executable, "-c", FRESH_PROCESS], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["torch"] == [], "imported by --help or list: " + ", ".join(result["torch"][:5])
+    assert set(result["codes"].values()) == {0, 2} and result["codes"]["list nosuchnet*"] == 2
+    assert [argv for argv, code in result["codes"].items() if code != 0] == ["list nosuchnet*"]
+
+
+def test_the_package_imports_torch_only_when_a_name_needs_it() -> None:
+    """`import milestones` is light; `from milestones import create_model` (PEP 562) and `milestones.models` work."""
+    code = ("import sys, milestones; light = 'torch' not in sys.modules; from milestones import create_model, "
+            "features; print(light, milestones.models.create_model is create_model, 'torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.stdout.split() == ["True", "True", "True"], run.stderr

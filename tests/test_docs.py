@@ -23,7 +23,7 @@ from types import ModuleType
 
 import pytest
 
-from milestones import cli, compare
+from milestones import catalog, cli, compare
 from milestones.errors import ConfigError
 from milestones.models import PaperRef, get_spec, list_models
 from milestones.report import REGENERATE, models_markdown, short_cite
@@ -87,6 +87,18 @@ def test_models_md_is_fresh() -> None:
     assert DOC.read_text(encoding="utf-8") == expected, (
         f"docs/models.md is stale (a model, count or paper number changed); regenerate it with `{REGENERATE}`"
     )
+
+
+def test_model_catalog_is_fresh() -> None:
+    """milestones/catalog.json, which `milestones list` reads instead of importing every model family (and torch),
+    is exactly what the registry renders today."""
+    assert catalog.CATALOG_FILE.read_text(encoding="utf-8") == catalog.catalog_json(), (
+        f"milestones/catalog.json is stale (a model, count or paper changed); regenerate it with "
+        f"`{catalog.REGENERATE}`"
+    )
+    assert [r["name"] for r in catalog.find_models()] == list_models()
+    for pattern in ("resnet*", "vgg1[19]_bn", "nosuchnet*", ""):
+        assert [r["name"] for r in catalog.find_models([pattern])] == list_models(pattern)
 
 
 def test_models_markdown_is_deterministic() -> None:

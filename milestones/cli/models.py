@@ -10,24 +10,14 @@ from .options import table
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ..models import get_spec, list_models
-    from ..report import format_count, short_authors
+    from ..catalog import COLUMNS, find_models
 
-    patterns = args.patterns or [None]
-    matched = {n for p in patterns for n in list_models(p)}
-    names = [n for n in list_models() if n in matched]  # registry order, each once
-    if not names:
-        shown = " ".join(repr(p) for p in patterns)
+    rows = find_models(args.patterns)  # the generated catalogue: no torch, no model family imported
+    if not rows:
+        shown = " ".join(repr(p) for p in args.patterns or [None])
         print(f"no model matches {shown}; run 'milestones list' to see all", file=sys.stderr)
         return 2
-    rows = []
-    for n in names:
-        s = get_spec(n)
-        c = s.counts
-        rows.append([n, s.family, s.paper.year, f"{c.params:,}" if c else "-",
-                     format_count(c.macs) if c else "-",
-                     f"{short_authors(s.paper)}, {s.paper.title}"])
-    print(table(["name", "family", "year", "params", "MACs", "paper"], rows))
+    print(table(COLUMNS, [[r[c] for c in COLUMNS] for r in rows]))
     return 0
 
 
