@@ -92,10 +92,18 @@ def test_layer_profile_measures_the_gradient_at_each_blocks_input() -> None:
 
 
 def test_experiment_list_shows_every_experiment(capsys: pytest.CaptureFixture[str]) -> None:
+    """One row per experiment in 100 columns (it was about 450 wide); ``experiment show NAME`` has the rest."""
     assert cli.main(["experiment", "list"]) == 0
     out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    words = " ".join(out.split())
     for e in list_experiments():
-        assert e.name in out and e.question in out
+        assert e.name in out and " ".join(e.question.split()[:4]) in words
+        assert cli.main(["experiment", "show", e.name]) == 0
+        shown = capsys.readouterr().out
+        assert max(len(line) for line in shown.splitlines()) <= 100
+        flat = " ".join(shown.split())
+        assert all(" ".join(t.split()) in flat for t in (e.question, e.claim, e.source, e.full_cost))
         if "quick" in e.measured:
             assert 0 < e.measured["quick"].minutes <= 15  # the promise of quick mode
         if "standard" in e.measured:
@@ -107,6 +115,8 @@ def test_experiment_list_shows_every_experiment(capsys: pytest.CaptureFixture[st
     (["experiment", "run", "degradation", "--mode", "fast"], "unknown mode 'fast'"),
     (["experiment", "run", "degradation", "--seeds", "0"], "--seeds must be at least 1"),
     (["experiment", "run"], "name the experiment to run"),
+    (["experiment", "show"], "name the experiment to show"),
+    (["experiment", "show", "degradatoin"], "unknown experiment 'degradatoin'; did you mean degradation"),
 ])
 def test_bad_experiment_input_is_one_line(args: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(args) == 2
