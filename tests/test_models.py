@@ -125,3 +125,16 @@ def test_old_spelling_is_a_one_line_error_naming_the_new_one(name: str, old: str
     message = str(info.value)
     assert "\n" not in message
     assert f"no option {old!r} (did you mean {new!r}?); valid options: " in message
+
+
+def test_select_models_expands_globs_once_and_checks_names() -> None:
+    """``milestones bench`` (and any command taking model words) resolves them here, in the registry."""
+    from milestones.errors import UnknownModelError
+    from milestones.models import select_models
+
+    assert select_models(["resnet2*", "resnet20"]) == [n for n in list_models("resnet2*")]
+    assert select_models(["lenet5", "vgg11"]) == ["lenet5", "vgg11"]
+    with pytest.raises(UnknownModelError, match="no model matches 'nosuch\\*'"):
+        select_models(["nosuch*"])
+    with pytest.raises(UnknownModelError, match="did you mean"):
+        select_models(["resnet5O"])

@@ -22,15 +22,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         measure_peak_gflops,
         table_rows,
     )
-    from ..errors import ConfigError
-    from ..models import list_models
+    from ..models import select_models
 
-    names: list[str] = []
-    for pattern in args.models or DEFAULT_MODELS:
-        found = list_models(pattern) if any(c in pattern for c in "*?[") else [pattern]
-        if not found:
-            raise ConfigError(f"no model matches {pattern!r}; run 'milestones list' to see all")
-        names += [n for n in found if n not in names]
+    names = select_models(args.models or DEFAULT_MODELS)
     device = args.device
     if device == "auto":
         import torch

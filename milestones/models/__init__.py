@@ -26,6 +26,7 @@ from ._registry import (
     model_options,
     register_converter,
     register_variants,
+    select_models,
 )
 
 # One module per family; each registers its variants when imported. Private modules (_registry, _layers) are skipped.
@@ -56,4 +57,5 @@ __all__ = [
     "list_models",
     "model_options",
     "register_variants",
+    "select_models",
 ]

@@ -11,7 +11,7 @@ import difflib
 import fnmatch
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -242,6 +242,22 @@ def list_models(pattern: str | None = None, *, family: str | None = None) -> lis
     names = [n for n, s in _SPECS.items() if family is None or s.family == family]
     if pattern:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return names
+
+
+def select_models(patterns: Sequence[str]) -> list[str]:
+    """Model names for command-line words: a glob (``"resnet*"``) gives every match, in registration order; a plain
+    name is checked (an unknown one raises with close matches). Each name once; a glob matching nothing is a
+    one-line error."""
+    names: list[str] = []
+    for pattern in patterns:
+        if any(c in pattern for c in "*?["):
+            found = list_models(pattern)
+            if not found:
+                raise UnknownModelError(f"no model matches {pattern!r}; run 'milestones list' to see all")
+        else:
+            found = [get_spec(pattern).name]
+        names += [n for n in found if n not in names]
     return names
 
 
