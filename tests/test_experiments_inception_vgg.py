@@ -86,14 +86,21 @@ def test_inception_counts_that_miss_the_paper_are_not_reproduced() -> None:
 def test_inception_params_finding_traces_5_million_and_12x() -> None:
     nets = inception_1x1.network_costs()
     assert nets["googlenet"]["classifier"] == 1024 * 1000 + 1000
-    text = inception_1x1._params_finding(nets)
+    fc = inception_1x1.alexnet_fc()
+    assert fc == {"fc": 9216 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000, "classifier": 4096 * 1000 + 1000}
+    text = inception_1x1._params_finding(nets, fc)
     assert "6,998,552" in text and "8.7x" in text and "60/5 = 12" in text and "5.97M" in text
+    assert "9.5x with both nets' 1000-way classifiers removed" in text  # (60.97M - 4.10M) / 5.97M
     mods = inception_1x1.module_costs()
     acc, conv = _heads([40.0, 41.0, 39.5], [40.5, 40.0, 40.0])
     claims = inception_1x1.claims(nets["googlenet"], nets["googlenet, no 1x1 reductions"], nets["alexnet"]["params"],
                                   acc, conv)
-    answer = inception_1x1._answer(mods, nets, acc, claims)
+    answer = inception_1x1._answer(mods, nets, acc, claims, fc)
     assert answer.startswith("**Answer.**") and "not 12 times" in answer and "within seed noise" in answer
+    assert "fully connected layers hold 58.6M of its 61.0M" in answer  # the head, not the 1x1s, is AlexNet's bulk
+    reason = inception_1x1._reason(nets["googlenet"], nets["googlenet, no 1x1 reductions"], nets["alexnet"]["params"],
+                                   acc, claims)
+    assert "8.7 times fewer parameters than AlexNet" in reason and "factor of 12 is overstated" in reason
 
 
 def test_inception_standard_mode_trains_half_width_with_three_seeds() -> None:
