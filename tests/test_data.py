@@ -162,6 +162,35 @@ def test_make_loaders_from_a_data_config(data_root: Path, mnist_dir: Path) -> No
     assert torch.equal(other.test.images, test.images) and not torch.equal(other.train.images, train.images)
 
 
+@pytest.mark.parametrize("in_memory", [None, False])
+def test_make_loaders_opens_each_split_of_a_folder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        in_memory: bool | None) -> None:
+    """Issue 27.3: an image folder has one way in, ``open_folder``, which decides in memory or streamed once per
+    split: ``make_loaders`` opens (and resolves) each split once, where it used to resolve the training split twice,
+    to decide and then to load it."""
+    from PIL import Image
+
+    from milestones.data import StreamingLoader, pipeline
+    from milestones.data import folder as folder_mod
+
+    for split, n in (("train", 2), ("test", 1)):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / split / c / f"{i}.png")
+    opened, resolved = [], []
+    open_folder, resolve_folder = pipeline.open_folder, folder_mod.resolve_folder
+    monkeypatch.setattr(pipeline, "open_folder", lambda name, split, **kw: opened.append(split) or
+                        open_folder(name, split, **kw))
+    monkeypatch.setattr(folder_mod, "resolve_folder", lambda *a: resolved.append(a) or resolve_folder(*a))
+    cfg = DataConfig(name=f"folder:{tmp_path}", in_memory=in_memory, workers=0, batch_size=2, eval_batch_size=2)
+    loaders = make_loaders(cfg, "cpu", seed=0, default_image_size=(8, 8))
+    assert opened == ["train", "test"] and len(resolved) == 2
+    kind = TensorLoader if in_memory is None else StreamingLoader
+    assert isinstance(loaders.train, kind) and isinstance(loaders.test, kind)
+    assert loaders.train.spec.img_size == (8, 8) and loaders.test.num_samples == 2
+
+
 def test_make_loaders_checks_augmentation_before_any_data_loads(tmp_path: Path) -> None:
     cfg = DataConfig(name="mnist", root=str(tmp_path / "nowhere"), trivial_augment=True, rand_augment=2)
     with pytest.raises(ConfigError, match="data.trivial_augment and data.rand_augment"):

@@ -16,7 +16,7 @@ from PIL import Image
 
 from milestones.cli import main
 from milestones.compare import Suite, SuiteRun, plan
-from milestones.data import get_dataset, stream_or_none
+from milestones.data import FolderDataset, get_dataset, open_folder
 from milestones.data.loader import select_classes
 from milestones.errors import ConfigError
 from milestones.models import create_model, get_spec, list_models
@@ -298,8 +298,8 @@ def test_lenet5_finetunes_onto_a_grayscale_folder_and_converts_an_rgb_one(
     assert len(notes) == 1, notes  # once, for training and evaluating alike
     assert "RGB images" in notes[0] and "1-channel input: converting them to grayscale" in notes[0]
     # the streamed path reads a folder as asked too
-    streamed = stream_or_none(f"folder:{gray}", "train", image_size=32, channels=3, in_memory=False)
-    assert streamed is not None and streamed[0][0].shape == (3, 32, 32)
+    streamed = open_folder(f"folder:{gray}", "train", image_size=32, channels=3, in_memory=False)
+    assert isinstance(streamed, FolderDataset) and streamed[0][0].shape == (3, 32, 32)
 
 
 def test_save_features_writes_npy_and_labels_or_one_npz(tmp_path: Path) -> None:

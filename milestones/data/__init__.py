@@ -40,7 +40,7 @@ from .augment import (
 )
 from .batch_augment import BatchAugment, check_augmentation
 from .download import RemoteFile, download_file
-from .folder import FolderDataset, StreamingLoader, folder_loader, load_folder, stream_or_none
+from .folder import FolderDataset, StreamingLoader, folder_loader, open_folder
 from .loader import TensorLoader, hold_out, subset
 from .pipeline import Loaders, make_loaders, make_test_loader
 from .sources import (
@@ -83,11 +83,11 @@ __all__ = [
     "get_source",
     "hold_out",
     "list_datasets",
-    "load_folder",
     "make_loaders",
     "make_test_loader",
     "mixup",
     "normalise",
+    "open_folder",
     "rand_augment",
     "random_crop",
     "random_cutmix",
@@ -98,7 +98,6 @@ __all__ = [
     "resolve_root",
     "size_hw",
     "soft_targets",
-    "stream_or_none",
     "subset",
     "trivial_augment",
 ]

@@ -2,6 +2,7 @@
 
     >>> train = get_dataset("folder:~/data/imagenette2-160.zip", "train", image_size=128)  # through sources.py
     >>> loader = folder_loader("~/data/imagenet", "train", batch_size=256, train=True, image_size=224)  # streams
+    >>> split = open_folder("folder:photos", "test", image_size=224)  # the way in: an ImageSplit, or a FolderDataset
 
 This is torchvision's ``ImageFolder`` layout. Class names are the sorted folder names of the ``train`` split (of the
 requested split when there is no ``train``), so every split labels a class alike; within a class, files are taken in
@@ -18,7 +19,8 @@ Two ways to use one:
   read and decode each file with ``torchvision.io``, resized to ``image_size``; the batch is then augmented by the
   same :class:`~milestones.data.batch_augment.BatchAugment` as :class:`~milestones.data.loader.TensorLoader`'s.
 
-:func:`stream_or_none` decides between the two by size; :func:`folder_loader` builds either.
+:func:`open_folder` is the one way in: it decides between the two (by size, unless told) and returns the split
+in memory or the dataset to stream; :func:`folder_loader` opens a split and batches it.
 
 Decoding uses ``torchvision.io`` (libjpeg-turbo, libpng), about four times faster than PIL per CIFAR image and
 pixel-identical to it on the CIFAR-10 JPEG copy (``tests/test_cifar.py`` checks); formats it does not read (BMP, TIFF,
@@ -470,31 +472,6 @@ def folder_spec(
     )
 
 
-def load_folder(
-    name: str | Path,
-    split: str,
-    *,
-    root: Path | None = None,
-    image_size: int | Sequence[int] | None = None,
-    channels: int | None = None,
-    max_per_class: int | None = None,
-    cache_dir: str | Path | None = None,
-) -> ImageSplit:
-    """One split of an image folder as an in-memory :class:`ImageSplit` (``get_dataset("folder:<path>", split)``);
-    ``channels`` None: as its first image (see :func:`decode_folder`)."""
-    source = resolve_folder(name, root)
-    images, labels, classes = decode_folder(
-        source,
-        split,
-        image_size=image_size,
-        channels=channels,
-        max_per_class=max_per_class,
-        root=root,
-        cache_dir=cache_dir,
-    )
-    return ImageSplit(images, labels, folder_spec(source, classes, images.shape[1], tuple(images.shape[2:])))
-
-
 class FolderDataset(torch.utils.data.Dataset):
     """A map-style dataset over an image folder that decodes each file when asked (for DataLoader workers).
 
@@ -613,28 +590,62 @@ class StreamingLoader:
             yield x, y
 
 
-def stream_or_none(
+def open_folder(
     name: str | Path,
     split: str,
     *,
-    image_size: int | Sequence[int],
+    root: Path | None = None,
+    image_size: int | Sequence[int] | None = None,
     channels: int | None = None,
     in_memory: bool | None = None,
     memory_budget: int = 4 << 30,
-    root: Path | None = None,
     max_per_class: int | None = None,
-) -> FolderDataset | None:
-    """Decide how to load one split of an image folder: the :class:`FolderDataset` to stream, or None when the split
-    goes in memory (``in_memory=True``, or ``None`` and its decoded uint8 images fit in ``memory_budget`` bytes).
+    cache_dir: str | Path | None = None,
+) -> ImageSplit | FolderDataset:
+    """One split of an image folder: the way every caller opens one (``get_dataset``, ``make_loaders``,
+    ``make_test_loader``, :func:`folder_loader`), deciding here, once, whether it is held in memory or streamed.
 
-    Deciding lists the split's files (nothing is decoded); ``in_memory=True`` decides without looking.
+    Args:
+        name: ``"folder:<path>"`` or a path (directory or zip); a relative one is looked for in the working
+            directory, then under ``root``.
+        split: Split folder name.
+        root: Data root (relative paths, cache fallback).
+        image_size: ``(H, W)`` or an int every image is scaled and centre-cropped to; needed for mixed sizes and to
+            stream.
+        channels: 3 (RGB) or 1 (grayscale), the model's; None: as the folder's first image. Images of the other kind
+            are converted, and a logged warning says so once per folder.
+        in_memory: True: in memory; False: streamed; None: in memory when the split's decoded uint8 images fit in
+            ``memory_budget`` bytes (deciding lists the files and decodes nothing).
+        memory_budget: Bytes the decoded split may take in memory.
+        max_per_class: Use only the first ``max_per_class`` images of each class (natural order).
+        cache_dir: Cache folder of the in-memory path (see :mod:`.cache`).
+
+    Returns:
+        An :class:`ImageSplit` decoded through the cache (:func:`decode_folder`), or a :class:`FolderDataset` that
+        decodes each file when asked.
     """
-    if in_memory:
-        return None
+    if max_per_class is not None and max_per_class < 1:
+        raise ValueError(f"max_per_class must be positive, got {max_per_class}")
     source = resolve_folder(name, root)
-    dataset = FolderDataset(index_folder(source, split, max_per_class=max_per_class), image_size=image_size,
-                            channels=channels)
-    return None if in_memory is None and dataset.nbytes <= memory_budget else dataset
+    if not in_memory:
+        dataset = FolderDataset(index_folder(source, split, max_per_class=max_per_class), image_size=image_size,
+                                channels=channels)
+        if in_memory is False or dataset.nbytes > memory_budget:
+            return dataset
+    images, labels, classes = decode_folder(source, split, image_size=image_size, channels=channels,
+                                            max_per_class=max_per_class, root=root, cache_dir=cache_dir)
+    return ImageSplit(images, labels, folder_spec(source, classes, images.shape[1], tuple(images.shape[2:])))
+
+
+def folder_batches(
+    data: ImageSplit | FolderDataset, *, batch_size: int, train: bool, workers: int = 2, **options: Any
+) -> TensorLoader | StreamingLoader:
+    """Batches of a split :func:`open_folder` opened: a :class:`StreamingLoader` decoding in ``workers`` processes
+    for a :class:`FolderDataset`, else a :class:`~milestones.data.loader.TensorLoader`. ``options`` are those both
+    take: ``augment``, ``seed``, ``device``, ``drop_last``, ``channels_last``."""
+    if isinstance(data, FolderDataset):
+        return StreamingLoader(data, batch_size=batch_size, train=train, workers=workers, **options)
+    return TensorLoader(data, batch_size=batch_size, train=train, **options)
 
 
 def folder_loader(
@@ -644,39 +655,18 @@ def folder_loader(
     batch_size: int,
     train: bool,
     image_size: int | Sequence[int],
+    workers: int = 2,
     channels: int | None = None,
     in_memory: bool | None = None,
     memory_budget: int = 4 << 30,
-    workers: int = 2,
     root: Path | None = None,
     cache_dir: str | Path | None = None,
     max_per_class: int | None = None,
     **options: Any,
 ) -> TensorLoader | StreamingLoader:
-    """A loader over an image folder: in memory (a ``TensorLoader``) when it fits, else streamed.
-
-    Args:
-        name: ``"folder:<path>"`` or a path (directory or zip).
-        split: Split folder name.
-        batch_size: Samples per batch.
-        train: Shuffle and augment.
-        image_size: The model's input size; every image is scaled and centre-cropped to it.
-        channels: 3 (RGB) or 1 (grayscale), the model's; None: as the folder's first image.
-        in_memory: Force one path; default: in memory when the uint8 split fits in ``memory_budget`` bytes.
-        memory_budget: Bytes the decoded split may take in memory.
-        workers: Decoding workers of the streamed path.
-        root: Data root (relative paths, cache fallback).
-        cache_dir: Cache folder of the in-memory path.
-        max_per_class: Use only the first images of each class.
-        **options: Options both loaders take: ``augment``, ``seed``, ``device``, ``drop_last``, ``channels_last``.
-
-    Returns:
-        A :class:`~milestones.data.loader.TensorLoader` or a :class:`StreamingLoader`.
-    """
-    dataset = stream_or_none(name, split, image_size=image_size, channels=channels, in_memory=in_memory,
-                             memory_budget=memory_budget, root=root, max_per_class=max_per_class)
-    if dataset is not None:
-        return StreamingLoader(dataset, batch_size=batch_size, train=train, workers=workers, **options)
-    data = load_folder(name, split, root=root, image_size=image_size, channels=channels,
-                       max_per_class=max_per_class, cache_dir=cache_dir)
-    return TensorLoader(data, batch_size=batch_size, train=train, **options)
+    """A loader over one split of an image folder: :func:`open_folder` (same arguments), then
+    :func:`folder_batches` (``batch_size``, ``train``, ``workers`` and ``options``: ``augment``, ``seed``,
+    ``device``, ``drop_last``, ``channels_last``)."""
+    data = open_folder(name, split, root=root, image_size=image_size, channels=channels, in_memory=in_memory,
+                       memory_budget=memory_budget, max_per_class=max_per_class, cache_dir=cache_dir)
+    return folder_batches(data, batch_size=batch_size, train=train, workers=workers, **options)

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ConfigError
 from .batch_augment import BatchAugment
-from .folder import StreamingLoader, folder_loader, is_folder_name, stream_or_none
+from .folder import FolderDataset, StreamingLoader, folder_batches, is_folder_name, open_folder
 from .loader import TensorLoader, hold_out, select_classes, subset
 from .sources import get_dataset, resolve_root
 from .spec import DataSpec, ImageSplit
@@ -82,15 +82,17 @@ def make_loaders(data_cfg: DataConfig, device: torch.device | str, *, seed: int,
     if not isinstance(data_cfg.channels_last, bool):
         data_cfg = dataclasses.replace(data_cfg, channels_last=False)
     device = torch.device(device)
-    folder = is_folder_name(data_cfg.name)
-    image_size = data_cfg.image_size or (default_image_size if folder else None)
-    streamed = (_streamed_folder(data_cfg, device, seed=seed, image_size=image_size, channels=channels)
-                if folder else None)
-    if streamed is not None:
-        return streamed
-    kw = dict(root=data_cfg.root, download=data_cfg.download, image_size=image_size,
-              max_per_class=data_cfg.max_per_class, **({"channels": channels} if folder else {}))
-    train, test = get_dataset(data_cfg.name, "train", **kw), get_dataset(data_cfg.name, "test", **kw)
+    if is_folder_name(data_cfg.name):  # held in memory when it fits, else streamed with fewer options
+        where = dict(root=resolve_root(data_cfg.root), image_size=data_cfg.image_size or default_image_size,
+                     channels=channels, max_per_class=data_cfg.max_per_class)
+        train = open_folder(data_cfg.name, "train", in_memory=data_cfg.in_memory, **where)
+        if isinstance(train, FolderDataset):
+            return _streamed_folder(train, data_cfg, device, seed=seed, where=where)
+        test = open_folder(data_cfg.name, "test", in_memory=True, **where)
+    else:
+        kw = dict(root=data_cfg.root, download=data_cfg.download, image_size=data_cfg.image_size,
+                  max_per_class=data_cfg.max_per_class)
+        train, test = get_dataset(data_cfg.name, "train", **kw), get_dataset(data_cfg.name, "test", **kw)
     if data_cfg.classes:
         train, test = select_classes(train, data_cfg.classes), select_classes(test, data_cfg.classes)
     val = _split_val(train, data_cfg) if data_cfg.val_split else None
@@ -129,24 +131,19 @@ def _split_val(train: ImageSplit, data_cfg: DataConfig) -> tuple[ImageSplit, Ima
     return hold_out(train, n, seed=VAL_SEED)
 
 
-def _streamed_folder(data_cfg: DataConfig, device: torch.device, *, seed: int,
-                     image_size: tuple[int, int] | int | None, channels: int | None = None) -> Loaders | None:
-    """Loaders for an image folder too large for memory (or with ``data.in_memory: false``), streamed through
-    DataLoader workers; None when the training split goes in memory."""
-    root = resolve_root(data_cfg.root)
-    where = dict(image_size=image_size, in_memory=data_cfg.in_memory, root=root, max_per_class=data_cfg.max_per_class,
-                 channels=channels)
-    dataset = stream_or_none(data_cfg.name, "train", **where)
-    if dataset is None:
-        return None  # it fits: the in-memory path loads it (through the decode cache) with every option
+def _streamed_folder(train_set: FolderDataset, data_cfg: DataConfig, device: torch.device, *, seed: int,
+                     where: dict[str, Any]) -> Loaders:
+    """Loaders for an image folder whose training split streams through DataLoader workers (too large for memory,
+    or ``data.in_memory: false``); its test split is opened as the training split was, by :func:`open_folder`."""
     unsupported = [k for k in STREAMED_UNSUPPORTED if getattr(data_cfg, k)]
     if unsupported:
         raise ConfigError(f"a streamed image folder supports crop_padding, flip and cutout only, not data."
                           f"{unsupported[0]}; set data.in_memory=true if the decoded images fit in memory")
-    kw = dict(augment=BatchAugment.from_config(data_cfg, dataset.spec), workers=data_cfg.workers, device=device,
+    kw = dict(augment=BatchAugment.from_config(data_cfg, train_set.spec), workers=data_cfg.workers, device=device,
               channels_last=data_cfg.channels_last)
-    train = StreamingLoader(dataset, batch_size=data_cfg.batch_size, train=True, seed=seed, **kw)
-    test = folder_loader(data_cfg.name, "test", batch_size=data_cfg.eval_batch_size, train=False, **where, **kw)
+    train = folder_batches(train_set, batch_size=data_cfg.batch_size, train=True, seed=seed, **kw)
+    test_set = open_folder(data_cfg.name, "test", in_memory=data_cfg.in_memory, **where)
+    test = folder_batches(test_set, batch_size=data_cfg.eval_batch_size, train=False, **kw)
     return Loaders(train, test, train.spec)
 
 
@@ -167,9 +164,11 @@ def make_test_loader(data_meta: Mapping[str, Any], *, split: str = "test", name:
     """
     name = name or data_meta["name"]
     expects = len(data_meta["mean"])  # one mean per channel the model was trained on
-    folder = is_folder_name(name)  # a folder is resized for the model and read with its channels
-    image_size = data_meta.get("img_size") if folder else None
-    data = get_dataset(name, split, root=root, image_size=image_size, **({"channels": expects} if folder else {}))
+    if is_folder_name(name):  # resized for the model and read with its channels
+        data = open_folder(name, split, root=resolve_root(root), image_size=data_meta.get("img_size"),
+                           channels=expects, in_memory=True)
+    else:
+        data = get_dataset(name, split, root=root)
     if data_meta.get("class_subset") and name == data_meta["name"]:
         data = select_classes(data, data_meta["class_subset"])
     if data.spec.in_chans != expects:

@@ -40,7 +40,7 @@ from torch import Tensor
 from ..errors import DataError
 from . import augment, cifar
 from .download import RemoteFile, download_file
-from .folder import is_folder_name, load_folder
+from .folder import is_folder_name, open_folder
 from .spec import DataSpec, ImageSplit, InputSpec, size_hw
 
 ENV_ROOT = "MILESTONES_DATA"
@@ -483,10 +483,8 @@ def get_dataset(
         raise ValueError(f"max_per_class must be positive, got {max_per_class}")
     size = size_hw(image_size)
     if is_folder_name(name):
-        return load_folder(
-            name, split, root=resolve_root(root), image_size=size, max_per_class=max_per_class, cache_dir=cache_dir,
-            channels=channels,
-        )
+        return open_folder(name, split, root=resolve_root(root), image_size=size, channels=channels, in_memory=True,
+                           max_per_class=max_per_class, cache_dir=cache_dir)
     source = get_source(name)
     if split not in source.counts:
         raise DataError(
