@@ -104,10 +104,11 @@ def test_experiment_list_shows_every_experiment(capsys: pytest.CaptureFixture[st
         assert max(len(line) for line in shown.splitlines()) <= 100
         flat = " ".join(shown.split())
         assert all(" ".join(t.split()) in flat for t in (e.question, e.claim, e.source, e.full_cost))
-        if "quick" in e.measured:
-            assert 0 < e.measured["quick"].minutes <= 15  # the promise of quick mode
+        if "quick" in e.measured:  # the promise of quick mode, unless the figure says it was broken
+            assert 0 < e.measured["quick"].minutes <= 15 or e.measured["quick"].over_budget
         if "standard" in e.measured:
-            assert e.measured["standard"].minutes <= e.standard_limit
+            m = e.measured["standard"]
+            assert (m.minutes <= e.standard_limit) != m.over_budget, e.name  # over the budget is said, never hidden
 
 
 @pytest.mark.parametrize("args, words", [

@@ -56,9 +56,13 @@ class Measured:
     minutes: float
     kind: str
     note: str = ""
+    over_budget: bool = False
+    """The mode ran past its budget (15 minutes for quick, ``standard_limit`` for standard) on this kind: said in the
+    index and ``experiment show``, and a reason to shrink the mode, not to hide the figure."""
 
     def describe(self) -> str:
-        return f"{self.minutes:g} min ({self.kind}{'; ' + self.note if self.note else ''})"
+        over = "; OVER BUDGET" if self.over_budget else ""
+        return f"{self.minutes:g} min ({self.kind}{'; ' + self.note if self.note else ''}{over})"
 
 
 @dataclass(frozen=True)
