@@ -373,6 +373,23 @@ def test_reports_state_mode_seeds_cost_and_answer_first(tmp_path: Path) -> None:
                                      "wall": "21 min"}
 
 
+def test_an_interrupted_invocation_still_records_its_cost(tmp_path: Path, data_root: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped by SIGTERM used to leave no trace in the folder's cost (alexnet-ablations' first report counted
+    only its second invocation)."""
+    import milestones.experiments.base as base
+    from milestones.train.loop import TrainingInterrupted
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise TrainingInterrupted("stopped by SIGTERM", signal_name="SIGTERM", step=1)
+
+    monkeypatch.setattr(base, "run_suite", stopped)
+    with pytest.raises(TrainingInterrupted):
+        run_experiment("relu-vs-tanh", mode="smoke", out=tmp_path / "exp", data_root=str(data_root))
+    held = json.loads((tmp_path / "exp" / base.MARKER).read_text())
+    assert len(held["invocations"]) == 1 and held["invocations"][0]["wall"] >= 0
+
+
 def test_costs_add_up_over_invocations(tmp_path: Path) -> None:
     """An experiment interrupted and run again reports the sum of its invocations' wall and CPU time."""
     from milestones.experiments.base import MARKER, Costs, record_invocation

@@ -452,17 +452,22 @@ def run_experiment(
     n_arms = sum(len([s for s in (setup.seeds if a.seeds is None else a.seeds)
                       if tuning.overrides or s != tuning.seed]) for a in tuning.arms) if tuning else 0
     total = n_grid + n_arms + sum(len(setup.seeds if r.seeds is None else r.seeds) for r in setup.runs)
-    outcomes = train(setup.runs, setup.seeds, 0, total)
-    ctx = Context(mode, setup, outcomes, folder, data_root, device)
-    if tuning is not None:
-        started = [len(outcomes)]  # events numbered across the grid and the arms
+    try:
+        outcomes = train(setup.runs, setup.seeds, 0, total)
+        ctx = Context(mode, setup, outcomes, folder, data_root, device)
+        if tuning is not None:
+            started = [len(outcomes)]  # events numbered across the grid and the arms
 
-        def train_next(runs: Sequence[RunSpec], seeds: Sequence[int]) -> list[Outcome]:
-            out = train(runs, seeds, started[0], total)
-            started[0] += len(out)
-            return out
+            def train_next(runs: Sequence[RunSpec], seeds: Sequence[int]) -> list[Outcome]:
+                out = train(runs, seeds, started[0], total)
+                started[0] += len(out)
+                return out
 
-        outcomes += _tune(tuning, ctx, train_next, setup.seeds)
+            outcomes += _tune(tuning, ctx, train_next, setup.seeds)
+    except BaseException:  # stopped (SIGTERM, Ctrl-C) or failed: the time it spent still counts in the folder's cost
+        cpu1, end = _usage()
+        record_invocation(folder, Costs(end - start, cpu1 - cpu0, load0, _load(), machine_kind()))
+        raise
     analysis = exp.analyse(ctx)
     cpu1, end = _usage()
     costs = record_invocation(folder, Costs(end - start, cpu1 - cpu0, load0, _load(), machine_kind()))
